@@ -1,0 +1,3 @@
+from goalloop.cli import main
+
+main()

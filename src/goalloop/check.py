@@ -1,0 +1,199 @@
+"""Run a command in its own process group with a timeout, stream its output to files, read the metric.
+
+Used for the objective check and for command proposers. Output goes straight to log files (a check that
+prints gigabytes costs disk, not memory); what the ledger and the next prompt see is a capped excerpt,
+head and tail, decoded with replacement so binary output never crashes the run. At the timeout the whole
+process group gets SIGTERM, then SIGKILL after a grace period, so children and grandchildren die too.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import re
+import signal
+import subprocess
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from goalloop.goal import format_duration
+
+OUTPUT_EXCERPT_BYTES = 20_000
+KILL_GRACE_SECONDS = 5.0
+COMMAND_NOT_RUNNABLE = (126, 127)
+
+
+@dataclass(frozen=True)
+class ProcessResult:
+    """How a command ended. `exit_code` is None when it was killed at its timeout."""
+
+    exit_code: int | None
+    seconds: float
+    timed_out: bool
+    stdout_path: Path
+    stderr_path: Path
+
+    def excerpt(self, limit: int = OUTPUT_EXCERPT_BYTES) -> str:
+        """stdout and stderr, each cut to head and tail so both fit in `limit` bytes."""
+        parts = []
+        for label, path in (("stdout", self.stdout_path), ("stderr", self.stderr_path)):
+            text = read_capped(path, limit // 2)
+            if text.strip():
+                parts.append(f"--- {label} ---\n{text.rstrip()}")
+        return "\n".join(parts)
+
+
+@dataclass(frozen=True)
+class CheckResult:
+    """One run of the check: did it pass, what metric did it print, and if it gave no result, why."""
+
+    process: ProcessResult
+    metric: float | None
+    problem: str | None
+    """Why the check produced no result (timeout, killed, metric missing or not finite); None if it did."""
+
+    @property
+    def passed(self) -> bool:
+        return self.problem is None and self.process.exit_code == 0
+
+    @property
+    def crashed(self) -> bool:
+        return self.problem is not None
+
+    @property
+    def seconds(self) -> float:
+        return self.process.seconds
+
+
+def run_process(
+    command: str,
+    *,
+    cwd: Path,
+    env: dict[str, str],
+    timeout: float,
+    stdout_path: Path,
+    stderr_path: Path,
+    grace: float = KILL_GRACE_SECONDS,
+) -> ProcessResult:
+    """Run `command` with /bin/sh in a new session; kill its whole group at `timeout` or on interrupt."""
+    stdout_path.parent.mkdir(parents=True, exist_ok=True)
+    started = time.monotonic()
+    with open(stdout_path, "wb") as out, open(stderr_path, "wb") as err:
+        proc = subprocess.Popen(
+            command,
+            shell=True,
+            cwd=cwd,
+            env=env,
+            stdin=subprocess.DEVNULL,
+            stdout=out,
+            stderr=err,
+            start_new_session=True,
+        )
+        timed_out = False
+        try:
+            proc.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            timed_out = True
+            _kill_group(proc, grace)
+        except BaseException:
+            _kill_group(proc, grace)
+            raise
+        else:
+            _kill_group(proc, 0, only_leftovers=True)
+    return ProcessResult(
+        exit_code=None if timed_out else proc.returncode,
+        seconds=time.monotonic() - started,
+        timed_out=timed_out,
+        stdout_path=stdout_path,
+        stderr_path=stderr_path,
+    )
+
+
+def _kill_group(proc: subprocess.Popen[bytes], grace: float, only_leftovers: bool = False) -> None:
+    """SIGTERM the process group, wait `grace`, then SIGKILL whatever is left."""
+    try:
+        os.killpg(proc.pid, signal.SIGKILL if only_leftovers else signal.SIGTERM)
+    except (ProcessLookupError, PermissionError):
+        return
+    if only_leftovers:
+        return
+    try:
+        proc.wait(timeout=grace)
+    except subprocess.TimeoutExpired:
+        pass
+    try:
+        os.killpg(proc.pid, signal.SIGKILL)
+    except (ProcessLookupError, PermissionError):
+        pass
+    proc.wait()
+
+
+def run_check(
+    command: str,
+    *,
+    cwd: Path,
+    env: dict[str, str],
+    timeout: float,
+    log_dir: Path,
+    metric_pattern: str | None,
+    prefix: str = "check",
+) -> CheckResult:
+    """Run the check and judge what it produced (metric goals need a finite metric and exit code 0)."""
+    process = run_process(
+        command,
+        cwd=cwd,
+        env=env,
+        timeout=timeout,
+        stdout_path=log_dir / f"{prefix}.stdout.log",
+        stderr_path=log_dir / f"{prefix}.stderr.log",
+    )
+    if process.timed_out:
+        return CheckResult(process, None, f"timed out after {format_duration(timeout)}")
+    if process.exit_code is not None and process.exit_code < 0:
+        return CheckResult(process, None, f"killed by signal {signal.Signals(-process.exit_code).name}")
+    if metric_pattern is None:
+        return CheckResult(process, None, None)
+    if process.exit_code != 0:
+        return CheckResult(process, None, f"exited with code {process.exit_code}")
+    raw = last_match(process.stdout_path, re.compile(metric_pattern))
+    if raw is None:
+        return CheckResult(process, None, f"no line of stdout matched the metric pattern {metric_pattern!r}")
+    try:
+        value = float(raw)
+    except ValueError:
+        return CheckResult(process, None, f"the metric {raw!r} is not a number")
+    if not math.isfinite(value):
+        return CheckResult(process, None, f"the metric is {raw} (not a finite number)")
+    return CheckResult(process, value, None)
+
+
+def last_match(path: Path, pattern: re.Pattern[str]) -> str | None:
+    """Group 1 (or the whole match) of the last line of the file that matches, read line by line."""
+    found = None
+    with open(path, "rb") as stream:
+        for raw_line in stream:
+            match = pattern.search(raw_line.decode("utf-8", errors="replace").rstrip("\r\n"))
+            if match:
+                found = match.group(1) if pattern.groups else match.group(0)
+    return found.strip() if found is not None else None
+
+
+def read_capped(path: Path, limit: int) -> str:
+    """The file's text if it fits in `limit` bytes, else its head and tail with the size of the gap."""
+    try:
+        size = path.stat().st_size
+        with open(path, "rb") as stream:
+            if size <= limit:
+                return stream.read().decode("utf-8", errors="replace")
+            head = stream.read(limit // 2)
+            stream.seek(size - limit // 2)
+            tail = stream.read()
+    except OSError:
+        return ""
+    omitted = size - len(head) - len(tail)
+    return (
+        head.decode("utf-8", errors="replace")
+        + f"\n[... {omitted:,} bytes omitted; full output in {path} ...]\n"
+        + tail.decode("utf-8", errors="replace")
+    )

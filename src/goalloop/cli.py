@@ -1,0 +1,295 @@
+"""The command line. The only module that picks concrete classes, prints, and sets exit codes.
+
+Exit codes of `run`: 0 target met; 1 budget spent; 2 invalid goal file or usage; 3 the run could not go on;
+130 interrupted (resumable).
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import sys
+import traceback
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+from rich.console import Console
+from rich.markup import escape
+
+from goalloop import __version__
+from goalloop.errors import GoalloopError
+from goalloop.goal import Goal, format_duration, load_goal
+from goalloop.ledger import AttemptRecord, Ledger, RunMeta, RunRecord, find_run, list_runs, new_run_id, read_run, utc_now
+from goalloop.loop import Loop, RunOutcome
+from goalloop.prompt import describe_check
+from goalloop.proposers.base import Proposer
+from goalloop.workspace import PathRules, RepoTarget, RunLock, Workspace, resolve_repo
+
+app = typer.Typer(
+    name="goalloop",
+    help="Loop a proposer against an objective check until a goal is met or the budget is spent.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+out = Console(highlight=False, soft_wrap=True)
+err = Console(stderr=True, highlight=False, soft_wrap=True)
+
+HomeOption = Annotated[
+    Path, typer.Option("--home", help="Folder holding runs/ and workspaces/ (default: the current directory).")
+]
+
+
+@dataclass(frozen=True)
+class Home:
+    root: Path
+
+    @property
+    def runs(self) -> Path:
+        return self.root / "runs"
+
+    @property
+    def workspaces(self) -> Path:
+        return self.root / "workspaces"
+
+    def goal_lock(self, goal_name: str) -> RunLock:
+        return RunLock(self.runs / ".locks" / f"{goal_name}.lock", f"goal '{goal_name}'")
+
+
+def main() -> None:
+    """Entry point: turn GoalloopErrors into messages and exit codes, and anything else into a short report."""
+    signal.signal(signal.SIGTERM, _interrupt)
+    try:
+        app()
+    except GoalloopError as exc:
+        err.print(f"[bold red]error:[/] {escape(str(exc))}")
+        sys.exit(exc.exit_code)
+    except KeyboardInterrupt:
+        err.print("interrupted")
+        sys.exit(130)
+    except Exception as exc:  # a bug: keep the traceback in a file, show the user one paragraph
+        report = Path(os.environ.get("TMPDIR", "/tmp")) / f"goalloop-crash-{os.getpid()}.txt"
+        report.write_text(traceback.format_exc(), encoding="utf-8")
+        err.print(
+            f"[bold red]internal error:[/] {escape(type(exc).__name__)}: {escape(str(exc))}\n"
+            f"The details are in {report}. The run (if one started) can be resumed."
+        )
+        sys.exit(3)
+
+
+def _interrupt(signum: int, frame: object) -> None:
+    raise KeyboardInterrupt
+
+
+# -- commands ---------------------------------------------------------------------------------------------
+@app.command()
+def run(
+    goal_file: Annotated[Path, typer.Argument(help="The goal file (YAML).")],
+    home: HomeOption = Path("."),
+    quiet: Annotated[bool, typer.Option("-q", "--quiet", help="Print only the final summary.")] = False,
+) -> None:
+    """Run a goal: baseline, then propose / check / keep-or-revert until the target or the budget."""
+    goal, target, rules = _prepare(goal_file)
+    proposer = make_proposer(goal, target)
+    place = Home(home.resolve())
+    with place.goal_lock(goal.run_name) as lock:
+        run_id = new_run_id(goal.run_name, place.runs)
+        lock.acquire(run_id)
+        run_dir = place.runs / run_id
+        worktree = place.workspaces / run_id
+        meta = RunMeta(
+            run_id=run_id, goal_name=goal.run_name, goal_path=str(goal.source.resolve()), repo=str(target.root),
+            base_commit=target.base_commit, branch=f"goalloop/{run_id}", worktree=str(worktree),
+            created_at=utc_now(), metric_goal=goal.is_metric_goal, direction=goal.target.direction,
+            target=goal.target.value,
+        )
+        ledger = Ledger.create(run_dir, meta, goal.source.read_text(encoding="utf-8"))
+        try:
+            workspace = Workspace.create(target, worktree, run_id, run_dir / "git-exclude")
+            ledger.event("run_started", run_id=run_id, pid=os.getpid(), base_commit=target.base_commit)
+            if not quiet:
+                out.print(f"run [bold]{run_id}[/]  branch {workspace.branch}  worktree {worktree}")
+            loop = Loop(goal, workspace, ledger, proposer, rules, dict(os.environ),
+                        on_record=None if quiet else _progress_printer(goal))
+            outcome = loop.run()
+        finally:
+            ledger.close()
+    _print_summary(goal, meta, outcome)
+    raise typer.Exit(outcome.exit_code)
+
+
+@app.command()
+def validate(goal_file: Annotated[Path, typer.Argument(help="The goal file (YAML).")]) -> None:
+    """Check a goal file and print what a run would do, without running anything."""
+    goal, target, rules = _prepare(goal_file)
+    make_proposer(goal, target)
+    budget = goal.budget
+    limits = [
+        f"{budget.iterations} attempts" if budget.iterations else "",
+        f"{format_duration(budget.time)}" if budget.time else "",
+        f"{budget.tokens:,} tokens" if budget.tokens else "",
+        f"${budget.usd:.2f}" if budget.usd is not None else "",
+    ]
+    out.print(f"[green]ok[/] {goal_file}: goal [bold]{goal.run_name}[/]")
+    out.print(f"  repo       {target.root} at {goal.base} ({target.base_commit[:12]})")
+    out.print(f"  check      {escape(describe_check(goal))}")
+    if goal.is_metric_goal and goal.target.value is None:
+        out.print("  target     none: improve until the budget is spent")
+    out.print(f"  budget     {', '.join(x for x in limits if x) or 'none'}")
+    out.print(f"  proposer   {goal.proposer.kind}")
+    out.print(f"  protected  {escape(', '.join(p.lstrip('/') for p in rules.protected_patterns))}")
+    out.print(f"  editable   {escape(', '.join(goal.editable) or 'everything not protected')}")
+    out.print(f"  a run creates branch goalloop/{goal.run_name}-<time> and a worktree under workspaces/")
+
+
+@app.command()
+def status(
+    run_id: Annotated[Optional[str], typer.Argument(help="Run id or a unique prefix (default: the latest run).")] = None,
+    home: HomeOption = Path("."),
+) -> None:
+    """Where a run stands: state, attempts, best against baseline, spend, the last attempts."""
+    record = read_run(find_run(Home(home.resolve()).runs, run_id))
+    meta = record.meta
+    baseline, best = record.baseline, record.kept
+    out.print(f"run [bold]{meta.run_id}[/]  goal {meta.goal_name}  [bold]{_state(record)}[/]")
+    if record.stop:
+        out.print(f"  stopped    {escape(str(record.stop.get('reason', '')))}")
+    out.print(f"  attempts   {record.iterations} ({_verdict_counts(record.attempts)})")
+    if baseline and best:
+        out.print(f"  best       {_result(best, meta.metric_goal)} at attempt {best.iteration}"
+                  f" (baseline {_result(baseline, meta.metric_goal)})")
+    out.print(f"  spent      {format_duration(record.elapsed)}, ${record.cost_usd:.2f}, {record.tokens:,} tokens")
+    out.print(f"  branch     {meta.branch}  (in {meta.repo})")
+    out.print(f"  record     {record.run_dir}")
+    for attempt in record.attempts[-5:]:
+        out.print("  " + _attempt_line(attempt, meta.metric_goal))
+
+
+@app.command()
+def runs(home: HomeOption = Path(".")) -> None:
+    """The runs under runs/, one line each, oldest first."""
+    folders = list_runs(Home(home.resolve()).runs)
+    if not folders:
+        out.print("no runs yet; start one with `goalloop run goals/<goal>.yaml`")
+        return
+    for folder in folders:
+        try:
+            record = read_run(folder)
+        except GoalloopError as exc:
+            out.print(f"{folder.name}  unreadable: {escape(str(exc))}")
+            continue
+        best = record.kept
+        out.print(
+            f"{record.meta.run_id:40}  {_state(record):18}  {record.iterations:5} attempts  "
+            f"best {_result(best, record.meta.metric_goal) if best else '-':>10}  {record.meta.created_at}"
+        )
+
+
+@app.callback(invoke_without_command=True)
+def _version(
+    version: Annotated[bool, typer.Option("--version", help="Print the version and exit.")] = False,
+) -> None:
+    if version:
+        out.print(f"goalloop {__version__}")
+        raise typer.Exit(0)
+
+
+# -- wiring -----------------------------------------------------------------------------------------------
+def _prepare(goal_file: Path) -> tuple[Goal, RepoTarget, PathRules]:
+    """Everything that can be checked before anything is created on disk."""
+    goal = load_goal(goal_file)
+    target = resolve_repo(goal)
+    goal.instructions_text()
+    return goal, target, PathRules.for_goal(goal, target.root)
+
+
+def make_proposer(goal: Goal, target: RepoTarget) -> Proposer:
+    """The concrete proposer for the goal; validates what it can against the repository at base."""
+    config = goal.proposer
+    if config.kind == "scripted":
+        from goalloop.proposers.scripted import ScriptedProposer
+
+        return ScriptedProposer(config)
+    if config.kind == "command":
+        from goalloop.proposers.command import CommandProposer
+
+        return CommandProposer(config, dict(os.environ))
+    raise GoalloopError(
+        f"{goal.where('proposer', 'kind')}: proposer kind '{config.kind}' is not available in this version",
+        fix="use kind: command or kind: scripted",
+    )
+
+
+# -- printing ---------------------------------------------------------------------------------------------
+VERDICT_STYLE = {"baseline": "cyan", "keep": "green", "discard": "dim", "crash": "red", "rejected": "yellow"}
+
+
+def _result(record: AttemptRecord, metric_goal: bool) -> str:
+    if metric_goal:
+        return "-" if record.metric is None else f"{record.metric:.6g}"
+    return "pass" if record.passed else "fail"
+
+
+def _attempt_line(record: AttemptRecord, metric_goal: bool) -> str:
+    style = VERDICT_STYLE.get(record.verdict, "")
+    cost = f"${record.cost_usd:.3f}" if record.cost_usd else ""
+    why = f" [dim]({escape(record.reason)})[/]" if record.reason and record.verdict != "discard" else ""
+    return (
+        f"#{record.iteration:<4} [{style}]{record.verdict:8}[/] {_result(record, metric_goal):>10}  "
+        f"{record.seconds:6.1f}s {cost:>7}  {escape(record.description[:100])}{why}"
+    )
+
+
+def _progress_printer(goal: Goal):  # noqa: ANN202
+    def show(record: AttemptRecord) -> None:
+        out.print(_attempt_line(record, goal.is_metric_goal))
+
+    return show
+
+
+def _verdict_counts(attempts: list[AttemptRecord]) -> str:
+    counts: dict[str, int] = {}
+    for a in attempts:
+        if a.iteration > 0:
+            counts[a.verdict] = counts.get(a.verdict, 0) + 1
+    return ", ".join(f"{n} {v}" for v, n in counts.items()) or "none yet"
+
+
+def _state(record: RunRecord) -> str:
+    if record.stop is not None:
+        return record.state
+    lock = Path(record.run_dir).parent / ".locks" / f"{record.meta.goal_name}.owner"
+    owner = lock.read_text(encoding="utf-8").strip() if lock.exists() else ""
+    if owner and record.meta.run_id in owner and _pid_alive(owner):
+        return "running"
+    return "stopped (killed?)"
+
+
+def _pid_alive(owner: str) -> bool:
+    try:
+        pid = int(owner.split()[1])
+        os.kill(pid, 0)
+        return True
+    except (IndexError, ValueError, ProcessLookupError, PermissionError):
+        return False
+
+
+def _print_summary(goal: Goal, meta: RunMeta, outcome: RunOutcome) -> None:
+    best, baseline = outcome.best, outcome.baseline
+    headline = {0: "[bold green]target met[/]", 1: "[bold yellow]budget spent[/]", 130: "[bold]interrupted[/]"}
+    out.print(f"\n{headline.get(outcome.exit_code, 'stopped')}: {escape(outcome.reason)}")
+    if best and baseline:
+        out.print(f"best {_result(best, goal.is_metric_goal)} (baseline {_result(baseline, goal.is_metric_goal)})"
+                  + (f", kept at attempt {best.iteration}" if best.iteration else ", nothing kept"))
+    spend = outcome.spend
+    out.print(f"spent {spend.iterations} attempts, {format_duration(spend.seconds)}, ${spend.usd:.2f}, {spend.tokens:,} tokens")
+    out.print(f"branch {meta.branch} in {meta.repo}")
+    if best and best.iteration:
+        out.print(f"  see it:  git -C {meta.repo} diff {meta.base_commit[:12]} {meta.branch}")
+    out.print(f"record {Path(meta.worktree).parent.parent / 'runs' / meta.run_id}/results.tsv")
+
+
+if __name__ == "__main__":
+    main()

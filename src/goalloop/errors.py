@@ -1,0 +1,55 @@
+"""The errors goalloop shows to its users.
+
+Every error raised on purpose is a `GoalloopError`: it carries a message written for the person at the
+terminal (what went wrong, where, and how to fix it) and the exit code the CLI ends with. The CLI prints
+the message and exits; it never shows a traceback for these.
+"""
+
+from __future__ import annotations
+
+
+class GoalloopError(Exception):
+    """An error whose message is meant to be read by the user."""
+
+    exit_code = 3
+
+    def __init__(self, message: str, *, fix: str | None = None) -> None:
+        super().__init__(message)
+        self.message = message
+        self.fix = fix
+
+    def __str__(self) -> str:
+        return self.message if not self.fix else f"{self.message}\n  fix: {self.fix}"
+
+
+class GoalError(GoalloopError):
+    """The goal file is invalid: bad YAML, a wrong key or value, a repo or base that does not exist."""
+
+    exit_code = 2
+
+
+class UsageError(GoalloopError):
+    """The command line is wrong: an unknown run id, conflicting options."""
+
+    exit_code = 2
+
+
+class InfrastructureError(GoalloopError):
+    """The run cannot go on (git failed, the disk is full, the API refuses the key). It stays resumable."""
+
+    exit_code = 3
+
+
+class LockHeld(InfrastructureError):
+    """Another live goalloop process holds the run or the goal."""
+
+
+class BudgetExhausted(Exception):
+    """A budget is spent, or the next step would pass it. Ends the run cleanly with exit 1."""
+
+    def __init__(self, reason: str, *, cost_usd: float = 0.0, tokens: int = 0) -> None:
+        super().__init__(reason)
+        self.reason = reason
+        self.cost_usd = cost_usd
+        """What the attempt that was cut short had already spent."""
+        self.tokens = tokens

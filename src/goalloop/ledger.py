@@ -1,0 +1,258 @@
+"""The record of a run, `runs/<run-id>/`, written append-only and read back for status, report and resume.
+
+    run.json            what the run is: goal, repo, base, branch, worktree (written once)
+    goal.yaml           the goal file as it was loaded
+    events.jsonl        one JSON event per line (structlog): run_started, attempt, paused, run_stopped...
+    results.tsv         one row per attempt, baseline first (iteration, commit, metric, verdict, seconds,
+                        cost_usd, description)
+    attempts/NNNN/      prompt.md, diff.patch, the check's and the proposer's full output
+
+Rows are flushed and fsynced before the branch moves, so after a crash the ledger is never behind git
+about a kept attempt.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import os
+from dataclasses import asdict, dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import IO, Any, Literal
+
+import structlog
+
+from goalloop.errors import UsageError
+
+Verdict = Literal["baseline", "keep", "discard", "crash", "rejected"]
+RESULTS_COLUMNS = ["iteration", "commit", "metric", "verdict", "seconds", "cost_usd", "description"]
+
+
+@dataclass
+class AttemptRecord:
+    """One row of the ledger: an attempt (or the baseline, iteration 0) and its verdict."""
+
+    iteration: int
+    verdict: Verdict
+    description: str
+    commit: str | None = None
+    metric: float | None = None
+    passed: bool = False
+    seconds: float = 0.0
+    cost_usd: float | None = 0.0
+    tokens: int = 0
+    added_lines: int = 0
+    reason: str = ""
+    """Why it was rejected, crashed or failed to propose; the stall detector reads this."""
+    kept_commit: str = ""
+    """The branch head after this attempt."""
+    elapsed: float = 0.0
+    """Wall-clock seconds the run had used when this row was written (resumes included)."""
+
+    def tsv_row(self) -> list[str]:
+        return [
+            str(self.iteration),
+            (self.commit or "")[:12],
+            "" if self.metric is None else f"{self.metric:.6g}",
+            self.verdict,
+            f"{self.seconds:.1f}",
+            "" if self.cost_usd is None else f"{self.cost_usd:.4f}",
+            " ".join(self.description.split())[:300],
+        ]
+
+
+@dataclass
+class RunMeta:
+    """What a run is, written once when it starts."""
+
+    run_id: str
+    goal_name: str
+    goal_path: str
+    repo: str
+    base_commit: str
+    branch: str
+    worktree: str
+    created_at: str
+    metric_goal: bool
+    direction: str
+    target: float | None
+
+
+@dataclass
+class RunRecord:
+    """A run as read back from its folder."""
+
+    meta: RunMeta
+    attempts: list[AttemptRecord]
+    stop: dict[str, Any] | None
+    """The last run_stopped event; None if the run never stopped cleanly (alive, or killed)."""
+    run_dir: Path
+    events: list[dict[str, Any]] = field(default_factory=list)
+
+    @property
+    def baseline(self) -> AttemptRecord | None:
+        return self.attempts[0] if self.attempts and self.attempts[0].iteration == 0 else None
+
+    @property
+    def kept(self) -> AttemptRecord | None:
+        """The last kept state (the baseline if nothing was kept)."""
+        kept = [a for a in self.attempts if a.verdict in ("baseline", "keep")]
+        return kept[-1] if kept else None
+
+    @property
+    def iterations(self) -> int:
+        return sum(1 for a in self.attempts if a.iteration > 0)
+
+    @property
+    def cost_usd(self) -> float:
+        return sum(a.cost_usd or 0.0 for a in self.attempts)
+
+    @property
+    def tokens(self) -> int:
+        return sum(a.tokens for a in self.attempts)
+
+    @property
+    def elapsed(self) -> float:
+        return max((a.elapsed for a in self.attempts), default=0.0)
+
+    @property
+    def finished(self) -> bool:
+        return self.stop is not None and self.stop.get("exit_code") in (0, 1)
+
+    @property
+    def state(self) -> str:
+        if self.stop is None:
+            return "running or killed"
+        return str(self.stop.get("state", "stopped"))
+
+
+class _DurableLines:
+    """A structlog logger that appends each rendered event as a line, flushed and fsynced."""
+
+    def __init__(self, stream: IO[str]) -> None:
+        self._stream = stream
+
+    def msg(self, message: str) -> None:
+        self._stream.write(message + "\n")
+        self._stream.flush()
+        os.fsync(self._stream.fileno())
+
+    info = warning = error = debug = msg
+
+
+class Ledger:
+    """Writes a run's folder. One Ledger per process; the run lock guarantees a single writer."""
+
+    def __init__(self, run_dir: Path) -> None:
+        self.run_dir = run_dir
+        self._events_stream = open(run_dir / "events.jsonl", "a", encoding="utf-8")
+        self._results_stream = open(run_dir / "results.tsv", "a", encoding="utf-8", newline="")
+        if self._results_stream.tell() == 0:
+            self._write_tsv(RESULTS_COLUMNS)
+        self.log = structlog.wrap_logger(
+            _DurableLines(self._events_stream),
+            processors=[
+                structlog.processors.TimeStamper(fmt="iso", utc=True, key="ts"),
+                structlog.processors.JSONRenderer(default=str),
+            ],
+        )
+
+    @classmethod
+    def create(cls, run_dir: Path, meta: RunMeta, goal_text: str) -> Ledger:
+        run_dir.mkdir(parents=True, exist_ok=False)
+        (run_dir / "attempts").mkdir()
+        (run_dir / "goal.yaml").write_text(goal_text, encoding="utf-8")
+        (run_dir / "run.json").write_text(json.dumps(asdict(meta), indent=2) + "\n", encoding="utf-8")
+        return cls(run_dir)
+
+    def attempt_dir(self, iteration: int) -> Path:
+        path = self.run_dir / "attempts" / f"{iteration:04d}"
+        path.mkdir(parents=True, exist_ok=True)
+        return path
+
+    def event(self, name: str, **fields: Any) -> None:
+        self.log.info(name, **fields)
+
+    def record(self, attempt: AttemptRecord) -> None:
+        """Append the attempt to results.tsv and events.jsonl, durably. Call before moving the branch."""
+        self._write_tsv(attempt.tsv_row())
+        self.event("attempt", **asdict(attempt))
+
+    def _write_tsv(self, row: list[str]) -> None:
+        csv.writer(self._results_stream, delimiter="\t", lineterminator="\n").writerow(row)
+        self._results_stream.flush()
+        os.fsync(self._results_stream.fileno())
+
+    def close(self) -> None:
+        self._events_stream.close()
+        self._results_stream.close()
+
+
+def new_run_id(goal_name: str, runs_dir: Path) -> str:
+    stamp = datetime.now().strftime("%Y%m%d-%H%M%S")
+    run_id = f"{goal_name}-{stamp}"
+    suffix = 2
+    while (runs_dir / run_id).exists():
+        run_id = f"{goal_name}-{stamp}-{suffix}"
+        suffix += 1
+    return run_id
+
+
+def utc_now() -> str:
+    return datetime.now(timezone.utc).isoformat(timespec="seconds")
+
+
+def read_run(run_dir: Path) -> RunRecord:
+    """Read a run folder back. Tolerates a half-written last line (the process died mid-write)."""
+    try:
+        meta = RunMeta(**json.loads((run_dir / "run.json").read_text(encoding="utf-8")))
+    except (OSError, ValueError, TypeError) as exc:
+        raise UsageError(f"{run_dir} is not a goalloop run folder ({exc})", fix="list runs with `goalloop runs`") from None
+    attempts: list[AttemptRecord] = []
+    stop = None
+    events = []
+    known = set(AttemptRecord.__dataclass_fields__)
+    with open(run_dir / "events.jsonl", encoding="utf-8", errors="replace") as stream:
+        for line in stream:
+            try:
+                event = json.loads(line)
+            except ValueError:
+                continue
+            events.append(event)
+            name = event.get("event")
+            if name == "attempt":
+                record = AttemptRecord(**{k: v for k, v in event.items() if k in known})
+                attempts = [a for a in attempts if a.iteration != record.iteration] + [record]
+            elif name == "run_stopped":
+                stop = event
+            elif name == "run_resumed":
+                stop = None
+    return RunRecord(meta=meta, attempts=attempts, stop=stop, run_dir=run_dir, events=events)
+
+
+def list_runs(runs_dir: Path) -> list[Path]:
+    """Run folders under `runs_dir`, oldest first."""
+    if not runs_dir.is_dir():
+        return []
+    found = [p for p in runs_dir.iterdir() if (p / "run.json").is_file()]
+    return sorted(found, key=lambda p: ((p / "run.json").stat().st_mtime, p.name))
+
+
+def find_run(runs_dir: Path, run_id: str | None) -> Path:
+    """The folder of `run_id`, or of the latest run; a unique prefix of a run id is enough."""
+    runs = list_runs(runs_dir)
+    if not runs:
+        raise UsageError(f"no runs under {runs_dir}", fix="start one with `goalloop run goals/<goal>.yaml`, or pass --home")
+    if run_id is None:
+        return runs[-1]
+    exact = [p for p in runs if p.name == run_id]
+    matches = exact or [p for p in runs if p.name.startswith(run_id)]
+    if len(matches) == 1:
+        return matches[0]
+    if not matches:
+        raise UsageError(f"no run '{run_id}' under {runs_dir}", fix="see `goalloop runs` for the run ids")
+    raise UsageError(
+        f"'{run_id}' matches {len(matches)} runs: {', '.join(p.name for p in matches[:5])}",
+        fix="give more of the run id",
+    )

@@ -1,0 +1,101 @@
+"""The prompt every proposer is given: a stable prefix (rules, goal, context) and the recent history."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from goalloop.goal import Goal, format_duration
+from goalloop.ledger import AttemptRecord
+from goalloop.proposers.base import Prompt
+from goalloop.workspace import PathRules
+
+CONTEXT_FILE_LIMIT = 50_000
+RECENT_ROWS = 40
+
+ROLE = """\
+You are improving a git repository in an automatic loop. Each attempt, you change files in the working
+directory; the loop then commits your change, runs an objective check, and keeps the change only if the
+check improves (otherwise it is reverted, but recorded). Work in small, testable steps.
+
+Rules the loop enforces:
+- The result is read by the loop from the check it runs itself. Printing a result yourself achieves nothing.
+- A change to a protected file, or outside the editable files, is rejected without running the check.
+- An attempt that changes nothing is rejected.
+- Simplicity counts: a tiny gain bought with a lot of added code is not worth keeping. Removing code for an
+  equal result is a win."""
+
+
+def build_prompt(
+    goal: Goal,
+    rules: PathRules,
+    worktree: Path,
+    history: list[AttemptRecord],
+    last_output: str,
+    notes: list[str] = (),  # type: ignore[assignment]
+) -> Prompt:
+    return Prompt(stable=_stable_part(goal, rules, worktree), recent=_recent_part(goal, history, last_output, notes))
+
+
+def describe_check(goal: Goal) -> str:
+    check = goal.check
+    if check.metric is None:
+        return f"`{check.run}` must exit with code 0 (pass/fail)."
+    target = f"; target: {goal.target.value:g}" if goal.target.value is not None else ""
+    return (
+        f"`{check.run}` prints a metric (read from stdout by the pattern `{check.metric}`); "
+        f"{goal.target.direction} it{target}. Timeout: {format_duration(check.timeout)}."
+    )
+
+
+def _stable_part(goal: Goal, rules: PathRules, worktree: Path) -> str:
+    editable = ", ".join(goal.editable) if goal.editable else "any file that is not protected"
+    protected = ", ".join(p.lstrip("/") for p in rules.protected_patterns) or "(none)"
+    parts = [
+        ROLE,
+        f"# Goal: {goal.run_name}",
+        f"Check: {describe_check(goal)}\nYou may change: {editable}\nNever change: {protected}",
+        "# Instructions\n" + (goal.instructions_text() or "(none given: improve the check's result)"),
+    ]
+    for rel_path in goal.context:
+        path = worktree / rel_path
+        try:
+            text = path.read_text(encoding="utf-8", errors="replace")
+        except OSError:
+            text = "(this file does not exist)"
+        if len(text) > CONTEXT_FILE_LIMIT:
+            text = text[:CONTEXT_FILE_LIMIT] + f"\n[... cut at {CONTEXT_FILE_LIMIT:,} characters ...]"
+        parts.append(f"## Context: {rel_path}\n```\n{text.rstrip()}\n```")
+    return "\n\n".join(parts)
+
+
+def _format_result(record: AttemptRecord, metric_goal: bool) -> str:
+    if record.verdict in ("rejected", "crash"):
+        return "-"
+    if metric_goal:
+        return "-" if record.metric is None else f"{record.metric:.6g}"
+    return "pass" if record.passed else "fail"
+
+
+def attempts_table(goal: Goal, history: list[AttemptRecord], rows: int = RECENT_ROWS) -> str:
+    """Every kept attempt and the last `rows` attempts, one line each."""
+    shown = [r for i, r in enumerate(history) if r.verdict in ("baseline", "keep") or i >= len(history) - rows]
+    lines = ["| # | verdict | result | +lines | description |", "|---|---|---|---|---|"]
+    skipped = len(history) - len(shown)
+    if skipped:
+        lines.append(f"| … | {skipped} older attempts not shown | | | |")
+    for r in shown:
+        note = r.description if not r.reason else f"{r.description} ({r.reason})".strip()
+        note = " ".join(note.split())[:160].replace("|", "\\|")
+        lines.append(f"| {r.iteration} | {r.verdict} | {_format_result(r, goal.is_metric_goal)} | {r.added_lines} | {note} |")
+    return "\n".join(lines)
+
+
+def _recent_part(goal: Goal, history: list[AttemptRecord], last_output: str, notes: list[str]) -> str:
+    parts = ["# Attempts so far\n" + attempts_table(goal, history)]
+    parts += list(notes)
+    if history:
+        last = history[-1]
+        label = "baseline" if last.iteration == 0 else f"attempt {last.iteration}, {last.verdict}"
+        parts.append(f"# Output of the last check ({label})\n```\n{last_output.strip() or '(no output)'}\n```")
+    parts.append("Now make your next change.")
+    return "\n\n".join(parts)

@@ -1,0 +1,1 @@
+"""Proposers: whatever produces a change in the worktree. See base.py for the protocol."""

@@ -1,0 +1,92 @@
+"""The Proposer protocol: what a proposer is given, what it returns, and the run's spend it must respect.
+
+A proposer edits files in `request.worktree` and returns a `Proposal` (a one-line description, and its
+cost). It never commits, never runs the check and never reports a metric: the loop does all three. A
+proposer that fails returns `Proposal(failed=...)` instead of raising; it raises only `BudgetExhausted`
+(the next model call would pass a budget) or an `InfrastructureError` (the run cannot go on).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Protocol
+
+from goalloop.goal import Budget, format_duration
+from goalloop.ledger import AttemptRecord
+from goalloop.workspace import PathRules
+
+
+@dataclass(frozen=True)
+class Prompt:
+    """The prompt, split so that the long part that rarely changes is an identical prefix every time."""
+
+    stable: str
+    """Role, rules, goal, instructions and context files: the same from attempt to attempt."""
+    recent: str
+    """The attempts so far and the last check's output: what changes every attempt."""
+
+    @property
+    def text(self) -> str:
+        return f"{self.stable}\n\n{self.recent}".strip() + "\n"
+
+
+@dataclass
+class Spend:
+    """What a run has used so far, resumes included."""
+
+    iterations: int = 0
+    seconds: float = 0.0
+    tokens: int = 0
+    usd: float = 0.0
+
+    def exhausted(self, budget: Budget) -> str | None:
+        """Why no further attempt may start, or None."""
+        if budget.iterations is not None and self.iterations >= budget.iterations:
+            return f"iteration budget spent ({self.iterations} of {budget.iterations})"
+        if budget.time is not None and self.seconds >= budget.time:
+            return f"time budget spent ({format_duration(self.seconds)} of {format_duration(budget.time)})"
+        if budget.tokens is not None and self.tokens >= budget.tokens:
+            return f"token budget spent ({self.tokens:,} of {budget.tokens:,})"
+        if budget.usd is not None and self.usd >= budget.usd:
+            return f"dollar budget spent (${self.usd:.2f} of ${budget.usd:.2f})"
+        return None
+
+
+@dataclass(frozen=True)
+class ProposalRequest:
+    """Everything a proposer is given for one attempt."""
+
+    iteration: int
+    worktree: Path
+    prompt: Prompt
+    attempt_dir: Path
+    """Where the proposer may write its own log files (attempts/NNNN/)."""
+    run_dir: Path
+    rules: PathRules
+    budget: Budget
+    spend: Spend
+    """Spent before this attempt; a proposer that pays per call must not start a call that would pass the budget."""
+    history: tuple[AttemptRecord, ...] = ()
+    slot: int = 0
+
+
+@dataclass
+class Proposal:
+    """What a proposer did. Its files are in the worktree; `failed` says why it produced nothing usable."""
+
+    description: str = ""
+    failed: str | None = None
+    cost_usd: float | None = 0.0
+    """None when the cost is unknown (a model missing from the price table)."""
+    tokens: int = 0
+
+
+class Proposer(Protocol):
+    def propose(self, request: ProposalRequest) -> Proposal:
+        """Edit files in `request.worktree` towards the goal."""
+        ...
+
+    def observe(self, record: AttemptRecord) -> None:
+        """Learn the verdict of an attempt (after it is recorded)."""
+        ...

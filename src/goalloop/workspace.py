@@ -1,0 +1,340 @@
+"""Git for one run: the branch, the worktree, attempt commits, keep and revert, and the run lock.
+
+The user's checkout is never touched. A run adds only:
+  - the branch `goalloop/<run-id>`, which moves only when an attempt is kept;
+  - refs `refs/goalloop/<run-id>/<n>`, one per attempt, so every attempt stays reachable;
+  - a worktree (detached HEAD) under `workspaces/`, and git's metadata for it.
+
+Attempts are committed with plumbing (`write-tree`, `commit-tree`, `update-ref`): no hooks, no signing,
+no dependence on the user's identity, and a commit a proposer made itself is folded into the attempt.
+"""
+
+from __future__ import annotations
+
+import os
+import shlex
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import git
+import pathspec
+from filelock import FileLock, Timeout
+
+from goalloop.errors import GoalError, InfrastructureError, LockHeld
+from goalloop.goal import Goal
+
+BRANCH_PREFIX = "goalloop/"
+REF_PREFIX = "refs/goalloop/"
+COMMIT_IDENTITY = {
+    "GIT_AUTHOR_NAME": "goalloop",
+    "GIT_AUTHOR_EMAIL": "goalloop@localhost",
+    "GIT_COMMITTER_NAME": "goalloop",
+    "GIT_COMMITTER_EMAIL": "goalloop@localhost",
+}
+# Caches a check leaves behind; never part of an attempt (added to the user's own ignore rules).
+DEFAULT_EXCLUDES = [
+    "__pycache__/",
+    "*.py[cod]",
+    ".pytest_cache/",
+    ".mypy_cache/",
+    ".ruff_cache/",
+    ".hypothesis/",
+    ".ipynb_checkpoints/",
+]
+
+
+@dataclass(frozen=True)
+class RepoTarget:
+    """The repository a goal works on and the commit it starts from."""
+
+    root: Path
+    base_commit: str
+
+
+def resolve_repo(goal: Goal) -> RepoTarget:
+    """Find the goal's repository and resolve its base, or raise a GoalError naming the line to fix."""
+    goal_dir = goal.source.resolve().parent
+    if goal.repo is None:
+        try:
+            repo = git.Repo(goal_dir, search_parent_directories=True)
+        except (git.InvalidGitRepositoryError, git.NoSuchPathError):
+            raise goal.error(
+                (),
+                f"{goal_dir} is not inside a git repository, and the goal has no repo: key",
+                fix="add `repo: path/to/your/repo` (relative to the goal file), or `git init` that folder",
+            ) from None
+    else:
+        path = (goal_dir / goal.repo).resolve()
+        if not path.exists():
+            raise goal.error(("repo",), f"{path} does not exist", fix="give the repository's path relative to the goal file")
+        try:
+            repo = git.Repo(path, search_parent_directories=True)
+        except git.InvalidGitRepositoryError:
+            raise goal.error(
+                ("repo",), f"{path} is not a git repository", fix=f"run `git init` in {path}, or point repo: at one"
+            ) from None
+    if repo.bare or repo.working_tree_dir is None:
+        raise goal.error(("repo",), f"{repo.git_dir} is a bare repository", fix="point repo: at a checkout")
+    try:
+        base = repo.git.rev_parse("--verify", "--quiet", f"{goal.base}^{{commit}}")
+    except git.GitCommandError:
+        raise goal.error(
+            ("base",),
+            f"'{goal.base}' is not a commit in {repo.working_tree_dir}",
+            fix="use a branch, tag or commit that exists (see `git log --oneline`); a new repository needs a first commit",
+        ) from None
+    return RepoTarget(root=Path(repo.working_tree_dir), base_commit=base)
+
+
+@dataclass(frozen=True)
+class ChangedFile:
+    path: str
+    added: int
+    deleted: int
+
+
+@dataclass(frozen=True)
+class AttemptCommit:
+    """What a proposal changed, committed. `sha` is None for an empty change."""
+
+    sha: str | None
+    changed: list[ChangedFile] = field(default_factory=list)
+    patch: str = ""
+
+    @property
+    def added_lines(self) -> int:
+        return sum(c.added for c in self.changed)
+
+
+class PathRules:
+    """Which paths a proposer may change: the protected set (always forbidden) and the editable allowlist."""
+
+    def __init__(self, protected: list[str], editable: list[str]) -> None:
+        self.protected_patterns = protected
+        self._protected = pathspec.PathSpec.from_lines("gitignore", protected)
+        self._editable = pathspec.PathSpec.from_lines("gitignore", editable) if editable else None
+
+    @classmethod
+    def for_goal(cls, goal: Goal, repo_root: Path) -> PathRules:
+        """The goal's rules, plus the goal file, its instructions file and the check's own files."""
+        protected = list(goal.protected) + list(goal.check.files)
+        for implicit in (goal.source, goal.instructions_file and goal.source.parent / goal.instructions_file):
+            if implicit:
+                rel = _relative_to(Path(implicit).resolve(), repo_root)
+                if rel is not None:
+                    protected.append("/" + rel)
+        protected += ["/" + p for p in check_script_paths(goal.check.run, repo_root)]
+        return cls(protected, list(goal.editable))
+
+    def violations(self, paths: list[str]) -> list[str]:
+        """`path (why)` for every path the proposer was not allowed to change."""
+        found = []
+        for path in paths:
+            if self._protected.match_file(path):
+                found.append(f"{path} (protected)")
+            elif self._editable is not None and not self._editable.match_file(path):
+                found.append(f"{path} (not editable)")
+        return found
+
+    def is_protected(self, path: str) -> bool:
+        return self._protected.match_file(path)
+
+
+def check_script_paths(command: str, repo_root: Path) -> list[str]:
+    """Repo files named in the check command (`python score.py`, `./check.sh`): the check's own script."""
+    try:
+        tokens = shlex.split(command)
+    except ValueError:
+        tokens = command.split()
+    found = []
+    for token in tokens:
+        if token.startswith("-") or "=" in token:
+            continue
+        candidate = (repo_root / token).resolve()
+        rel = _relative_to(candidate, repo_root)
+        if rel and candidate.is_file():
+            found.append(rel)
+    return sorted(set(found))
+
+
+def _relative_to(path: Path, root: Path) -> str | None:
+    try:
+        return path.relative_to(root.resolve()).as_posix()
+    except ValueError:
+        return None
+
+
+class Workspace:
+    """A run's worktree on a detached HEAD, and the branch and refs that record it."""
+
+    def __init__(self, repo_root: Path, worktree: Path, run_id: str, exclude_file: Path) -> None:
+        self.repo_root = repo_root
+        self.worktree = worktree
+        self.run_id = run_id
+        self.branch = BRANCH_PREFIX + run_id
+        self._exclude_file = exclude_file
+        self._git = self._runner(worktree if worktree.exists() else repo_root)
+
+    def _runner(self, cwd: Path) -> git.Git:
+        runner = git.Git(str(cwd))
+        runner.update_environment(
+            **COMMIT_IDENTITY,
+            GIT_CONFIG_COUNT="1",
+            GIT_CONFIG_KEY_0="core.excludesFile",
+            GIT_CONFIG_VALUE_0=str(self._exclude_file),
+        )
+        return runner
+
+    def attempt_ref(self, iteration: int) -> str:
+        return f"{REF_PREFIX}{self.run_id}/{iteration}"
+
+    # -- creation -------------------------------------------------------------------------------------
+    @classmethod
+    def create(cls, target: RepoTarget, worktree: Path, run_id: str, exclude_file: Path) -> Workspace:
+        """Create the run's branch at base and a detached worktree on it."""
+        _write_excludes(exclude_file, target.root)
+        space = cls(target.root, worktree, run_id, exclude_file)
+        worktree.parent.mkdir(parents=True, exist_ok=True)
+        space._run("branch", space.branch, target.base_commit)
+        space._run("worktree", "add", "--detach", "--quiet", str(worktree), target.base_commit)
+        space._git = space._runner(worktree)
+        return space
+
+    def ensure_worktree(self, commit: str) -> None:
+        """Recreate the worktree (e.g. after `goalloop clean` or a reboot that lost it) at `commit`."""
+        if (self.worktree / ".git").exists():
+            return
+        root = git.Git(str(self.repo_root))
+        root.execute(["git", "worktree", "prune"])
+        self.worktree.parent.mkdir(parents=True, exist_ok=True)
+        root.execute(["git", "worktree", "add", "--detach", "--quiet", str(self.worktree), commit])
+        self._git = self._runner(self.worktree)
+
+    # -- attempts -------------------------------------------------------------------------------------
+    def commit_attempt(self, iteration: int, parent: str, message: str) -> AttemptCommit:
+        """Commit whatever is in the worktree as attempt `iteration` on top of `parent`, and pin its ref.
+
+        An empty change (the tree equals the parent's) makes no commit. Anything the proposer committed
+        itself is folded in: the attempt's parent is always the last kept commit.
+        """
+        self._run("add", "--all")
+        tree = self._run("write-tree")
+        numstat = self._run("diff-tree", "-r", "--numstat", "--no-renames", "-z", parent, tree)
+        changed = _parse_numstat(numstat)
+        if not changed:
+            return AttemptCommit(sha=None)
+        sha = self._run("commit-tree", tree, "-p", parent, "-m", message)
+        self._run(
+            "update-ref", "--stdin",
+            input=f"option no-deref\nupdate HEAD {sha}\n"
+            f"option no-deref\ncreate {self.attempt_ref(iteration)} {sha}\n",
+        )
+        patch = self._run("diff-tree", "-p", "--no-renames", "--binary", parent, sha, strip=False)
+        return AttemptCommit(sha=sha, changed=changed, patch=patch)
+
+    def keep(self, sha: str, previous: str) -> None:
+        """Move the run's branch to `sha` (only if it still points at `previous`) and clean the worktree."""
+        self._run("update-ref", f"refs/heads/{self.branch}", sha, previous)
+        self.reset_to(sha)
+
+    def reset_to(self, sha: str) -> None:
+        """Put the worktree exactly at `sha`: tracked files restored, new files removed."""
+        self._run("reset", "--quiet", "--hard", sha)
+        self._run("clean", "-d", "--force", "--force", "--quiet")
+
+    def branch_head(self) -> str:
+        return self._run("rev-parse", "--verify", f"refs/heads/{self.branch}")
+
+    def ref_exists(self, ref: str) -> bool:
+        try:
+            self._run("rev-parse", "--verify", "--quiet", ref)
+            return True
+        except InfrastructureError:
+            return False
+
+    def read_at(self, commit: str, path: str) -> str | None:
+        try:
+            return self._run("show", f"{commit}:{path}", strip=False)
+        except InfrastructureError:
+            return None
+
+    def _run(self, *args: str, input: str | None = None, strip: bool = True) -> str:
+        stdin = None
+        if input is not None:
+            stdin = tempfile.TemporaryFile()
+            stdin.write(input.encode())
+            stdin.seek(0)
+        try:
+            return self._git.execute(["git", *args], istream=stdin, strip_newline_in_stdout=strip)
+        except git.GitCommandError as exc:
+            stderr = (exc.stderr or "").strip().removeprefix("stderr: ").strip("'\n ")
+            raise InfrastructureError(
+                f"git {' '.join(args[:2])} failed in {self._git.working_dir}: {stderr or exc}",
+                fix="check the repository with `git status` and `git worktree list`; the run can be resumed",
+            ) from None
+        finally:
+            if stdin is not None:
+                stdin.close()
+
+
+def _parse_numstat(output: str) -> list[ChangedFile]:
+    changed = []
+    fields = [f for f in output.split("\0") if f]
+    for item in fields:
+        added, deleted, path = item.split("\t", 2)
+        changed.append(
+            ChangedFile(path=path, added=int(added) if added != "-" else 0, deleted=int(deleted) if deleted != "-" else 0)
+        )
+    return changed
+
+
+def _write_excludes(exclude_file: Path, repo_root: Path) -> None:
+    """Our cache excludes plus the user's own global ignore file, so their rules still apply."""
+    lines = list(DEFAULT_EXCLUDES)
+    try:
+        user_file = git.Git(str(repo_root)).execute(["git", "config", "--path", "--get", "core.excludesFile"])
+    except git.GitCommandError:
+        xdg = os.environ.get("XDG_CONFIG_HOME") or str(Path.home() / ".config")
+        user_file = str(Path(xdg) / "git" / "ignore")
+    try:
+        lines += Path(user_file).expanduser().read_text(encoding="utf-8", errors="replace").splitlines()
+    except OSError:
+        pass
+    exclude_file.parent.mkdir(parents=True, exist_ok=True)
+    exclude_file.write_text("\n".join(lines) + "\n", encoding="utf-8")
+
+
+class RunLock:
+    """An exclusive lock on a run and on its goal, released when the process dies (kill -9 included).
+
+    The holder's pid and run id are written beside the lock so a second process can say who holds it.
+    """
+
+    def __init__(self, lock_path: Path, what: str) -> None:
+        self.lock_path = lock_path
+        self.what = what
+        self._lock = FileLock(str(lock_path))
+        self._owner = lock_path.with_suffix(".owner")
+
+    def acquire(self, run_id: str) -> None:
+        self.lock_path.parent.mkdir(parents=True, exist_ok=True)
+        try:
+            self._lock.acquire(timeout=0)
+        except Timeout:
+            owner = self._owner.read_text(encoding="utf-8").strip() if self._owner.exists() else "another process"
+            raise LockHeld(
+                f"{self.what} is already being run by {owner}",
+                fix="wait for it to finish, or stop that process; a lock left by a dead process is taken over",
+            ) from None
+        self._owner.write_text(f"pid {os.getpid()} (run {run_id})\n", encoding="utf-8")
+
+    def release(self) -> None:
+        if self._lock.is_locked:
+            self._lock.release()
+
+    def __enter__(self) -> RunLock:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.release()

@@ -22,6 +22,8 @@ from goalloop.goal import format_duration
 OUTPUT_EXCERPT_BYTES = 20_000
 KILL_GRACE_SECONDS = 5.0
 COMMAND_NOT_RUNNABLE = (126, 127)
+CHILD_PID_FILE = "child.pgid"
+"""Holds the process group of a running check or proposer, so a resume can end one a killed run left behind."""
 
 
 @dataclass(frozen=True)
@@ -35,13 +37,7 @@ class ProcessResult:
     stderr_path: Path
 
     def excerpt(self, limit: int = OUTPUT_EXCERPT_BYTES) -> str:
-        """stdout and stderr, each cut to head and tail so both fit in `limit` bytes."""
-        parts = []
-        for label, path in (("stdout", self.stdout_path), ("stderr", self.stderr_path)):
-            text = read_capped(path, limit // 2)
-            if text.strip():
-                parts.append(f"--- {label} ---\n{text.rstrip()}")
-        return "\n".join(parts)
+        return output_excerpt(self.stdout_path, self.stderr_path, limit)
 
 
 @dataclass(frozen=True)
@@ -75,8 +71,12 @@ def run_process(
     stdout_path: Path,
     stderr_path: Path,
     grace: float = KILL_GRACE_SECONDS,
+    pid_file: Path | None = None,
 ) -> ProcessResult:
-    """Run `command` with /bin/sh in a new session; kill its whole group at `timeout` or on interrupt."""
+    """Run `command` with /bin/sh in a new session; kill its whole group at `timeout` or on interrupt.
+
+    With `pid_file`, the group id is written there while the command runs.
+    """
     stdout_path.parent.mkdir(parents=True, exist_ok=True)
     started = time.monotonic()
     with open(stdout_path, "wb") as out, open(stderr_path, "wb") as err:
@@ -90,6 +90,8 @@ def run_process(
             stderr=err,
             start_new_session=True,
         )
+        if pid_file is not None:
+            pid_file.write_text(str(proc.pid), encoding="utf-8")
         timed_out = False
         try:
             proc.wait(timeout=timeout)
@@ -101,6 +103,9 @@ def run_process(
             raise
         else:
             _kill_group(proc, 0, only_leftovers=True)
+        finally:
+            if pid_file is not None:
+                pid_file.unlink(missing_ok=True)
     return ProcessResult(
         exit_code=None if timed_out else proc.returncode,
         seconds=time.monotonic() - started,
@@ -138,6 +143,7 @@ def run_check(
     log_dir: Path,
     metric_pattern: str | None,
     prefix: str = "check",
+    pid_file: Path | None = None,
 ) -> CheckResult:
     """Run the check and judge what it produced (metric goals need a finite metric and exit code 0)."""
     process = run_process(
@@ -147,6 +153,7 @@ def run_check(
         timeout=timeout,
         stdout_path=log_dir / f"{prefix}.stdout.log",
         stderr_path=log_dir / f"{prefix}.stderr.log",
+        pid_file=pid_file,
     )
     if process.timed_out:
         return CheckResult(process, None, f"timed out after {format_duration(timeout)}")
@@ -177,6 +184,26 @@ def last_match(path: Path, pattern: re.Pattern[str]) -> str | None:
             if match:
                 found = match.group(1) if pattern.groups else match.group(0)
     return found.strip() if found is not None else None
+
+
+def kill_leftover_group(pid_file: Path) -> None:
+    """SIGKILL the process group recorded in `pid_file` by a process that died without cleaning up."""
+    try:
+        pgid = int(pid_file.read_text(encoding="utf-8").strip())
+        os.killpg(pgid, signal.SIGKILL)
+    except (OSError, ValueError):
+        pass
+    pid_file.unlink(missing_ok=True)
+
+
+def output_excerpt(stdout_path: Path, stderr_path: Path, limit: int = OUTPUT_EXCERPT_BYTES) -> str:
+    """stdout and stderr, each cut to head and tail so both fit in `limit` bytes."""
+    parts = []
+    for label, path in (("stdout", stdout_path), ("stderr", stderr_path)):
+        text = read_capped(path, limit // 2)
+        if text.strip():
+            parts.append(f"--- {label} ---\n{text.rstrip()}")
+    return "\n".join(parts)
 
 
 def read_capped(path: Path, limit: int) -> str:

@@ -20,10 +20,12 @@ from rich.markup import escape
 
 from goalloop import __version__
 from goalloop.errors import GoalloopError
-from goalloop.goal import Goal, format_duration, load_goal
+from goalloop.check import output_excerpt
+from goalloop.goal import Goal, format_duration, load_goal, parse_goal
 from goalloop.ledger import AttemptRecord, Ledger, RunMeta, RunRecord, find_run, list_runs, new_run_id, read_run, utc_now
 from goalloop.loop import Loop, RunOutcome
 from goalloop.prompt import describe_check
+from goalloop.resume import reconcile
 from goalloop.proposers.base import Proposer
 from goalloop.workspace import PathRules, RepoTarget, RunLock, Workspace, resolve_repo
 
@@ -89,15 +91,24 @@ def run(
     goal_file: Annotated[Path, typer.Argument(help="The goal file (YAML).")],
     home: HomeOption = Path("."),
     quiet: Annotated[bool, typer.Option("-q", "--quiet", help="Print only the final summary.")] = False,
+    resume_latest: Annotated[
+        bool, typer.Option("--resume", help="Continue the latest unfinished run of this goal instead of starting anew.")
+    ] = False,
 ) -> None:
     """Run a goal: baseline, then propose / check / keep-or-revert until the target or the budget."""
     goal, target, rules = _prepare(goal_file)
     proposer = make_proposer(goal, target)
     place = Home(home.resolve())
+    if resume_latest:
+        mine = [p for p in list_runs(place.runs) if read_run(p).meta.goal_name == goal.run_name]
+        if mine:
+            _resume(mine[-1], place, quiet)
+            return
+        if not quiet:
+            out.print(f"no earlier run of goal '{goal.run_name}' under {place.runs}; starting a new one")
     with place.goal_lock(goal.run_name) as lock:
         run_id = new_run_id(goal.run_name, place.runs)
         lock.acquire(run_id)
-        run_dir = place.runs / run_id
         worktree = place.workspaces / run_id
         meta = RunMeta(
             run_id=run_id, goal_name=goal.run_name, goal_path=str(goal.source.resolve()), repo=str(target.root),
@@ -105,19 +116,66 @@ def run(
             created_at=utc_now(), metric_goal=goal.is_metric_goal, direction=goal.target.direction,
             target=goal.target.value,
         )
-        ledger = Ledger.create(run_dir, meta, goal.source.read_text(encoding="utf-8"))
+        ledger = Ledger.create(place.runs / run_id, meta, goal.source.read_text(encoding="utf-8"))
         try:
-            workspace = Workspace.create(target, worktree, run_id, run_dir / "git-exclude")
             ledger.event("run_started", run_id=run_id, pid=os.getpid(), base_commit=target.base_commit)
+            workspace = Workspace.create(target, worktree, run_id, ledger.run_dir / "git-exclude")
             if not quiet:
                 out.print(f"run [bold]{run_id}[/]  branch {workspace.branch}  worktree {worktree}")
-            loop = Loop(goal, workspace, ledger, proposer, rules, dict(os.environ),
-                        on_record=None if quiet else _progress_printer(goal))
-            outcome = loop.run()
+            outcome = _loop(goal, workspace, ledger, proposer, rules, [], quiet).run()
         finally:
             ledger.close()
     _print_summary(goal, meta, outcome)
     raise typer.Exit(outcome.exit_code)
+
+
+@app.command()
+def resume(
+    run_id: Annotated[Optional[str], typer.Argument(help="Run id or a unique prefix (default: the latest run).")] = None,
+    home: HomeOption = Path("."),
+    quiet: Annotated[bool, typer.Option("-q", "--quiet", help="Print only the final summary.")] = False,
+) -> None:
+    """Continue a run that was interrupted or killed, keeping the budget it already spent."""
+    place = Home(home.resolve())
+    _resume(find_run(place.runs, run_id), place, quiet)
+
+
+def _resume(run_dir: Path, place: Home, quiet: bool) -> None:
+    record = read_run(run_dir)
+    meta = record.meta
+    if record.finished:
+        out.print(f"run {meta.run_id} is finished ({record.state}: {escape(str(record.stop.get('reason', '')))}); nothing to do")
+        raise typer.Exit(int(record.stop["exit_code"]))
+    goal = parse_goal((run_dir / "goal.yaml").read_text(encoding="utf-8"), Path(meta.goal_path))
+    target = RepoTarget(root=Path(meta.repo), base_commit=meta.base_commit)
+    rules = PathRules.for_goal(goal, target.root)
+    proposer = make_proposer(goal, target)
+    with place.goal_lock(goal.run_name) as lock:
+        lock.acquire(meta.run_id)
+        ledger = Ledger(run_dir)
+        try:
+            workspace = Workspace(target.root, Path(meta.worktree), meta.run_id, run_dir / "git-exclude")
+            history = reconcile(workspace, ledger, record.attempts, meta.base_commit)
+            ledger.event("run_resumed", run_id=meta.run_id, pid=os.getpid(), attempts=len(history))
+            if not quiet:
+                out.print(f"resuming [bold]{meta.run_id}[/] after attempt {history[-1].iteration if history else '-'}")
+                for lost in history[len(record.attempts):]:
+                    out.print(_attempt_line(lost, goal.is_metric_goal))
+            outcome = _loop(goal, workspace, ledger, proposer, rules, history, quiet).run()
+        finally:
+            ledger.close()
+    _print_summary(goal, meta, outcome)
+    raise typer.Exit(outcome.exit_code)
+
+
+def _loop(goal: Goal, workspace: Workspace, ledger: Ledger, proposer: Proposer, rules: PathRules,
+          history: list[AttemptRecord], quiet: bool) -> Loop:
+    last_output = ""
+    if history:
+        attempt_dir = ledger.attempt_dir(history[-1].iteration)
+        last_output = output_excerpt(attempt_dir / "check.stdout.log", attempt_dir / "check.stderr.log")
+    return Loop(goal, workspace, ledger, proposer, rules, dict(os.environ), history=history,
+                last_output=last_output, on_record=None if quiet else _progress_printer(goal))
 
 
 @app.command()
@@ -216,10 +274,13 @@ def make_proposer(goal: Goal, target: RepoTarget) -> Proposer:
         from goalloop.proposers.command import CommandProposer
 
         return CommandProposer(config, dict(os.environ))
-    raise GoalloopError(
-        f"{goal.where('proposer', 'kind')}: proposer kind '{config.kind}' is not available in this version",
-        fix="use kind: command or kind: scripted",
-    )
+    if config.kind == "claude":
+        from goalloop.proposers.claude import ClaudeProposer
+
+        return ClaudeProposer(config, goal, dict(os.environ))
+    from goalloop.proposers.search import SearchProposer
+
+    return SearchProposer(config, goal, target)
 
 
 # -- printing ---------------------------------------------------------------------------------------------

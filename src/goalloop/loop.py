@@ -14,12 +14,13 @@ import time
 from dataclasses import dataclass
 from typing import Callable
 
-from goalloop.check import COMMAND_NOT_RUNNABLE, CheckResult, read_capped, run_check
+from goalloop.check import CHILD_PID_FILE, COMMAND_NOT_RUNNABLE, CheckResult, read_capped, run_check
 from goalloop.errors import BudgetExhausted
 from goalloop.goal import Goal
 from goalloop.ledger import AttemptRecord, Ledger
 from goalloop.prompt import build_prompt
 from goalloop.proposers.base import Proposal, ProposalRequest, Proposer, Spend
+from goalloop.resume import save_proposal
 from goalloop.workspace import AttemptCommit, PathRules, Workspace
 
 TARGET_MET, BUDGET_SPENT, INTERRUPTED = 0, 1, 130
@@ -46,13 +47,13 @@ class Loop:
         *,
         history: list[AttemptRecord] | None = None,
         last_output: str = "",
-        on_record: Callable[[AttemptRecord], None] = lambda record: None,
+        on_record: Callable[[AttemptRecord], None] | None = None,
     ) -> None:
         self.goal, self.workspace, self.ledger, self.proposer, self.rules = goal, workspace, ledger, proposer, rules
         self.check_env = check_env
         self.history = list(history or [])
         self.last_output = last_output
-        self.on_record = on_record
+        self.on_record = on_record or (lambda record: None)
         self._elapsed_before = max((r.elapsed for r in self.history), default=0.0)
         self._started = time.monotonic()
 
@@ -123,6 +124,7 @@ class Loop:
         except BudgetExhausted as exc:  # record what the cut-short attempt wrote and spent, then stop
             stopped = exc
             proposal = Proposal(failed=f"stopped: {exc.reason}", cost_usd=exc.cost_usd, tokens=exc.tokens)
+        save_proposal(attempt_dir, proposal)
         description = proposal.description or f"attempt {iteration}"
         commit = self.workspace.commit_attempt(
             iteration, kept_commit, f"goalloop {self.workspace.run_id} #{iteration}: {description}"
@@ -171,6 +173,7 @@ class Loop:
         result = run_check(
             self.goal.check.run, cwd=self.workspace.worktree, env=env, timeout=self.goal.check.timeout,
             log_dir=self.ledger.attempt_dir(iteration), metric_pattern=self.goal.check.metric,
+            pid_file=self.ledger.run_dir / CHILD_PID_FILE,
         )
         self.last_output = result.process.excerpt()
         if result.crashed:

@@ -13,7 +13,7 @@ a timeout is a failed attempt, recorded; never the end of the run.
 
 from __future__ import annotations
 
-from goalloop.check import read_capped, run_process
+from goalloop.check import CHILD_PID_FILE, read_capped, run_process
 from goalloop.goal import CommandProposer as CommandConfig
 from goalloop.goal import format_duration
 from goalloop.ledger import AttemptRecord
@@ -48,6 +48,7 @@ class CommandProposer:
             timeout=self.config.timeout,
             stdout_path=request.attempt_dir / "proposer.stdout.log",
             stderr_path=request.attempt_dir / "proposer.stderr.log",
+            pid_file=request.run_dir / CHILD_PID_FILE,
         )
         description = _first_line(read_capped(description_file, 4096)) if description_file.exists() else ""
         if not description:

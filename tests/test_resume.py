@@ -1,0 +1,198 @@
+"""Crash safety: a run killed with SIGKILL at any moment is finished by `goalloop resume`, and then the
+ledger and git agree. Also: one live run per goal, and a finished run that is resumed does nothing."""
+
+from __future__ import annotations
+
+import os
+import random
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from conftest import git, make_repo, results_rows, run_cli, write_goal
+
+ITERATIONS = 10
+# A check of random length, so kills land in proposing, committing, checking and recording alike.
+SLOW_SCORE_PY = """\
+import random, time
+import knob
+time.sleep(random.random() * 0.25)
+print(f"score: {knob.X}")
+"""
+VALUES = [3, 1, 5, 2, 8, 4, 9, 6, 12, 7]
+
+
+def _crash_goal(tmp_path: Path) -> Path:
+    repo = make_repo(tmp_path / "proj", {"knob.py": "X = 0\n", "score.py": SLOW_SCORE_PY})
+    steps = [
+        {"description": f"set X to {v}", "files": {"knob.py": f"X = {v}\n"}, "sleep": "0.1s"} for v in VALUES
+    ]
+    return write_goal(
+        tmp_path / "crash.yaml",
+        {
+            "repo": str(repo),
+            "check": {"run": "python3 score.py", "metric": r"^score:\s*(\S+)"},
+            "target": {"value": 1000},
+            "budget": {"iterations": ITERATIONS},
+            "proposer": {"kind": "scripted", "steps": steps},
+        },
+    )
+
+
+def _start(args: list[str], cwd: Path) -> subprocess.Popen[str]:
+    return subprocess.Popen(
+        [sys.executable, "-m", "goalloop", *args, "-q"],
+        cwd=cwd,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env={**os.environ, "NO_COLOR": "1"},
+    )
+
+
+def _kill_and_resume_until_done(goal: Path, home: Path, rng: random.Random, kills: int) -> int:
+    """Start the run, SIGKILL it `kills` times at random moments (resuming each time), then let it finish."""
+    proc = _start(["run", str(goal), "--home", str(home)], home)
+    done_kills = 0
+    while True:
+        if done_kills < kills:
+            try:
+                proc.wait(timeout=rng.uniform(0.2, 1.6))
+            except subprocess.TimeoutExpired:
+                proc.send_signal(signal.SIGKILL)
+                proc.wait()
+                done_kills += 1
+        else:
+            proc.wait(timeout=120)
+        if proc.returncode in (0, 1):
+            return done_kills
+        assert proc.returncode == -signal.SIGKILL, proc.stderr.read() if proc.stderr else ""
+        proc = _start(["resume", "--home", str(home)], home)
+
+
+@pytest.mark.parametrize("seed", [1, 2, 3])
+def test_killed_at_random_moments_resume_finishes_and_git_agrees_with_ledger(tmp_path: Path, seed: int) -> None:
+    """Ten or more SIGKILLs per run (30+ kill points over the seeds), then ledger == git."""
+    goal = _crash_goal(tmp_path)
+    home = tmp_path / "home"
+    home.mkdir()
+    kills = _kill_and_resume_until_done(goal, home, random.Random(seed), kills=10)
+    assert kills >= 1
+
+    run_dir = next(p for p in (home / "runs").iterdir() if p.name.startswith("crash-"))
+    repo = tmp_path / "proj"
+    run_id = run_dir.name
+    rows = results_rows(run_dir)
+
+    iterations = [int(r["iteration"]) for r in rows]
+    assert iterations == list(range(0, ITERATIONS + 1)), "every attempt counted once, in order, baseline first"
+
+    refs = dict(
+        line.split()[::-1]
+        for line in git(repo, "for-each-ref", "--format=%(objectname) %(refname)", f"refs/goalloop/{run_id}/").splitlines()
+    )
+    for row in rows[1:]:
+        if row["commit"]:
+            ref_commit = refs.get(f"refs/goalloop/{run_id}/{row['iteration']}")
+            assert ref_commit and ref_commit.startswith(row["commit"]), f"row {row['iteration']} has its ref"
+    for ref_name in refs:
+        assert int(ref_name.rsplit("/", 1)[1]) in iterations, f"{ref_name} has a ledger row"
+
+    kept_rows = [r for r in rows[1:] if r["verdict"] == "keep"]
+    on_branch = git(repo, "rev-list", "--reverse", f"{rows[0]['commit']}..goalloop/{run_id}").splitlines()
+    assert [c[:12] for c in on_branch] == [r["commit"] for r in kept_rows], "kept rows are the branch, in order"
+
+    metrics = [float(r["metric"]) for r in rows if r["metric"] and r["verdict"] in ("baseline", "keep")]
+    assert metrics == sorted(metrics), "each keep improved on the one before"
+    branch_knob = git(repo, "show", f"goalloop/{run_id}:knob.py")
+    assert branch_knob == f"X = {int(max(metrics))}", "the branch holds the best result"
+
+    worktree_head = git(home / "workspaces" / run_id, "rev-parse", "HEAD")
+    assert worktree_head == git(repo, "rev-parse", f"goalloop/{run_id}")
+    assert git(home / "workspaces" / run_id, "status", "--porcelain") == ""
+
+
+def test_resume_of_a_finished_run_says_so_and_does_nothing(tmp_path: Path, score_repo: Path) -> None:
+    goal = write_goal(
+        tmp_path / "g.yaml",
+        {
+            "repo": str(score_repo),
+            "check": {"run": "python3 score.py", "metric": r"^score:\s*(\S+)"},
+            "target": {"value": 2},
+            "proposer": {"kind": "scripted", "steps": [{"files": {"knob.py": "X = 2\n"}}]},
+        },
+    )
+    assert run_cli("run", str(goal), "--home", str(tmp_path), cwd=tmp_path).exit_code == 0
+    before = (next((tmp_path / "runs").glob("g-*")) / "events.jsonl").read_text()
+    again = run_cli("resume", "--home", str(tmp_path), cwd=tmp_path)
+    assert again.exit_code == 0
+    assert "finished" in again.stdout and "nothing to do" in again.stdout
+    assert (next((tmp_path / "runs").glob("g-*")) / "events.jsonl").read_text() == before
+
+
+def test_second_run_of_a_live_goal_exits_3_naming_pid_and_run(tmp_path: Path, score_repo: Path) -> None:
+    goal = write_goal(
+        tmp_path / "g.yaml",
+        {
+            "repo": str(score_repo),
+            "check": {"run": "python3 score.py", "metric": r"^score:\s*(\S+)"},
+            "budget": {"iterations": 1},
+            "proposer": {"kind": "scripted", "steps": [{"files": {"knob.py": "X = 2\n"}, "sleep": "20s"}]},
+        },
+    )
+    first = _start(["run", str(goal), "--home", str(tmp_path)], tmp_path)
+    try:
+        owner = tmp_path / "runs" / ".locks" / "g.owner"
+        deadline = time.monotonic() + 20
+        while not owner.exists() and time.monotonic() < deadline:
+            time.sleep(0.05)
+        second = run_cli("run", str(goal), "--home", str(tmp_path), cwd=tmp_path)
+        assert second.exit_code == 3
+        assert f"pid {first.pid}" in second.stderr and "run g-" in second.stderr
+        assert "Traceback" not in second.output
+    finally:
+        first.send_signal(signal.SIGKILL)
+        first.wait()
+    # The dead holder's lock is taken over without asking.
+    taken_over = run_cli("resume", "--home", str(tmp_path), cwd=tmp_path, timeout=60)
+    assert taken_over.exit_code == 1, taken_over.output
+
+
+def test_interrupt_with_sigterm_is_resumable_and_keeps_the_spent_budget(tmp_path: Path, score_repo: Path) -> None:
+    goal = write_goal(
+        tmp_path / "g.yaml",
+        {
+            "repo": str(score_repo),
+            "check": {"run": "python3 score.py", "metric": r"^score:\s*(\S+)"},
+            "budget": {"iterations": 3},
+            "proposer": {
+                "kind": "scripted",
+                "steps": [
+                    {"files": {"knob.py": "X = 2\n"}},
+                    {"files": {"knob.py": "X = 3\n"}, "sleep": "30s"},
+                    {"files": {"knob.py": "X = 4\n"}},
+                ],
+            },
+        },
+    )
+    proc = _start(["run", str(goal), "--home", str(tmp_path)], tmp_path)
+    run_dir = None
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        found = list((tmp_path / "runs").glob("g-*/results.tsv"))
+        if found and len(found[0].read_text().splitlines()) >= 3:
+            run_dir = found[0].parent
+            break
+        time.sleep(0.05)
+    assert run_dir is not None
+    proc.send_signal(signal.SIGTERM)
+    assert proc.wait(timeout=30) == 130
+    resumed = run_cli("resume", "--home", str(tmp_path), cwd=tmp_path, timeout=60)
+    assert resumed.exit_code == 1, resumed.output
+    rows = results_rows(run_dir)
+    assert [r["iteration"] for r in rows] == ["0", "1", "2", "3"]
+    assert [r["verdict"] for r in rows] == ["baseline", "keep", "keep", "keep"]

@@ -201,14 +201,15 @@ class Workspace:
         space._git = space._runner(worktree)
         return space
 
-    def ensure_worktree(self, commit: str) -> None:
-        """Recreate the worktree (e.g. after `goalloop clean` or a reboot that lost it) at `commit`."""
-        if (self.worktree / ".git").exists():
-            return
-        root = git.Git(str(self.repo_root))
-        root.execute(["git", "worktree", "prune"])
-        self.worktree.parent.mkdir(parents=True, exist_ok=True)
-        root.execute(["git", "worktree", "add", "--detach", "--quiet", str(self.worktree), commit])
+    def reopen(self, base_commit: str) -> None:
+        """Make sure the branch and the worktree exist (a run killed while starting, a deleted worktree)."""
+        root = self._runner(self.repo_root)
+        if not self.ref_exists(f"refs/heads/{self.branch}"):
+            root.execute(["git", "branch", self.branch, base_commit])
+        if not (self.worktree / ".git").exists():
+            root.execute(["git", "worktree", "prune"])
+            self.worktree.parent.mkdir(parents=True, exist_ok=True)
+            root.execute(["git", "worktree", "add", "--detach", "--quiet", str(self.worktree), self.branch_head()])
         self._git = self._runner(self.worktree)
 
     # -- attempts -------------------------------------------------------------------------------------
@@ -245,6 +246,27 @@ class Workspace:
 
     def branch_head(self) -> str:
         return self._run("rev-parse", "--verify", f"refs/heads/{self.branch}")
+
+    def head(self) -> str:
+        return self._run("rev-parse", "--verify", "HEAD")
+
+    def attempt_refs(self) -> dict[int, str]:
+        """Attempt number -> commit, for every attempt ref of this run."""
+        listing = self._run("for-each-ref", "--format=%(refname) %(objectname)", f"{REF_PREFIX}{self.run_id}/")
+        refs = {}
+        for line in listing.splitlines():
+            name, sha = line.split()
+            tail = name.rsplit("/", 1)[-1]
+            if tail.isdigit():
+                refs[int(tail)] = sha
+        return refs
+
+    def has_uncommitted_changes(self) -> bool:
+        return bool(self._run("status", "--porcelain", "--untracked-files=all"))
+
+    def move_branch(self, sha: str) -> None:
+        """Point the run's branch at `sha` whatever it points at now (used when resuming)."""
+        self._run("update-ref", f"refs/heads/{self.branch}", sha)
 
     def ref_exists(self, ref: str) -> bool:
         try:

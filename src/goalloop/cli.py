@@ -6,6 +6,7 @@ Exit codes of `run`: 0 target met; 1 budget spent; 2 invalid goal file or usage;
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import sys
@@ -14,18 +15,20 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated, Optional
 
+import git
 import typer
 from rich.console import Console
 from rich.markup import escape
 
 from goalloop import __version__
-from goalloop.errors import GoalloopError
+from goalloop.errors import GoalloopError, UsageError
 from goalloop.check import output_excerpt
-from goalloop.goal import Goal, format_duration, load_goal, parse_goal
+from goalloop.goal import Goal, format_duration, goal_json_schema, load_goal, parse_goal
 from goalloop.ledger import AttemptRecord, Ledger, RunMeta, RunRecord, find_run, list_runs, new_run_id, read_run, utc_now
 from goalloop.loop import Loop, RunOutcome
 from goalloop.prompt import describe_check
 from goalloop.resume import reconcile
+from goalloop.starter import PROPOSER_BLOCKS, starter_goal
 from goalloop.proposers.base import Proposer
 from goalloop.workspace import PathRules, RepoTarget, RunLock, Workspace, resolve_repo
 
@@ -243,6 +246,43 @@ def runs(home: HomeOption = Path(".")) -> None:
             f"{record.meta.run_id:40}  {_state(record):18}  {record.iterations:5} attempts  "
             f"best {_result(best, record.meta.metric_goal) if best else '-':>10}  {record.meta.created_at}"
         )
+
+
+@app.command()
+def init(
+    proposer: Annotated[
+        str, typer.Option("--proposer", help="claude, command or search.", case_sensitive=False)
+    ] = "command",
+    name: Annotated[Optional[str], typer.Option("--name", help="Goal name (default: the repository's folder name).")] = None,
+    repo: Annotated[Path, typer.Option("--repo", help="The repository the goal works on.")] = Path("."),
+) -> None:
+    """Write a commented starter goal file into goals/ for the repository at hand (never overwrites)."""
+    if proposer not in PROPOSER_BLOCKS:
+        raise UsageError(f"--proposer must be one of {', '.join(PROPOSER_BLOCKS)}, not '{proposer}'")
+    try:
+        root = Path(git.Repo(repo, search_parent_directories=True).working_tree_dir or repo)
+    except (git.InvalidGitRepositoryError, git.NoSuchPathError):
+        raise UsageError(f"{repo.resolve()} is not inside a git repository", fix="run `git init` first, or pass --repo") from None
+    goals_dir = root / "goals"
+    goal_path = goals_dir / f"{name or root.name}.yaml"
+    if goal_path.exists():
+        raise UsageError(f"{goal_path} already exists; not overwriting it", fix="pass --name for another file name")
+    goals_dir.mkdir(exist_ok=True)
+    goal_path.write_text(starter_goal(proposer, root, goal_path), encoding="utf-8")
+    schema_path = goals_dir / "goal.schema.json"
+    if not schema_path.exists():
+        schema_path.write_text(schema_text(), encoding="utf-8")
+    out.print(f"wrote {goal_path}\nnext: edit it, then `goalloop validate {goal_path}` and `goalloop run {goal_path}`")
+
+
+@app.command()
+def schema() -> None:
+    """Print the JSON Schema of goal files (editors use it to complete and check keys)."""
+    sys.stdout.write(schema_text())
+
+
+def schema_text() -> str:
+    return json.dumps(goal_json_schema(), indent=2) + "\n"
 
 
 @app.callback(invoke_without_command=True)

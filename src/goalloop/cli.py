@@ -27,6 +27,7 @@ from goalloop.goal import Goal, format_duration, goal_json_schema, load_goal, pa
 from goalloop.ledger import AttemptRecord, Ledger, RunMeta, RunRecord, find_run, list_runs, new_run_id, read_run, utc_now
 from goalloop.loop import Loop, RunOutcome
 from goalloop.prompt import describe_check
+from goalloop.report import write_report
 from goalloop.resume import reconcile
 from goalloop.starter import PROPOSER_BLOCKS, starter_goal
 from goalloop.proposers.base import Proposer
@@ -246,6 +247,19 @@ def runs(home: HomeOption = Path(".")) -> None:
             f"{record.meta.run_id:40}  {_state(record):18}  {record.iterations:5} attempts  "
             f"best {_result(best, record.meta.metric_goal) if best else '-':>10}  {record.meta.created_at}"
         )
+
+
+@app.command()
+def report(
+    run_id: Annotated[Optional[str], typer.Argument(help="Run id or a unique prefix (default: the latest run).")] = None,
+    home: HomeOption = Path("."),
+    png: Annotated[bool, typer.Option("--png", help="Also write the chart as a PNG.")] = False,
+) -> None:
+    """Write report.md and a self-contained report.html (chart, every attempt, its diff) for a run."""
+    paths = write_report(find_run(Home(home.resolve()).runs, run_id), png=png)
+    for path in (paths.markdown, paths.html, paths.png):
+        if path is not None:
+            out.print(str(path))
 
 
 @app.command()

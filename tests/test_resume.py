@@ -71,7 +71,8 @@ def _kill_and_resume_until_done(goal: Path, home: Path, rng: random.Random, kill
         if proc.returncode in (0, 1):
             return done_kills
         assert proc.returncode == -signal.SIGKILL, proc.stderr.read() if proc.stderr else ""
-        proc = _start(["resume", "--home", str(home)], home)
+        started = list((home / "runs").glob("*/run.json"))
+        proc = _start(["resume", "--home", str(home)] if started else ["run", str(goal), "--home", str(home)], home)
 
 
 @pytest.mark.parametrize("seed", [1, 2, 3])
@@ -83,7 +84,9 @@ def test_killed_at_random_moments_resume_finishes_and_git_agrees_with_ledger(tmp
     kills = _kill_and_resume_until_done(goal, home, random.Random(seed), kills=10)
     assert kills >= 1
 
-    run_dir = next(p for p in (home / "runs").iterdir() if p.name.startswith("crash-"))
+    run_dirs = [p.parent for p in (home / "runs").glob("crash-*/run.json")]
+    assert len(run_dirs) == 1, "a kill before the run was recorded is started anew, never doubled"
+    run_dir = run_dirs[0]
     repo = tmp_path / "proj"
     run_id = run_dir.name
     rows = results_rows(run_dir)

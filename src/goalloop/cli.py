@@ -129,7 +129,7 @@ def run(
             outcome = _loop(goal, workspace, ledger, proposer, rules, [], quiet).run()
         finally:
             ledger.close()
-    _print_summary(goal, meta, outcome)
+    _print_summary(goal, meta, outcome, place.runs / run_id)
     raise typer.Exit(outcome.exit_code)
 
 
@@ -168,7 +168,7 @@ def _resume(run_dir: Path, place: Home, quiet: bool) -> None:
             outcome = _loop(goal, workspace, ledger, proposer, rules, history, quiet).run()
         finally:
             ledger.close()
-    _print_summary(goal, meta, outcome)
+    _print_summary(goal, meta, outcome, run_dir)
     raise typer.Exit(outcome.exit_code)
 
 
@@ -342,6 +342,8 @@ VERDICT_STYLE = {"baseline": "cyan", "keep": "green", "discard": "dim", "crash":
 
 
 def _result(record: AttemptRecord, metric_goal: bool) -> str:
+    if record.verdict == "rejected" or (record.verdict == "crash" and not record.reason.startswith("check")):
+        return "-"
     if metric_goal:
         return "-" if record.metric is None else f"{record.metric:.6g}"
     return "pass" if record.passed else "fail"
@@ -391,7 +393,7 @@ def _pid_alive(owner: str) -> bool:
         return False
 
 
-def _print_summary(goal: Goal, meta: RunMeta, outcome: RunOutcome) -> None:
+def _print_summary(goal: Goal, meta: RunMeta, outcome: RunOutcome, run_dir: Path) -> None:
     best, baseline = outcome.best, outcome.baseline
     headline = {0: "[bold green]target met[/]", 1: "[bold yellow]budget spent[/]", 130: "[bold]interrupted[/]"}
     out.print(f"\n{headline.get(outcome.exit_code, 'stopped')}: {escape(outcome.reason)}")
@@ -403,7 +405,7 @@ def _print_summary(goal: Goal, meta: RunMeta, outcome: RunOutcome) -> None:
     out.print(f"branch {meta.branch} in {meta.repo}")
     if best and best.iteration:
         out.print(f"  see it:  git -C {meta.repo} diff {meta.base_commit[:12]} {meta.branch}")
-    out.print(f"record {Path(meta.worktree).parent.parent / 'runs' / meta.run_id}/results.tsv")
+    out.print(f"record {run_dir / 'results.tsv'}   (goalloop report {meta.run_id} for the full report)")
 
 
 if __name__ == "__main__":

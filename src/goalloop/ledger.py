@@ -228,6 +228,7 @@ def read_run(run_dir: Path) -> RunRecord:
                 stop = event
             elif name == "run_resumed":
                 stop = None
+    attempts.sort(key=lambda a: a.iteration)
     return RunRecord(meta=meta, attempts=attempts, stop=stop, run_dir=run_dir, events=events)
 
 

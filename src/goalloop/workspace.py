@@ -79,10 +79,17 @@ def resolve_repo(goal: Goal) -> RepoTarget:
     try:
         base = repo.git.rev_parse("--verify", "--quiet", f"{goal.base}^{{commit}}")
     except git.GitCommandError:
+        import difflib
+
+        if not repo.head.is_valid():
+            raise goal.error(("base",), f"{repo.working_tree_dir} has no commits yet", fix="commit the project first "
+                             "(git add -A && git commit -m start); goalloop starts from a commit") from None
+        close = difflib.get_close_matches(goal.base, [ref.name for ref in repo.refs], n=1, cutoff=0.6)
         raise goal.error(
             ("base",),
-            f"'{goal.base}' is not a commit in {repo.working_tree_dir}",
-            fix="use a branch, tag or commit that exists (see `git log --oneline`); a new repository needs a first commit",
+            f"'{goal.base}' is not a branch, tag or commit in {repo.working_tree_dir}",
+            fix=(f"did you mean '{close[0]}'? " if close else "")
+            + "use a branch, tag or commit that exists (see `git branch` and `git log --oneline`)",
         ) from None
     return RepoTarget(root=Path(repo.working_tree_dir), base_commit=base)
 
@@ -117,14 +124,21 @@ class PathRules:
 
     @classmethod
     def for_goal(cls, goal: Goal, repo_root: Path) -> PathRules:
-        """The goal's rules, plus the goal file, its instructions file and the check's own files."""
+        """The goal's rules, plus the goal file, its instructions file and the check's own files.
+
+        A file the check command names is protected unless `editable` names it: in autoresearch-style
+        goals the check runs the very script the proposer is asked to change.
+        """
         protected = list(goal.protected) + list(goal.check.files)
         for implicit in (goal.source, goal.instructions_file and goal.source.parent / goal.instructions_file):
             if implicit:
                 rel = _relative_to(Path(implicit).resolve(), repo_root)
                 if rel is not None:
                     protected.append("/" + rel)
-        protected += ["/" + p for p in check_script_paths(goal.check.run, repo_root)]
+        editable = pathspec.PathSpec.from_lines("gitignore", goal.editable)
+        protected += [
+            "/" + path for path in check_script_paths(goal.check.run, repo_root) if not editable.match_file(path)
+        ]
         return cls(protected, list(goal.editable))
 
     def violations(self, paths: list[str]) -> list[str]:

@@ -27,7 +27,7 @@ from goalloop.goal import Goal, format_duration, goal_json_schema, load_goal, pa
 from goalloop.ledger import AttemptRecord, Ledger, RunMeta, RunRecord, find_run, list_runs, new_run_id, read_run, utc_now
 from goalloop.loop import Loop, RunOutcome
 from goalloop.prompt import describe_check
-from goalloop.report import write_report
+from goalloop.report import markdown_summary, write_report
 from goalloop.resume import reconcile
 from goalloop.starter import PROPOSER_BLOCKS, starter_goal
 from goalloop.proposers.base import Proposer
@@ -90,25 +90,63 @@ def _interrupt(signum: int, frame: object) -> None:
 
 
 # -- commands ---------------------------------------------------------------------------------------------
+QuietOption = Annotated[bool, typer.Option("-q", "--quiet", help="Print only the final summary.")]
+CiOption = Annotated[
+    bool,
+    typer.Option("--ci", help="Plain output, summary to $GITHUB_STEP_SUMMARY, outputs to $GITHUB_OUTPUT (default when CI=true)."),
+]
+LogFormatOption = Annotated[
+    str, typer.Option("--log-format", help="text (progress lines) or json (the run's events as JSON lines).")
+]
+PushOption = Annotated[
+    Optional[str], typer.Option("--push", metavar="REMOTE", help="Push the run's branch to REMOTE when the target is met.")
+]
+
+
+@dataclass(frozen=True)
+class Presentation:
+    """How a run talks to the outside: progress lines, JSON events, CI files, a push."""
+
+    quiet: bool = False
+    ci: bool = False
+    json_events: bool = False
+    push: str | None = None
+
+    @classmethod
+    def from_options(cls, quiet: bool, ci: bool, log_format: str, push: str | None) -> Presentation:
+        if log_format not in ("text", "json"):
+            raise UsageError(f"--log-format must be text or json, not '{log_format}'")
+        return cls(quiet=quiet, ci=ci or os.environ.get("CI", "").lower() == "true",
+                   json_events=log_format == "json", push=push)
+
+    @property
+    def progress(self) -> bool:
+        return not self.quiet and not self.json_events
+
+
 @app.command()
 def run(
     goal_file: Annotated[Path, typer.Argument(help="The goal file (YAML).")],
     home: HomeOption = Path("."),
-    quiet: Annotated[bool, typer.Option("-q", "--quiet", help="Print only the final summary.")] = False,
+    quiet: QuietOption = False,
     resume_latest: Annotated[
         bool, typer.Option("--resume", help="Continue the latest unfinished run of this goal instead of starting anew.")
     ] = False,
+    ci: CiOption = False,
+    log_format: LogFormatOption = "text",
+    push: PushOption = None,
 ) -> None:
     """Run a goal: baseline, then propose / check / keep-or-revert until the target or the budget."""
+    show = Presentation.from_options(quiet, ci, log_format, push)
     goal, target, rules = _prepare(goal_file)
     proposer = make_proposer(goal, target)
     place = Home(home.resolve())
     if resume_latest:
         mine = [p for p in list_runs(place.runs) if read_run(p).meta.goal_name == goal.run_name]
         if mine:
-            _resume(mine[-1], place, quiet)
+            _resume(mine[-1], place, show)
             return
-        if not quiet:
+        if show.progress:
             out.print(f"no earlier run of goal '{goal.run_name}' under {place.runs}; starting a new one")
     with place.goal_lock(goal.run_name) as lock:
         run_id = new_run_id(goal.run_name, place.runs)
@@ -120,31 +158,35 @@ def run(
             created_at=utc_now(), metric_goal=goal.is_metric_goal, direction=goal.target.direction,
             target=goal.target.value,
         )
-        ledger = Ledger.create(place.runs / run_id, meta, goal.source.read_text(encoding="utf-8"))
+        ledger = Ledger.create(place.runs / run_id, meta, goal.source.read_text(encoding="utf-8"),
+                               echo=sys.stdout if show.json_events else None)
         try:
             ledger.event("run_started", run_id=run_id, pid=os.getpid(), base_commit=target.base_commit)
             workspace = Workspace.create(target, worktree, run_id, ledger.run_dir / "git-exclude")
-            if not quiet:
+            if show.progress:
                 out.print(f"run [bold]{run_id}[/]  branch {workspace.branch}  worktree {worktree}")
-            outcome = _loop(goal, workspace, ledger, proposer, rules, [], quiet).run()
+            outcome = _loop(goal, workspace, ledger, proposer, rules, [], show).run()
         finally:
             ledger.close()
-    _print_summary(goal, meta, outcome, place.runs / run_id)
-    raise typer.Exit(outcome.exit_code)
+    _finish(goal, meta, outcome, place.runs / run_id, show)
 
 
 @app.command()
 def resume(
     run_id: Annotated[Optional[str], typer.Argument(help="Run id or a unique prefix (default: the latest run).")] = None,
     home: HomeOption = Path("."),
-    quiet: Annotated[bool, typer.Option("-q", "--quiet", help="Print only the final summary.")] = False,
+    quiet: QuietOption = False,
+    ci: CiOption = False,
+    log_format: LogFormatOption = "text",
+    push: PushOption = None,
 ) -> None:
     """Continue a run that was interrupted or killed, keeping the budget it already spent."""
+    show = Presentation.from_options(quiet, ci, log_format, push)
     place = Home(home.resolve())
-    _resume(find_run(place.runs, run_id), place, quiet)
+    _resume(find_run(place.runs, run_id), place, show)
 
 
-def _resume(run_dir: Path, place: Home, quiet: bool) -> None:
+def _resume(run_dir: Path, place: Home, show: Presentation) -> None:
     record = read_run(run_dir)
     meta = record.meta
     if record.finished:
@@ -156,30 +198,62 @@ def _resume(run_dir: Path, place: Home, quiet: bool) -> None:
     proposer = make_proposer(goal, target)
     with place.goal_lock(goal.run_name) as lock:
         lock.acquire(meta.run_id)
-        ledger = Ledger(run_dir)
+        ledger = Ledger(run_dir, echo=sys.stdout if show.json_events else None)
         try:
             workspace = Workspace(target.root, Path(meta.worktree), meta.run_id, run_dir / "git-exclude")
             history = reconcile(workspace, ledger, record.attempts, meta.base_commit)
             ledger.event("run_resumed", run_id=meta.run_id, pid=os.getpid(), attempts=len(history))
-            if not quiet:
+            if show.progress:
                 out.print(f"resuming [bold]{meta.run_id}[/] after attempt {history[-1].iteration if history else '-'}")
                 for lost in history[len(record.attempts):]:
                     out.print(_attempt_line(lost, goal.is_metric_goal))
-            outcome = _loop(goal, workspace, ledger, proposer, rules, history, quiet).run()
+            outcome = _loop(goal, workspace, ledger, proposer, rules, history, show).run()
         finally:
             ledger.close()
-    _print_summary(goal, meta, outcome, run_dir)
-    raise typer.Exit(outcome.exit_code)
+    _finish(goal, meta, outcome, run_dir, show)
 
 
 def _loop(goal: Goal, workspace: Workspace, ledger: Ledger, proposer: Proposer, rules: PathRules,
-          history: list[AttemptRecord], quiet: bool) -> Loop:
+          history: list[AttemptRecord], show: Presentation) -> Loop:
     last_output = ""
     if history:
         attempt_dir = ledger.attempt_dir(history[-1].iteration)
         last_output = output_excerpt(attempt_dir / "check.stdout.log", attempt_dir / "check.stderr.log")
     return Loop(goal, workspace, ledger, proposer, rules, dict(os.environ), history=history,
-                last_output=last_output, on_record=None if quiet else _progress_printer(goal))
+                last_output=last_output, on_record=_progress_printer(goal) if show.progress else None)
+
+
+def _finish(goal: Goal, meta: RunMeta, outcome: RunOutcome, run_dir: Path, show: Presentation) -> None:
+    """The summary, the CI files and the push; then exit with the run's code."""
+    if not show.json_events:
+        _print_summary(goal, meta, outcome, run_dir)
+    if show.ci:
+        _write_ci_files(read_run(run_dir), outcome)
+    if show.push and outcome.exit_code == 0:
+        try:
+            git.Git(meta.repo).execute(["git", "push", "--quiet", show.push, f"refs/heads/{meta.branch}"])
+        except git.GitCommandError as exc:
+            err.print(f"[yellow]warning:[/] could not push {meta.branch} to {show.push}: {escape(str(exc.stderr).strip())}")
+            raise typer.Exit(3) from None
+        err.print(f"pushed {meta.branch} to {show.push}")
+    raise typer.Exit(outcome.exit_code)
+
+
+def _write_ci_files(record: RunRecord, outcome: RunOutcome) -> None:
+    """Append the markdown summary to $GITHUB_STEP_SUMMARY and the run's outputs to $GITHUB_OUTPUT."""
+    summary_path = os.environ.get("GITHUB_STEP_SUMMARY")
+    if summary_path:
+        with open(summary_path, "a", encoding="utf-8") as stream:
+            stream.write(markdown_summary(record) + "\n")
+    output_path = os.environ.get("GITHUB_OUTPUT")
+    if output_path:
+        best = outcome.best.metric if outcome.best and outcome.best.metric is not None else ""
+        with open(output_path, "a", encoding="utf-8") as stream:
+            stream.write(
+                f"target_met={'true' if outcome.exit_code == 0 else 'false'}\n"
+                f"best_metric={best}\nbranch={record.meta.branch}\nrun_id={record.meta.run_id}\n"
+                f"exit_code={outcome.exit_code}\n"
+            )
 
 
 @app.command()

@@ -128,15 +128,19 @@ class RunRecord:
 
 
 class _DurableLines:
-    """A structlog logger that appends each rendered event as a line, flushed and fsynced."""
+    """A structlog logger that appends each rendered event as a line, flushed and fsynced (and echoed)."""
 
-    def __init__(self, stream: IO[str]) -> None:
+    def __init__(self, stream: IO[str], echo: IO[str] | None) -> None:
         self._stream = stream
+        self._echo = echo
 
     def msg(self, message: str) -> None:
         self._stream.write(message + "\n")
         self._stream.flush()
         os.fsync(self._stream.fileno())
+        if self._echo is not None:
+            self._echo.write(message + "\n")
+            self._echo.flush()
 
     info = warning = error = debug = msg
 
@@ -144,14 +148,15 @@ class _DurableLines:
 class Ledger:
     """Writes a run's folder. One Ledger per process; the run lock guarantees a single writer."""
 
-    def __init__(self, run_dir: Path) -> None:
+    def __init__(self, run_dir: Path, echo: IO[str] | None = None) -> None:
+        """`echo`: also write every event there (for `--log-format json`)."""
         self.run_dir = run_dir
         self._events_stream = open(run_dir / "events.jsonl", "a", encoding="utf-8")
         self._results_stream = open(run_dir / "results.tsv", "a", encoding="utf-8", newline="")
         if self._results_stream.tell() == 0:
             self._write_tsv(RESULTS_COLUMNS)
         self.log = structlog.wrap_logger(
-            _DurableLines(self._events_stream),
+            _DurableLines(self._events_stream, echo),
             processors=[
                 structlog.processors.TimeStamper(fmt="iso", utc=True, key="ts"),
                 structlog.processors.JSONRenderer(default=str),
@@ -159,12 +164,12 @@ class Ledger:
         )
 
     @classmethod
-    def create(cls, run_dir: Path, meta: RunMeta, goal_text: str) -> Ledger:
+    def create(cls, run_dir: Path, meta: RunMeta, goal_text: str, echo: IO[str] | None = None) -> Ledger:
         run_dir.mkdir(parents=True, exist_ok=False)
         (run_dir / "attempts").mkdir()
         (run_dir / "goal.yaml").write_text(goal_text, encoding="utf-8")
         (run_dir / "run.json").write_text(json.dumps(asdict(meta), indent=2) + "\n", encoding="utf-8")
-        return cls(run_dir)
+        return cls(run_dir, echo)
 
     def attempt_dir(self, iteration: int) -> Path:
         path = self.run_dir / "attempts" / f"{iteration:04d}"

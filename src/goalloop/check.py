@@ -22,6 +22,7 @@ from goalloop.goal import format_duration
 OUTPUT_EXCERPT_BYTES = 20_000
 KILL_GRACE_SECONDS = 5.0
 COMMAND_NOT_RUNNABLE = (126, 127)
+MAX_LINE_BYTES = 64 * 1024
 CHILD_PID_FILE = "child.pgid"
 """Holds the process group of a running check or proposer, so a resume can end one a killed run left behind."""
 
@@ -158,14 +159,14 @@ def run_check(
     if process.timed_out:
         return CheckResult(process, None, f"timed out after {format_duration(timeout)}")
     if process.exit_code is not None and process.exit_code < 0:
-        return CheckResult(process, None, f"killed by signal {signal.Signals(-process.exit_code).name}")
+        return CheckResult(process, None, f"killed by {_signal_name(-process.exit_code)}")
     if metric_pattern is None:
         return CheckResult(process, None, None)
     if process.exit_code != 0:
         return CheckResult(process, None, f"exited with code {process.exit_code}")
     raw = last_match(process.stdout_path, re.compile(metric_pattern))
     if raw is None:
-        return CheckResult(process, None, f"no line of stdout matched the metric pattern {metric_pattern!r}")
+        return CheckResult(process, None, f"no line of stdout matched the metric pattern `{metric_pattern}`")
     try:
         value = float(raw)
     except ValueError:
@@ -175,14 +176,23 @@ def run_check(
     return CheckResult(process, value, None)
 
 
+def _signal_name(number: int) -> str:
+    try:
+        return f"signal {signal.Signals(number).name}"
+    except ValueError:
+        return f"signal {number}"
+
+
 def last_match(path: Path, pattern: re.Pattern[str]) -> str | None:
-    """Group 1 (or the whole match) of the last line of the file that matches, read line by line."""
+    """Group 1 (or the whole match) of the last matching line. Lines are read in pieces of at most
+    MAX_LINE_BYTES and split on \\r too, so a progress bar or one huge line costs no more memory than that."""
     found = None
     with open(path, "rb") as stream:
-        for raw_line in stream:
-            match = pattern.search(raw_line.decode("utf-8", errors="replace").rstrip("\r\n"))
-            if match:
-                found = match.group(1) if pattern.groups else match.group(0)
+        while raw := stream.readline(MAX_LINE_BYTES):
+            for line in raw.decode("utf-8", errors="replace").replace("\r", "\n").split("\n"):
+                match = pattern.search(line)
+                if match:
+                    found = match.group(1) if pattern.groups else match.group(0)
     return found.strip() if found is not None else None
 
 

@@ -60,6 +60,13 @@ class Home:
     def workspaces(self) -> Path:
         return self.root / "workspaces"
 
+    def prepare(self) -> None:
+        """Create runs/ and workspaces/, each ignoring itself so they never show in `git status`."""
+        for folder in (self.runs, self.workspaces):
+            if not folder.exists():
+                folder.mkdir(parents=True)
+                (folder / ".gitignore").write_text("*\n", encoding="utf-8")
+
     def goal_lock(self, goal_name: str) -> RunLock:
         return RunLock(self.runs / ".locks" / f"{goal_name}.lock", f"goal '{goal_name}'")
 
@@ -148,6 +155,7 @@ def run(
             return
         if show.progress:
             out.print(f"no earlier run of goal '{goal.run_name}' under {place.runs}; starting a new one")
+    place.prepare()
     with place.goal_lock(goal.run_name) as lock:
         run_id = new_run_id(goal.run_name, place.runs)
         lock.acquire(run_id)
@@ -194,7 +202,7 @@ def _resume(run_dir: Path, place: Home, show: Presentation) -> None:
         raise typer.Exit(int(record.stop["exit_code"]))
     goal = parse_goal((run_dir / "goal.yaml").read_text(encoding="utf-8"), Path(meta.goal_path))
     target = RepoTarget(root=Path(meta.repo), base_commit=meta.base_commit)
-    rules = PathRules.for_goal(goal, target.root)
+    rules = PathRules.for_goal(goal, target)
     proposer = make_proposer(goal, target)
     with place.goal_lock(goal.run_name) as lock:
         lock.acquire(meta.run_id)
@@ -388,7 +396,7 @@ def _prepare(goal_file: Path) -> tuple[Goal, RepoTarget, PathRules]:
     goal = load_goal(goal_file)
     target = resolve_repo(goal)
     goal.instructions_text()
-    return goal, target, PathRules.for_goal(goal, target.root)
+    return goal, target, PathRules.for_goal(goal, target)
 
 
 def make_proposer(goal: Goal, target: RepoTarget) -> Proposer:

@@ -74,7 +74,10 @@ class Loop:
         except BudgetExhausted as exc:
             return self._stop(BUDGET_SPENT, exc.reason)
         except KeyboardInterrupt:
-            self.workspace.reset_to(self.kept.kept_commit if self.history else self.workspace.branch_head())
+            kept_commit = self.kept.kept_commit if self.history else self.workspace.branch_head()
+            if self.history:
+                self.workspace.save_unrecorded(self.history[-1].iteration + 1, kept_commit, "interrupted while proposing")
+            self.workspace.reset_to(kept_commit)
             return self._stop(INTERRUPTED, "interrupted; resume with `goalloop resume " + self.workspace.run_id + "`")
 
     @property
@@ -103,6 +106,7 @@ class Loop:
                 f"the check command could not run (exit {result.process.exit_code}): {stderr[-1] if stderr else ''}",
                 fix="make sure the command exists in the repository or on PATH, and that scripts are executable",
             )
+        self.workspace.reset_to(base)
         self._record(AttemptRecord(
             iteration=0, verdict="baseline", description="baseline", commit=base, metric=result.metric,
             passed=result.passed, seconds=result.seconds, reason=self._problem(result), kept_commit=base,
@@ -119,7 +123,7 @@ class Loop:
             proposal = self.proposer.propose(ProposalRequest(
                 iteration=iteration, worktree=self.workspace.worktree, prompt=prompt, attempt_dir=attempt_dir,
                 run_dir=self.ledger.run_dir, rules=self.rules, budget=self.goal.budget, spend=self.spend(),
-                history=tuple(self.history),
+                history=tuple(self.history), env=self.workspace.tool_env(),
             ))
         except BudgetExhausted as exc:  # record what the cut-short attempt wrote and spent, then stop
             stopped = exc
@@ -169,7 +173,7 @@ class Loop:
         return "discard", "not better than the kept state", result
 
     def _check(self, iteration: int) -> CheckResult:
-        env = dict(self.check_env, GOALLOOP_ITERATION=str(iteration))
+        env = dict(self.check_env, **self.workspace.tool_env(), GOALLOOP_ITERATION=str(iteration))
         result = run_check(
             self.goal.check.run, cwd=self.workspace.worktree, env=env, timeout=self.goal.check.timeout,
             log_dir=self.ledger.attempt_dir(iteration), metric_pattern=self.goal.check.metric,

@@ -123,7 +123,7 @@ class PathRules:
         self._editable = pathspec.PathSpec.from_lines("gitignore", editable) if editable else None
 
     @classmethod
-    def for_goal(cls, goal: Goal, repo_root: Path) -> PathRules:
+    def for_goal(cls, goal: Goal, target: RepoTarget) -> PathRules:
         """The goal's rules, plus the goal file, its instructions file and the check's own files.
 
         A file the check command names is protected unless `editable` names it: in autoresearch-style
@@ -132,12 +132,12 @@ class PathRules:
         protected = list(goal.protected) + list(goal.check.files)
         for implicit in (goal.source, goal.instructions_file and goal.source.parent / goal.instructions_file):
             if implicit:
-                rel = _relative_to(Path(implicit).resolve(), repo_root)
+                rel = _relative_to(Path(implicit).resolve(), target.root)
                 if rel is not None:
                     protected.append("/" + rel)
         editable = pathspec.PathSpec.from_lines("gitignore", goal.editable)
         protected += [
-            "/" + path for path in check_script_paths(goal.check.run, repo_root) if not editable.match_file(path)
+            "/" + path for path in check_script_paths(goal.check.run, target) if not editable.match_file(path)
         ]
         return cls(protected, list(goal.editable))
 
@@ -155,21 +155,28 @@ class PathRules:
         return self._protected.match_file(path)
 
 
-def check_script_paths(command: str, repo_root: Path) -> list[str]:
-    """Repo files named in the check command (`python score.py`, `./check.sh`): the check's own script."""
+def check_script_paths(command: str, target: RepoTarget) -> list[str]:
+    """Repo files named in the check command (`python score.py`, `./check.sh`): the check's own script.
+
+    Looked up in the base commit, not the user's checkout, which may have deleted or renamed them.
+    """
     try:
         tokens = shlex.split(command)
     except ValueError:
         tokens = command.split()
-    found = []
+    candidates = set()
     for token in tokens:
         if token.startswith("-") or "=" in token:
             continue
-        candidate = (repo_root / token).resolve()
-        rel = _relative_to(candidate, repo_root)
-        if rel and candidate.is_file():
-            found.append(rel)
-    return sorted(set(found))
+        rel = _relative_to((target.root / token).resolve(), target.root)
+        if rel:
+            candidates.add(rel)
+    if not candidates:
+        return []
+    listing = git.Git(str(target.root)).execute(
+        ["git", "ls-tree", "-r", "--name-only", target.base_commit, "--", *sorted(candidates)]
+    )
+    return sorted(candidates & set(listing.splitlines()))
 
 
 def _relative_to(path: Path, root: Path) -> str | None:
@@ -192,13 +199,19 @@ class Workspace:
 
     def _runner(self, cwd: Path) -> git.Git:
         runner = git.Git(str(cwd))
-        runner.update_environment(
-            **COMMIT_IDENTITY,
-            GIT_CONFIG_COUNT="1",
-            GIT_CONFIG_KEY_0="core.excludesFile",
-            GIT_CONFIG_VALUE_0=str(self._exclude_file),
-        )
+        runner.update_environment(**COMMIT_IDENTITY, **self.tool_env())
         return runner
+
+    def tool_env(self) -> dict[str, str]:
+        """Environment for anything run in the worktree (checks, proposers, their git commands): goalloop's
+        ignore rules, so an agent's own `git add -A` leaves caches out too, and no Python bytecode, which
+        could otherwise be judged instead of a same-size edit made within the same second."""
+        return {
+            "GIT_CONFIG_COUNT": "1",
+            "GIT_CONFIG_KEY_0": "core.excludesFile",
+            "GIT_CONFIG_VALUE_0": str(self._exclude_file),
+            "PYTHONDONTWRITEBYTECODE": "1",
+        }
 
     def attempt_ref(self, iteration: int) -> str:
         return f"{REF_PREFIX}{self.run_id}/{iteration}"
@@ -233,6 +246,8 @@ class Workspace:
         An empty change (the tree equals the parent's) makes no commit. Anything the proposer committed
         itself is folded in: the attempt's parent is always the last kept commit.
         """
+        if self.head() != parent:  # the proposer committed: start the index from the kept tree again
+            self._run("reset", "--quiet", "--mixed", parent)
         self._run("add", "--all")
         tree = self._run("write-tree")
         numstat = self._run("diff-tree", "-r", "--numstat", "--no-renames", "-z", parent, tree)
@@ -247,6 +262,17 @@ class Workspace:
         )
         patch = self._run("diff-tree", "-p", "--no-renames", "--binary", parent, sha, strip=False)
         return AttemptCommit(sha=sha, changed=changed, patch=patch)
+
+    def save_unrecorded(self, iteration: int, parent: str, why: str) -> str | None:
+        """Commit what a proposal left in the worktree when the run was stopped before judging it.
+
+        Its ref keeps it; the next resume records it as lost. Returns the commit, or None if nothing changed.
+        """
+        if self.ref_exists(self.attempt_ref(iteration)):  # committed already; stopped while checking it
+            return None
+        if self.head() == parent and not self.has_uncommitted_changes():
+            return None
+        return self.commit_attempt(iteration, parent, f"goalloop {self.run_id} #{iteration}: {why}").sha
 
     def keep(self, sha: str, previous: str) -> None:
         """Move the run's branch to `sha` (only if it still points at `previous`) and clean the worktree."""

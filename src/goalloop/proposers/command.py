@@ -32,6 +32,7 @@ class CommandProposer:
         prompt_file.write_text(request.prompt.text, encoding="utf-8")
         description_file = request.attempt_dir / "description.txt"
         env = dict(self.base_env)
+        env.update(request.env)
         env.update(self.config.env)
         env.update(
             GOALLOOP_PROMPT_FILE=str(prompt_file),

@@ -108,7 +108,7 @@ class SearchProposer:
                 "sampler cmaes needs the `cmaes` package, which is not installed",
                 fix="pip install cmaes  (or use sampler: tpe)",
             )
-        rules = PathRules.for_goal(goal, target.root)
+        rules = PathRules.for_goal(goal, target)
         self.knobs = [_validated_knob(goal, target, rules, name, param) for name, param in config.params.items()]
         _refuse_shared_values(goal, self.knobs)
         optuna.logging.set_verbosity(optuna.logging.WARNING)

@@ -560,8 +560,6 @@ def test_each_attempt_is_judged_on_its_own_code_not_the_previous_checks_bytecode
     assert [r["verdict"] for r in run.rows[1:]] == ["keep"] * 6
 
 
-@pytest.mark.xfail(strict=True, reason="bug: an ignored file the proposer writes is not committed yet is present "
-                   "when the check runs, so the verdict judges a state that the kept commit does not hold")
 def test_an_ignored_file_written_by_the_proposer_cannot_change_the_verdict(tmp_path: Path) -> None:
     """The repo ignores local_override.py, which knob.py imports if present. An attempt that writes it (plus a
     comment in knob.py) must not be kept with a score the committed attempt cannot reproduce."""

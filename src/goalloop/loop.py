@@ -136,6 +136,8 @@ class Loop:
         if commit.patch:
             (attempt_dir / "diff.patch").write_text(commit.patch, encoding="utf-8")
         verdict, reason, result = self._judge(iteration, proposal, commit)
+        if commit.removed_ignored:
+            reason = f"{reason}; removed files git ignores: {', '.join(commit.removed_ignored[:5])}".lstrip("; ")
         record = AttemptRecord(
             iteration=iteration, verdict=verdict, description=description, commit=commit.sha,
             metric=result.metric if result else None, passed=bool(result and result.passed),

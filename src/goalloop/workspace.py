@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import os
 import shlex
+import shutil
 import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -108,6 +109,8 @@ class AttemptCommit:
     sha: str | None
     changed: list[ChangedFile] = field(default_factory=list)
     patch: str = ""
+    removed_ignored: list[str] = field(default_factory=list)
+    """Files git ignores that the proposal created; removed before the check, which must judge the commit."""
 
     @property
     def added_lines(self) -> int:
@@ -196,6 +199,7 @@ class Workspace:
         self.branch = BRANCH_PREFIX + run_id
         self._exclude_file = exclude_file
         self._git = self._runner(worktree if worktree.exists() else repo_root)
+        self._ignored_after_reset: set[str] = set()
 
     def _runner(self, cwd: Path) -> git.Git:
         runner = git.Git(str(cwd))
@@ -246,6 +250,9 @@ class Workspace:
         An empty change (the tree equals the parent's) makes no commit. Anything the proposer committed
         itself is folded in: the attempt's parent is always the last kept commit.
         """
+        stray = sorted(self.ignored_paths() - self._ignored_after_reset)
+        for rel in stray:
+            _remove(self.worktree / rel)
         if self.head() != parent:  # the proposer committed: start the index from the kept tree again
             self._run("reset", "--quiet", "--mixed", parent)
         self._run("add", "--all")
@@ -253,7 +260,7 @@ class Workspace:
         numstat = self._run("diff-tree", "-r", "--numstat", "--no-renames", "-z", parent, tree)
         changed = _parse_numstat(numstat)
         if not changed:
-            return AttemptCommit(sha=None)
+            return AttemptCommit(sha=None, removed_ignored=stray)
         sha = self._run("commit-tree", tree, "-p", parent, "-m", message)
         self._run(
             "update-ref", "--stdin",
@@ -261,7 +268,7 @@ class Workspace:
             f"option no-deref\ncreate {self.attempt_ref(iteration)} {sha}\n",
         )
         patch = self._run("diff-tree", "-p", "--no-renames", "--binary", parent, sha, strip=False)
-        return AttemptCommit(sha=sha, changed=changed, patch=patch)
+        return AttemptCommit(sha=sha, changed=changed, patch=patch, removed_ignored=stray)
 
     def save_unrecorded(self, iteration: int, parent: str, why: str) -> str | None:
         """Commit what a proposal left in the worktree when the run was stopped before judging it.
@@ -283,6 +290,12 @@ class Workspace:
         """Put the worktree exactly at `sha`: tracked files restored, new files removed."""
         self._run("reset", "--quiet", "--hard", sha)
         self._run("clean", "-d", "--force", "--force", "--quiet")
+        self._ignored_after_reset = self.ignored_paths()
+
+    def ignored_paths(self) -> set[str]:
+        """Untracked files and folders that git ignores (folders collapsed to `dir/`)."""
+        listing = self._run("ls-files", "--others", "--ignored", "--exclude-standard", "--directory", "-z", strip=False)
+        return {p for p in listing.split("\0") if p}
 
     def branch_head(self) -> str:
         return self._run("rev-parse", "--verify", f"refs/heads/{self.branch}")
@@ -338,6 +351,13 @@ class Workspace:
         finally:
             if stdin is not None:
                 stdin.close()
+
+
+def _remove(path: Path) -> None:
+    if path.is_dir() and not path.is_symlink():
+        shutil.rmtree(path, ignore_errors=True)
+    else:
+        path.unlink(missing_ok=True)
 
 
 def _parse_numstat(output: str) -> list[ChangedFile]:

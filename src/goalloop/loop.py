@@ -92,6 +92,9 @@ class Loop:
             usd=sum(r.cost_usd or 0.0 for r in self.history),
         )
 
+    def _read_at_base(self, path: str) -> str | None:
+        return self.workspace.read_at(self.history[0].commit or "", path) if self.history else None
+
     def _elapsed(self) -> float:
         return self._elapsed_before + time.monotonic() - self._started
 
@@ -116,7 +119,8 @@ class Loop:
         started = time.monotonic()
         kept_commit = self.kept.kept_commit
         attempt_dir = self.ledger.attempt_dir(iteration)
-        prompt = build_prompt(self.goal, self.rules, self.workspace.worktree, self.history, self.last_output)
+        prompt = build_prompt(self.goal, self.rules, self.workspace.worktree, self._read_at_base, self.history,
+                              self.last_output)
         (attempt_dir / "prompt.md").write_text(prompt.text, encoding="utf-8")
         stopped: BudgetExhausted | None = None
         try:

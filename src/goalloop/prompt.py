@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Callable
 
 from goalloop.goal import Goal, format_duration
 from goalloop.ledger import AttemptRecord
@@ -29,11 +30,41 @@ def build_prompt(
     goal: Goal,
     rules: PathRules,
     worktree: Path,
+    read_at_base: Callable[[str], str | None],
     history: list[AttemptRecord],
     last_output: str,
-    notes: list[str] = (),  # type: ignore[assignment]
 ) -> Prompt:
-    return Prompt(stable=_stable_part(goal, rules, worktree), recent=_recent_part(goal, history, last_output, notes))
+    """The prompt for the next attempt.
+
+    Context files appear in the stable part as they were at the base commit, so that part stays an
+    identical prefix (cheap to cache) even when a kept attempt edits a context file; the current text of
+    any context file that changed since follows in the recent part.
+    """
+    context = [(path, read_at_base(path), _read(worktree / path)) for path in goal.context]
+    changed = [
+        f"## Context file changed since the start: {path}\n```\n{_cap(now).rstrip()}\n```"
+        for path, at_base, now in context
+        if now != at_base
+    ]
+    return Prompt(
+        stable=_stable_part(goal, rules, [(path, at_base) for path, at_base, _ in context]),
+        recent=_recent_part(goal, history, last_output, changed),
+    )
+
+
+def _read(path: Path) -> str | None:
+    try:
+        return path.read_text(encoding="utf-8", errors="replace")
+    except OSError:
+        return None
+
+
+def _cap(text: str | None) -> str:
+    if text is None:
+        return "(this file does not exist)"
+    if len(text) > CONTEXT_FILE_LIMIT:
+        return text[:CONTEXT_FILE_LIMIT] + f"\n[... cut at {CONTEXT_FILE_LIMIT:,} characters ...]"
+    return text
 
 
 def describe_check(goal: Goal) -> str:
@@ -47,7 +78,7 @@ def describe_check(goal: Goal) -> str:
     )
 
 
-def _stable_part(goal: Goal, rules: PathRules, worktree: Path) -> str:
+def _stable_part(goal: Goal, rules: PathRules, context: list[tuple[str, str | None]]) -> str:
     editable = ", ".join(goal.editable) if goal.editable else "any file that is not protected"
     protected = ", ".join(p.lstrip("/") for p in rules.protected_patterns) or "(none)"
     parts = [
@@ -56,15 +87,7 @@ def _stable_part(goal: Goal, rules: PathRules, worktree: Path) -> str:
         f"Check: {describe_check(goal)}\nYou may change: {editable}\nNever change: {protected}",
         "# Instructions\n" + (goal.instructions_text() or "(none given: improve the check's result)"),
     ]
-    for rel_path in goal.context:
-        path = worktree / rel_path
-        try:
-            text = path.read_text(encoding="utf-8", errors="replace")
-        except OSError:
-            text = "(this file does not exist)"
-        if len(text) > CONTEXT_FILE_LIMIT:
-            text = text[:CONTEXT_FILE_LIMIT] + f"\n[... cut at {CONTEXT_FILE_LIMIT:,} characters ...]"
-        parts.append(f"## Context: {rel_path}\n```\n{text.rstrip()}\n```")
+    parts += [f"## Context: {path}\n```\n{_cap(text).rstrip()}\n```" for path, text in context]
     return "\n\n".join(parts)
 
 
@@ -91,8 +114,7 @@ def attempts_table(goal: Goal, history: list[AttemptRecord], rows: int = RECENT_
 
 
 def _recent_part(goal: Goal, history: list[AttemptRecord], last_output: str, notes: list[str]) -> str:
-    parts = ["# Attempts so far\n" + attempts_table(goal, history)]
-    parts += list(notes)
+    parts = list(notes) + ["# Attempts so far\n" + attempts_table(goal, history)]
     if history:
         last = history[-1]
         label = "baseline" if last.iteration == 0 else f"attempt {last.iteration}, {last.verdict}"

@@ -11,6 +11,7 @@ no dependence on the user's identity, and a commit a proposer made itself is fol
 
 from __future__ import annotations
 
+import difflib
 import os
 import shlex
 import shutil
@@ -75,12 +76,19 @@ def resolve_repo(goal: Goal) -> RepoTarget:
             raise goal.error(
                 ("repo",), f"{path} is not a git repository", fix=f"run `git init` in {path}, or point repo: at one"
             ) from None
+        top = repo.working_tree_dir
+        if top is not None and Path(top).resolve() != path:  # a file or folder inside some other repository
+            raise goal.error(
+                ("repo",),
+                f"{path} is not a git repository: it is a {'file' if path.is_file() else 'folder'} inside {top}",
+                fix=f"point repo: at the top of the repository ({top})"
+                + ("" if path.is_file() else f", or run `git init` in {path} if it is a project of its own"),
+            )
     if repo.bare or repo.working_tree_dir is None:
         raise goal.error(("repo",), f"{repo.git_dir} is a bare repository", fix="point repo: at a checkout")
     try:
         base = repo.git.rev_parse("--verify", "--quiet", f"{goal.base}^{{commit}}")
     except git.GitCommandError:
-        import difflib
 
         if not repo.head.is_valid():
             raise goal.error(("base",), f"{repo.working_tree_dir} has no commits yet", fix="commit the project first "
@@ -120,10 +128,12 @@ class AttemptCommit:
 class PathRules:
     """Which paths a proposer may change: the protected set (always forbidden) and the editable allowlist."""
 
-    def __init__(self, protected: list[str], editable: list[str]) -> None:
+    def __init__(self, protected: list[str], editable: list[str], hidden: list[str] = ()) -> None:  # type: ignore[assignment]
         self.protected_patterns = protected
-        self._protected = pathspec.PathSpec.from_lines("gitignore", protected)
+        self.hidden_patterns = list(hidden)
+        self._protected = pathspec.PathSpec.from_lines("gitignore", list(protected) + list(hidden))
         self._editable = pathspec.PathSpec.from_lines("gitignore", editable) if editable else None
+        self._hidden = pathspec.PathSpec.from_lines("gitignore", hidden)
 
     @classmethod
     def for_goal(cls, goal: Goal, target: RepoTarget) -> PathRules:
@@ -142,7 +152,10 @@ class PathRules:
         protected += [
             "/" + path for path in check_script_paths(goal.check.run, target) if not editable.match_file(path)
         ]
-        return cls(protected, list(goal.editable))
+        hidden: list[str] = []
+        if goal.holdout is not None:
+            hidden = list(goal.holdout.files) + ["/" + p for p in check_script_paths(goal.holdout.run, target)]
+        return cls(protected, list(goal.editable), hidden)
 
     def violations(self, paths: list[str]) -> list[str]:
         """`path (why)` for every path the proposer was not allowed to change."""
@@ -156,6 +169,10 @@ class PathRules:
 
     def is_protected(self, path: str) -> bool:
         return self._protected.match_file(path)
+
+    def is_hidden(self, path: str) -> bool:
+        """The holdout's files: protected, and never to be shown to a proposer."""
+        return self._hidden.match_file(path)
 
 
 def check_script_paths(command: str, target: RepoTarget) -> list[str]:

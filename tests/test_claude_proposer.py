@@ -363,11 +363,6 @@ def test_every_priced_model_has_all_four_rates_and_the_default_model_is_priced()
         assert rates.cache_read < rates.input < rates.cache_write < rates.output, name
 
 
-@pytest.mark.xfail(
-    DEFAULT_CLAUDE_MODEL == "claude-sonnet-4-5", strict=True,
-    reason="goal.DEFAULT_CLAUDE_MODEL is claude-sonnet-4-5, which retires on 2026-11-30; "
-    "it should be claude-sonnet-5-5",
-)
 def test_the_default_model_is_not_about_to_retire() -> None:
     price = PriceTable.load().lookup(DEFAULT_CLAUDE_MODEL)
     assert price is not None and price.retires is None

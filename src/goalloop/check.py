@@ -8,6 +8,7 @@ process group gets SIGTERM, then SIGKILL after a grace period, so children and g
 
 from __future__ import annotations
 
+import json
 import math
 import os
 import re
@@ -145,8 +146,16 @@ def run_check(
     metric_pattern: str | None,
     prefix: str = "check",
     pid_file: Path | None = None,
+    metric_file: Path | None = None,
 ) -> CheckResult:
-    """Run the check and judge what it produced (metric goals need a finite metric and exit code 0)."""
+    """Run the check and judge what it produced (metric goals need a finite metric and exit code 0).
+
+    With `metric_file`, the check is given its path in $GOALLOOP_METRIC_FILE and the metric is read from
+    the JSON written there (a number, or {"metric": number}); stdout is then not read for the metric.
+    """
+    if metric_file is not None:
+        metric_file.unlink(missing_ok=True)
+        env = dict(env, GOALLOOP_METRIC_FILE=str(metric_file))
     process = run_process(
         command,
         cwd=cwd,
@@ -160,13 +169,19 @@ def run_check(
         return CheckResult(process, None, f"timed out after {format_duration(timeout)}")
     if process.exit_code is not None and process.exit_code < 0:
         return CheckResult(process, None, f"killed by {_signal_name(-process.exit_code)}")
-    if metric_pattern is None:
+    if metric_pattern is None and metric_file is None:
         return CheckResult(process, None, None)
     if process.exit_code != 0:
         return CheckResult(process, None, f"exited with code {process.exit_code}")
-    raw = last_match(process.stdout_path, re.compile(metric_pattern))
-    if raw is None:
-        return CheckResult(process, None, f"no line of stdout matched the metric pattern `{metric_pattern}`")
+    if metric_file is not None:
+        raw, problem = _read_metric_file(metric_file)
+        if problem:
+            return CheckResult(process, None, problem)
+    else:
+        assert metric_pattern is not None
+        raw = last_match(process.stdout_path, re.compile(metric_pattern))
+        if raw is None:
+            return CheckResult(process, None, f"no line of stdout matched the metric pattern `{metric_pattern}`")
     try:
         value = float(raw)
     except ValueError:
@@ -174,6 +189,20 @@ def run_check(
     if not math.isfinite(value):
         return CheckResult(process, None, f"the metric is {raw} (not a finite number)")
     return CheckResult(process, value, None)
+
+
+def _read_metric_file(path: Path) -> tuple[str, str | None]:
+    """(the raw metric, None) or ("", why it could not be read)."""
+    try:
+        data = json.loads(path.read_text(encoding="utf-8", errors="replace")[:100_000])
+    except OSError:
+        return "", "wrote no metric file ($GOALLOOP_METRIC_FILE)"
+    except ValueError:
+        return "", "wrote a metric file that is not JSON"
+    value = data.get("metric") if isinstance(data, dict) else data
+    if isinstance(value, bool) or not isinstance(value, (int, float, str)):
+        return "", 'wrote a metric file without a number (write 0.93 or {"metric": 0.93})'
+    return str(value), None
 
 
 def _signal_name(number: int) -> str:

@@ -435,6 +435,8 @@ def _attempt_line(record: AttemptRecord, metric_goal: bool) -> str:
     style = VERDICT_STYLE.get(record.verdict, "")
     cost = f"${record.cost_usd:.3f}" if record.cost_usd else ""
     why = f" [dim]({escape(record.reason)})[/]" if record.reason and record.verdict != "discard" else ""
+    if record.warning:
+        why += f" [bold yellow]warning: {escape(record.warning)}[/]"
     return (
         f"#{record.iteration:<4} [{style}]{record.verdict:8}[/] {_result(record, metric_goal):>10}  "
         f"{record.seconds:6.1f}s {cost:>7}  {escape(record.description[:100])}{why}"
@@ -482,6 +484,8 @@ def _print_summary(goal: Goal, meta: RunMeta, outcome: RunOutcome, run_dir: Path
     if best and baseline:
         out.print(f"best {_result(best, goal.is_metric_goal)} (baseline {_result(baseline, goal.is_metric_goal)})"
                   + (f", kept at attempt {best.iteration}" if best.iteration else ", nothing kept"))
+    for note in outcome.notes:
+        out.print(escape(note))
     spend = outcome.spend
     out.print(f"spent {spend.iterations} attempts, {format_duration(spend.seconds)}, ${spend.usd:.2f}, {spend.tokens:,} tokens")
     out.print(f"branch {meta.branch} in {meta.repo}")

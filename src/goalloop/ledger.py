@@ -49,6 +49,12 @@ class AttemptRecord:
     """The branch head after this attempt."""
     elapsed: float = 0.0
     """Wall-clock seconds the run had used when this row was written (resumes included)."""
+    samples: list[float] = field(default_factory=list)
+    """Every measurement of the metric when it was measured more than once (`metric` is their median)."""
+    holdout: float | None = None
+    """The holdout check's metric, for the baseline and kept attempts."""
+    warning: str = ""
+    """Something a person should look at, e.g. a keep that made the holdout worse."""
 
     def tsv_row(self) -> list[str]:
         return [

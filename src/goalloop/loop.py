@@ -1,19 +1,26 @@
 """The loop: a baseline, then attempts until the target is met or a budget is spent.
 
 Each attempt: build the prompt, let the proposer edit the worktree, commit what it did (every attempt gets
-its own ref), judge it (reject a rule breach without running the check; otherwise run the check and
-compare with the kept state), write the ledger row, and only then move the branch or reset the worktree.
+its own ref), judge it, write the ledger row, and only then move the branch or reset the worktree.
 
-Ends with exit 0 (target met), 1 (a budget spent) or 130 (interrupted, resumable). Failures of a proposal
-or of the check are verdicts, not exceptions; only an InfrastructureError or a GoalError ends a run early.
+Judging, in order: a failed proposal is a `crash`; an empty change, a change to a protected or
+non-editable path, a pinned file that changed, or too many added lines is `rejected` without running the
+check; otherwise the check runs. A candidate that looks better is measured `keep.repeats` times and kept
+only if its median beats the kept median by more than `keep.min_delta`. Kept states are also measured by
+the holdout check, which the proposer never sees.
+
+Ends with exit 0 (target met), 1 (a budget or the patience spent) or 130 (interrupted, resumable). Failures
+of a proposal or of the check are verdicts, not exceptions; only an InfrastructureError or a GoalError
+ends a run early.
 """
 
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Callable
 
+from goalloop import verdict
 from goalloop.check import CHILD_PID_FILE, COMMAND_NOT_RUNNABLE, CheckResult, read_capped, run_check
 from goalloop.errors import BudgetExhausted
 from goalloop.goal import Goal
@@ -24,6 +31,7 @@ from goalloop.resume import save_proposal
 from goalloop.workspace import AttemptCommit, PathRules, Workspace
 
 TARGET_MET, BUDGET_SPENT, INTERRUPTED = 0, 1, 130
+PINS_FILE = "pins.json"
 
 
 @dataclass
@@ -33,6 +41,17 @@ class RunOutcome:
     baseline: AttemptRecord | None
     best: AttemptRecord | None
     spend: Spend
+    notes: list[str] = field(default_factory=list)
+    """Findings for the summary: the check's noise, a stall, the confirmation of the best result."""
+
+
+@dataclass
+class Judgement:
+    verdict: str
+    reason: str = ""
+    result: CheckResult | None = None
+    metric: float | None = None
+    samples: list[float] = field(default_factory=list)
 
 
 class Loop:
@@ -54,6 +73,8 @@ class Loop:
         self.history = list(history or [])
         self.last_output = last_output
         self.on_record = on_record or (lambda record: None)
+        self.notes: list[str] = []
+        self._pins = verdict.load_pins(ledger.run_dir / PINS_FILE)
         self._elapsed_before = max((r.elapsed for r in self.history), default=0.0)
         self._started = time.monotonic()
 
@@ -65,7 +86,7 @@ class Loop:
             if self._meets_target(self.kept):
                 return self._stop(TARGET_MET, "target met by the baseline" if self.kept.iteration == 0 else "target met")
             while True:
-                reason = self.spend().exhausted(self.goal.budget)
+                reason = self.spend().exhausted(self.goal.budget) or self._out_of_patience()
                 if reason:
                     return self._stop(BUDGET_SPENT, reason)
                 record = self._attempt(self.history[-1].iteration + 1)
@@ -92,6 +113,13 @@ class Loop:
             usd=sum(r.cost_usd or 0.0 for r in self.history),
         )
 
+    def _out_of_patience(self) -> str | None:
+        patience = self.goal.budget.patience
+        since_keep = self.history[-1].iteration - self.kept.iteration
+        if patience is not None and since_keep >= patience:
+            return f"no keep in the last {since_keep} attempts (budget.patience: {patience})"
+        return None
+
     def _read_at_base(self, path: str) -> str | None:
         return self.workspace.read_at(self.history[0].commit or "", path) if self.history else None
 
@@ -101,6 +129,8 @@ class Loop:
     # -- steps --------------------------------------------------------------------------------------------
     def _baseline(self) -> None:
         base = self.workspace.branch_head()
+        self._pins = verdict.pin_protected_files(self.workspace.worktree, self.rules)
+        verdict.save_pins(self.ledger.run_dir / PINS_FILE, self._pins)
         result = self._check(0)
         if result.process.exit_code in COMMAND_NOT_RUNNABLE:
             stderr = read_capped(result.process.stderr_path, 2000).strip().splitlines()
@@ -109,18 +139,26 @@ class Loop:
                 f"the check command could not run (exit {result.process.exit_code}): {stderr[-1] if stderr else ''}",
                 fix="make sure the command exists in the repository or on PATH, and that scripts are executable",
             )
+        samples = self._repeat(0, result) if result.metric is not None else []
+        metric = verdict.median(samples) if len(samples) > 1 else result.metric
+        if len(samples) > 1:
+            spread = verdict.spread(samples)
+            self.ledger.event("noise", samples=samples, spread=spread)
+            self.notes.append(f"noise: the baseline measured {len(samples)} times spread over {spread:.6g}")
+        holdout = self._holdout(0)
         self.workspace.reset_to(base)
         self._record(AttemptRecord(
-            iteration=0, verdict="baseline", description="baseline", commit=base, metric=result.metric,
+            iteration=0, verdict="baseline", description="baseline", commit=base, metric=metric,
             passed=result.passed, seconds=result.seconds, reason=self._problem(result), kept_commit=base,
+            samples=samples if len(samples) > 1 else [], holdout=holdout,
         ))
 
     def _attempt(self, iteration: int) -> AttemptRecord:
         started = time.monotonic()
-        kept_commit = self.kept.kept_commit
+        kept = self.kept
         attempt_dir = self.ledger.attempt_dir(iteration)
         prompt = build_prompt(self.goal, self.rules, self.workspace.worktree, self._read_at_base, self.history,
-                              self.last_output)
+                              self.last_output, self._stall_notes())
         (attempt_dir / "prompt.md").write_text(prompt.text, encoding="utf-8")
         stopped: BudgetExhausted | None = None
         try:
@@ -135,73 +173,127 @@ class Loop:
         save_proposal(attempt_dir, proposal)
         description = proposal.description or f"attempt {iteration}"
         commit = self.workspace.commit_attempt(
-            iteration, kept_commit, f"goalloop {self.workspace.run_id} #{iteration}: {description}"
+            iteration, kept.kept_commit, f"goalloop {self.workspace.run_id} #{iteration}: {description}"
         )
         if commit.patch:
             (attempt_dir / "diff.patch").write_text(commit.patch, encoding="utf-8")
-        verdict, reason, result = self._judge(iteration, proposal, commit)
+        judged = self._judge(iteration, proposal, commit)
+        reason = judged.reason
         if commit.removed_ignored:
             reason = f"{reason}; removed files git ignores: {', '.join(commit.removed_ignored[:5])}".lstrip("; ")
+        keep = judged.verdict == "keep" and commit.sha is not None
+        holdout = self._holdout(iteration) if keep else None
         record = AttemptRecord(
-            iteration=iteration, verdict=verdict, description=description, commit=commit.sha,
-            metric=result.metric if result else None, passed=bool(result and result.passed),
+            iteration=iteration, verdict=judged.verdict, description=description, commit=commit.sha,
+            metric=judged.metric, passed=bool(judged.result and judged.result.passed),
             seconds=time.monotonic() - started, cost_usd=proposal.cost_usd, tokens=proposal.tokens,
-            added_lines=commit.added_lines, reason=reason,
-            kept_commit=commit.sha if verdict == "keep" and commit.sha else kept_commit,
+            added_lines=commit.added_lines, reason=reason, kept_commit=commit.sha if keep else kept.kept_commit,
+            samples=judged.samples, holdout=holdout, warning=self._holdout_warning(kept, holdout) if keep else "",
         )
         self._record(record)
-        if verdict == "keep" and commit.sha:
-            self.workspace.keep(commit.sha, kept_commit)
+        if keep:
+            self.workspace.keep(commit.sha, kept.kept_commit)
         else:
-            self.workspace.reset_to(kept_commit)
+            self.workspace.reset_to(kept.kept_commit)
         self.proposer.observe(record)
         if stopped:
             raise stopped
         return record
 
-    def _judge(self, iteration: int, proposal: Proposal, commit: AttemptCommit) -> tuple[str, str, CheckResult | None]:
-        """The verdict, the reason for it, and the check's result when the check ran."""
+    def _judge(self, iteration: int, proposal: Proposal, commit: AttemptCommit) -> Judgement:
         if proposal.failed:
-            self.last_output = f"The proposal failed: {proposal.failed}"
-            return "crash", f"proposal failed: {proposal.failed}", None
+            return self._refuse("crash", f"proposal failed: {proposal.failed}", "The proposal failed")
         if commit.sha is None:
-            self.last_output = "The attempt changed nothing, so it was rejected."
-            return "rejected", "empty change", None
+            return self._refuse("rejected", "empty change", "The attempt changed nothing, so it was rejected")
         violations = self.rules.violations([c.path for c in commit.changed])
+        violations += [f"{path} (protected)" for path in verdict.tampered_files(self.workspace.worktree, self._pins or {})
+                       if f"{path} (protected)" not in violations]
         if violations:
-            self.last_output = "The attempt was rejected without running the check: it changed " + ", ".join(violations)
-            return "rejected", "changed " + ", ".join(violations), None
+            return self._refuse("rejected", "changed " + ", ".join(violations),
+                                "The attempt was rejected without running the check")
+        limit = self.goal.keep.max_added_lines
+        if limit is not None and commit.added_lines > limit:
+            return self._refuse("rejected", f"adds {commit.added_lines} lines (keep.max_added_lines: {limit})",
+                                "The attempt was rejected without running the check: a simpler change is wanted")
         result = self._check(iteration)
         if result.crashed:
-            return "crash", f"check {result.problem}", result
-        if self._better(result):
-            return "keep", "", result
-        return "discard", "not better than the kept state", result
+            return Judgement("crash", f"check {result.problem}", result)
+        if not self._better(result):
+            why = "not better than the kept state"
+            if not self.goal.is_metric_goal:
+                lines = result.process.excerpt(4000).strip().splitlines()
+                why = f"check failed: {lines[-1].strip() if lines else 'exit code ' + str(result.process.exit_code)}"
+            return Judgement("discard", why, result, result.metric)
+        if not self.goal.is_metric_goal or self.goal.keep.repeats == 1:
+            return Judgement("keep", "", result, result.metric)
+        samples = self._repeat(iteration, result)
+        if len(samples) < self.goal.keep.repeats:
+            return Judgement("crash", f"check crashed when measured again ({len(samples)} of "
+                             f"{self.goal.keep.repeats} runs)", result, None, samples)
+        median = verdict.median(samples)
+        if not verdict.beats(self.goal, median, self.kept.metric):
+            return Judgement("discard", f"looked better once; the median of {len(samples)} runs is not",
+                             result, median, samples)
+        return Judgement("keep", "", result, median, samples)
 
-    def _check(self, iteration: int) -> CheckResult:
+    def _refuse(self, verdict_name: str, reason: str, told: str) -> Judgement:
+        self.last_output = f"{told}: {reason}."
+        return Judgement(verdict_name, reason)
+
+    # -- measuring ------------------------------------------------------------------------------------------
+    def _check(self, iteration: int, repeat: int = 1) -> CheckResult:
         env = dict(self.check_env, **self.workspace.tool_env(), GOALLOOP_ITERATION=str(iteration))
+        prefix = "check" if repeat == 1 else f"check.{repeat}"
+        log_dir = self.ledger.attempt_dir(iteration)
         result = run_check(
             self.goal.check.run, cwd=self.workspace.worktree, env=env, timeout=self.goal.check.timeout,
-            log_dir=self.ledger.attempt_dir(iteration), metric_pattern=self.goal.check.metric,
+            log_dir=log_dir, metric_pattern=self.goal.check.metric, prefix=prefix,
             pid_file=self.ledger.run_dir / CHILD_PID_FILE,
+            metric_file=log_dir / f"{prefix}.metric.json" if self.goal.check.metric_file else None,
         )
-        self.last_output = result.process.excerpt()
-        if result.crashed:
-            self.last_output = f"The check {result.problem}.\n{self.last_output}"
+        if repeat == 1:
+            self.last_output = result.process.excerpt()
+            if result.crashed:
+                self.last_output = f"The check {result.problem}.\n{self.last_output}"
         return result
 
-    # -- verdict rules ------------------------------------------------------------------------------------
+    def _repeat(self, iteration: int, first: CheckResult) -> list[float]:
+        """The first measurement and up to keep.repeats - 1 more; stops early at a crash."""
+        samples = [first.metric] if first.metric is not None else []
+        for repeat in range(2, self.goal.keep.repeats + 1):
+            again = self._check(iteration, repeat)
+            if again.metric is None:
+                break
+            samples.append(again.metric)
+        return samples
+
+    def _holdout(self, iteration: int) -> float | None:
+        """The holdout check's metric for the worktree as it is; its output is never shown to the proposer."""
+        holdout = self.goal.holdout
+        if holdout is None:
+            return None
+        env = dict(self.check_env, **self.workspace.tool_env(), GOALLOOP_ITERATION=str(iteration))
+        result = run_check(
+            holdout.run, cwd=self.workspace.worktree, env=env, timeout=holdout.timeout,
+            log_dir=self.ledger.attempt_dir(iteration), metric_pattern=holdout.metric, prefix="holdout",
+            pid_file=self.ledger.run_dir / CHILD_PID_FILE,
+        )
+        return result.metric
+
+    def _holdout_warning(self, kept: AttemptRecord, holdout: float | None) -> str:
+        if self.goal.holdout is None or kept.holdout is None:
+            return ""
+        if holdout is None:
+            return "holdout check gave no result on this kept state"
+        worse = holdout < kept.holdout if self.goal.target.direction == "maximize" else holdout > kept.holdout
+        return f"holdout got worse ({kept.holdout:.6g} -> {holdout:.6g}): overfitting the visible check?" if worse else ""
+
+    # -- verdict rules --------------------------------------------------------------------------------------
     def _better(self, result: CheckResult) -> bool:
         kept = self.kept
         if not self.goal.is_metric_goal:
             return result.passed and not kept.passed
-        if result.metric is None:
-            return False
-        if kept.metric is None:
-            return True
-        if self.goal.target.direction == "maximize":
-            return result.metric > kept.metric
-        return result.metric < kept.metric
+        return result.metric is not None and verdict.beats(self.goal, result.metric, kept.metric)
 
     def _meets_target(self, record: AttemptRecord) -> bool:
         if not self.goal.is_metric_goal:
@@ -210,6 +302,21 @@ class Loop:
         if target is None or record.metric is None:
             return False
         return record.metric >= target if self.goal.target.direction == "maximize" else record.metric <= target
+
+    def _stall_notes(self) -> list[str]:
+        """A note for the prompt when the last attempts all failed the same way (normalised)."""
+        times = self.goal.budget.patience or 3
+        recent = [r for r in self.history if r.iteration > self.kept.iteration][-times:]
+        failed = [r for r in recent if r.verdict in ("crash", "rejected") or
+                  (r.verdict == "discard" and not self.goal.is_metric_goal)]
+        line = verdict.repeated_failure([verdict.normalise_failure(r.reason) for r in failed], times)
+        if line is None or len(failed) < len(recent):
+            return []
+        self.ledger.event("stall", line=line, times=times)
+        if f"stalled: {line}" not in self.notes:
+            self.notes.append(f"stalled: {line}")
+        return [f"# Stalled\nThe last {times} attempts failed the same way:\n    {line}\n"
+                "Do not repeat it: change approach."]
 
     @staticmethod
     def _problem(result: CheckResult) -> str:
@@ -224,12 +331,26 @@ class Loop:
 
     def _stop(self, exit_code: int, reason: str) -> RunOutcome:
         scored = [r for r in self.history if r.verdict in ("baseline", "keep")]
-        outcome = RunOutcome(exit_code, reason, self.history[0] if self.history else None,
-                             scored[-1] if scored else None, self.spend())
+        best = scored[-1] if scored else None
+        if exit_code != INTERRUPTED and best is not None and self.goal.keep.confirm and self.goal.is_metric_goal:
+            self._confirm(best)
+        outcome = RunOutcome(exit_code, reason, self.history[0] if self.history else None, best, self.spend(),
+                             self.notes)
         state = {TARGET_MET: "target met", BUDGET_SPENT: "budget spent", INTERRUPTED: "interrupted"}[exit_code]
         self.ledger.event(
             "run_stopped", exit_code=exit_code, state=state, reason=reason, elapsed=outcome.spend.seconds,
-            best_commit=outcome.best.kept_commit if outcome.best else None,
-            best_metric=outcome.best.metric if outcome.best else None,
+            best_commit=best.kept_commit if best else None, best_metric=best.metric if best else None,
         )
         return outcome
+
+    def _confirm(self, best: AttemptRecord) -> None:
+        """Measure the best kept state once more and note how far it drifted from what was recorded."""
+        result = self._check(best.iteration, repeat=self.goal.keep.repeats + 1)
+        self.workspace.reset_to(best.kept_commit)
+        if result.metric is None or best.metric is None:
+            self.ledger.event("confirm", metric=None, drift=None, problem=result.problem)
+            self.notes.append(f"confirm: the best state gave no result when measured again ({result.problem})")
+            return
+        drift = result.metric - best.metric
+        self.ledger.event("confirm", metric=result.metric, drift=drift)
+        self.notes.append(f"confirm: the best state measured again gives {result.metric:.6g} (drift {drift:+.6g})")

@@ -33,6 +33,7 @@ def build_prompt(
     read_at_base: Callable[[str], str | None],
     history: list[AttemptRecord],
     last_output: str,
+    notes: list[str] | None = None,
 ) -> Prompt:
     """The prompt for the next attempt.
 
@@ -48,7 +49,7 @@ def build_prompt(
     ]
     return Prompt(
         stable=_stable_part(goal, rules, [(path, at_base) for path, at_base, _ in context]),
-        recent=_recent_part(goal, history, last_output, changed),
+        recent=_recent_part(goal, history, last_output, changed + list(notes or [])),
     )
 
 
@@ -80,7 +81,7 @@ def describe_check(goal: Goal) -> str:
 
 def _stable_part(goal: Goal, rules: PathRules, context: list[tuple[str, str | None]]) -> str:
     editable = ", ".join(goal.editable) if goal.editable else "any file that is not protected"
-    protected = ", ".join(p.lstrip("/") for p in rules.protected_patterns) or "(none)"
+    protected = ", ".join(p.lstrip("/") for p in rules.protected_patterns) or "(none)"  # holdout files unnamed
     parts = [
         ROLE,
         f"# Goal: {goal.run_name}",

@@ -10,7 +10,7 @@ PROPOSER_BLOCKS = {
     "claude": """\
 proposer:
   kind: claude                    # Claude through the API; needs ANTHROPIC_API_KEY
-  # model: claude-sonnet-4-5      # default: a current Sonnet
+  # model: claude-sonnet-5-5      # default: a current Sonnet
   # max_turns: 30                 # model turns per attempt
 """,
     "command": """\

@@ -204,6 +204,24 @@ def test_editor_refuses_paths_outside_the_worktree_git_and_protected_or_not_edit
     assert run.show(f"goalloop/{run.run_id}", "check_calc.py") == CHECK_CALC_PY
 
 
+def test_the_holdout_check_is_hidden_from_the_editor_and_from_the_prompt(tmp_path: Path) -> None:
+    """The holdout's script can be neither viewed nor listed, and nothing of it reaches Claude."""
+    repo = make_repo(tmp_path / "proj", {"calc.py": CALC_PY, "check_calc.py": CHECK_CALC_PY,
+                                         "holdout_calc.py": "from calc import add\nprint(f'held: {add(10, 5)}')\n"})
+    peek, listing = edit("view", "holdout_calc.py"), edit("view", ".")
+    script = [turn(peek, listing), turn(fix_add(), finish("add"))]
+    goal = claude_goal(iterations=1)
+    goal["holdout"] = {"run": f"{PY} holdout_calc.py", "metric": r"^held: (\S+)"}
+    with LoopbackAPI(script) as api:
+        run = run_claude(tmp_path, repo, goal, api)
+    assert run.exit_code == 0, run.cli.output
+    assert api.tool_result(peek).get("is_error") is True
+    assert "not available" in tool_result_text(api.tool_result(peek))
+    assert "holdout_calc" not in tool_result_text(api.tool_result(listing))
+    first_request = json.dumps(api.requests[0])
+    assert "holdout_calc" not in first_request and "held:" not in first_request
+
+
 def test_editor_commands_view_create_insert_and_str_replace_answer_like_anthropics_editor(tmp_path: Path) -> None:
     repo = calc_repo(tmp_path)
     calls = {

@@ -3,7 +3,8 @@
 Claude is given three client tools, all run here, inside the attempt's worktree:
   - `str_replace_based_edit_tool` (Anthropic's text editor, `text_editor_20250728`): view, create,
     str_replace, insert. It refuses, with an `is_error` tool result the model can correct, any path that
-    resolves outside the worktree (`..`, absolute paths elsewhere, symlinks out), any write under `.git`,
+    resolves outside the worktree (`..`, absolute paths elsewhere, symlinks out), the holdout check's files
+    (not even listed), any write under `.git`,
     and any write the goal forbids (a protected path, or one outside `editable`). Viewing a protected
     file is allowed: reading the tests is how a model learns what passes them.
   - `bash` (Anthropic's `bash_20250124`), unless `bash: false`: each command runs in a fresh /bin/sh in
@@ -306,6 +307,8 @@ class Workbench:
                 f"{path} is outside the repository (it resolves to {resolved}); "
                 "use a path inside it, relative to the repository root"
             ) from None
+        if rel != "." and self.rules.is_hidden(rel):
+            raise ToolRefused(f"{path} is not available to you; work with the other files")
         if writing:
             if rel == "." or rel.split("/")[0] == ".git":
                 raise ToolRefused(f"{path} is git's own data; change the repository's files instead")
@@ -339,7 +342,10 @@ class Workbench:
         entries: list[str] = []
 
         def visible(folder: Path) -> list[Path]:
-            return sorted(child for child in folder.iterdir() if not child.name.startswith("."))
+            return sorted(
+                child for child in folder.iterdir()
+                if not child.name.startswith(".") and not self.rules.is_hidden(child.relative_to(self.root).as_posix())
+            )
 
         for child in visible(directory):
             inner = [child, *(visible(child) if child.is_dir() and not child.is_symlink() else [])]

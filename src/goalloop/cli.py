@@ -305,6 +305,8 @@ def status(
         out.print(f"  best       {_result(best, meta.metric_goal)} at attempt {best.iteration}"
                   f" (baseline {_result(baseline, meta.metric_goal)})")
     out.print(f"  spent      {format_duration(record.elapsed)}, ${record.cost_usd:.2f}, {record.tokens:,} tokens")
+    for line in _findings(record):
+        out.print(f"  [yellow]{escape(line)}[/]")
     out.print(f"  branch     {meta.branch}  (in {meta.repo})")
     out.print(f"  record     {record.run_dir}")
     for attempt in record.attempts[-5:]:
@@ -448,6 +450,21 @@ def _progress_printer(goal: Goal):  # noqa: ANN202
         out.print(_attempt_line(record, goal.is_metric_goal))
 
     return show
+
+
+def _findings(record: RunRecord) -> list[str]:
+    """What the trust rules noticed: the check's noise, stalls, drift on confirmation, holdout warnings."""
+    found = []
+    for event in record.events:
+        name = event.get("event")
+        if name == "noise":
+            found.append(f"noise      the baseline's {len(event.get('samples', []))} runs spread over {event.get('spread', 0):.6g}")
+        elif name == "stall" and f"stalled    {event.get('line')}" not in found:
+            found.append(f"stalled    {event.get('line')}")
+        elif name == "confirm" and event.get("drift") is not None:
+            found.append(f"confirm    the best measured again: {event.get('metric'):.6g} (drift {event.get('drift'):+.6g})")
+    found += [f"warning    attempt {a.iteration}: {a.warning}" for a in record.attempts if a.warning]
+    return found
 
 
 def _verdict_counts(attempts: list[AttemptRecord]) -> str:

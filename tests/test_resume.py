@@ -200,3 +200,40 @@ def test_interrupt_with_sigterm_is_resumable_and_keeps_the_spent_budget(tmp_path
     assert [r["iteration"] for r in rows] == ["0", "1", "2", "3"]
     # Stopped while proposing, attempt 2 is redone; stopped while checking it, it is recorded as lost.
     assert [r["verdict"] for r in rows] in (["baseline", "keep", "keep", "keep"], ["baseline", "keep", "crash", "keep"])
+
+
+def test_clean_removes_only_finished_runs_worktrees_and_never_a_branch_or_ref(tmp_path: Path, score_repo: Path) -> None:
+    finished = write_goal(
+        tmp_path / "done.yaml",
+        {
+            "repo": str(score_repo),
+            "check": {"run": "python3 score.py", "metric": r"^score:\s*(\S+)"},
+            "budget": {"iterations": 1},
+            "proposer": {"kind": "scripted", "steps": [{"files": {"knob.py": "X = 2\n"}}]},
+        },
+    )
+    killed = write_goal(
+        tmp_path / "killed.yaml",
+        {
+            "repo": str(score_repo),
+            "check": {"run": "python3 score.py", "metric": r"^score:\s*(\S+)"},
+            "budget": {"iterations": 1},
+            "proposer": {"kind": "scripted", "steps": [{"files": {"knob.py": "X = 2\n"}, "sleep": "3s"}]},
+        },
+    )
+    assert run_cli("run", str(finished), "--home", str(tmp_path), cwd=tmp_path).exit_code == 1
+    proc = _start(["run", str(killed), "--home", str(tmp_path)], tmp_path)
+    deadline = time.monotonic() + 20
+    while not list((tmp_path / "runs").glob("killed-*/attempts/0001")) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    refs_before = git(score_repo, "for-each-ref", "--format=%(refname)")
+
+    result = run_cli("clean", "--home", str(tmp_path), cwd=tmp_path)
+    assert result.exit_code == 0, result.output
+    assert not list((tmp_path / "workspaces").glob("done-*")), "the finished run's worktree is gone"
+    assert list((tmp_path / "workspaces").glob("killed-*")), "the resumable run's worktree stays"
+    assert git(score_repo, "for-each-ref", "--format=%(refname)") == refs_before
+    assert "done-" not in git(score_repo, "worktree", "list")
+    assert run_cli("resume", "--home", str(tmp_path), cwd=tmp_path, timeout=60).exit_code in (0, 1)

@@ -31,7 +31,7 @@ from goalloop.report import markdown_summary, write_report
 from goalloop.resume import reconcile
 from goalloop.starter import PROPOSER_BLOCKS, starter_goal
 from goalloop.proposers.base import Proposer
-from goalloop.workspace import PathRules, RepoTarget, RunLock, Workspace, resolve_repo
+from goalloop.workspace import PathRules, RepoTarget, RunLock, Workspace, remove_worktrees, resolve_repo
 
 app = typer.Typer(
     name="goalloop",
@@ -331,6 +331,29 @@ def runs(home: HomeOption = Path(".")) -> None:
             f"{record.meta.run_id:40}  {_state(record):18}  {record.iterations:5} attempts  "
             f"best {_result(best, record.meta.metric_goal) if best else '-':>10}  {record.meta.created_at}"
         )
+
+
+@app.command()
+def clean(
+    home: HomeOption = Path("."),
+    dry_run: Annotated[bool, typer.Option("--dry-run", help="Only say what would be removed.")] = False,
+) -> None:
+    """Remove the worktrees of finished runs. Never a live or resumable run, never a branch, ref or record."""
+    place = Home(home.resolve())
+    for run_dir in list_runs(place.runs):
+        record = read_run(run_dir)
+        worktree = Path(record.meta.worktree)
+        if not record.finished or _state(record) == "running" or not worktree.exists():
+            continue
+        if dry_run:
+            out.print(f"would remove {worktree} ({record.meta.run_id}, {record.state})")
+            continue
+        try:
+            removed = remove_worktrees(Path(record.meta.repo), worktree)
+        except git.GitCommandError as exc:
+            err.print(f"[yellow]warning:[/] could not remove {worktree}: {escape(str(exc.stderr).strip())}")
+            continue
+        out.print(f"removed {len(removed)} worktree(s) of {record.meta.run_id}; branch {record.meta.branch} kept")
 
 
 @app.command()

@@ -370,6 +370,25 @@ class Workspace:
                 stdin.close()
 
 
+def remove_worktrees(repo_root: Path, under: Path) -> list[Path]:
+    """Remove every worktree of `repo_root` at or below `under` (branches and refs stay). Returns them."""
+    runner = git.Git(str(repo_root))
+    listing = runner.execute(["git", "worktree", "list", "--porcelain"])
+    under = under.resolve()
+    removed = []
+    for line in listing.splitlines():
+        if not line.startswith("worktree "):
+            continue
+        path = Path(line.removeprefix("worktree ")).resolve()
+        if path == under or under in path.parents:
+            runner.execute(["git", "worktree", "remove", "--force", str(path)])
+            removed.append(path)
+    runner.execute(["git", "worktree", "prune"])
+    if under.is_dir() and not any(under.iterdir()):
+        under.rmdir()
+    return removed
+
+
 def _remove(path: Path) -> None:
     if path.is_dir() and not path.is_symlink():
         shutil.rmtree(path, ignore_errors=True)

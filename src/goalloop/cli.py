@@ -21,6 +21,7 @@ from rich.console import Console
 from rich.markup import escape
 
 from goalloop import __version__
+from goalloop.environment import without_secrets
 from goalloop.errors import GoalloopError, UsageError
 from goalloop.check import output_excerpt
 from goalloop.goal import Goal, format_duration, goal_json_schema, load_goal, parse_goal
@@ -227,7 +228,7 @@ def _loop(goal: Goal, workspace: Workspace, ledger: Ledger, proposer: Proposer, 
     if history:
         attempt_dir = ledger.attempt_dir(history[-1].iteration)
         last_output = output_excerpt(attempt_dir / "check.stdout.log", attempt_dir / "check.stderr.log")
-    return Loop(goal, workspace, ledger, proposer, rules, dict(os.environ), history=history,
+    return Loop(goal, workspace, ledger, proposer, rules, without_secrets(os.environ, goal.env.pass_), history=history,
                 last_output=last_output, on_record=_progress_printer(goal) if show.progress else None)
 
 
@@ -434,7 +435,7 @@ def make_proposer(goal: Goal, target: RepoTarget) -> Proposer:
     if config.kind == "command":
         from goalloop.proposers.command import CommandProposer
 
-        return CommandProposer(config, dict(os.environ))
+        return CommandProposer(config, without_secrets(os.environ, goal.env.pass_))
     if config.kind == "claude":
         from goalloop.proposers.claude import ClaudeProposer
 

@@ -380,6 +380,14 @@ ProposerConfig = Annotated[
 ]
 
 
+class Environment(StrictModel):
+    """What of your environment the check and a command proposer see."""
+
+    pass_: list[str] = Field(default=[], alias="pass")
+    """Secret-looking variables (names with KEY, TOKEN, SECRET, PASSWORD...) to pass through anyway,
+    e.g. ANTHROPIC_API_KEY for `claude -p`. All others are dropped."""
+
+
 class Goal(StrictModel):
     """A goal file."""
 
@@ -404,6 +412,7 @@ class Goal(StrictModel):
     budget: Budget = Budget()
     keep: Keep = Keep()
     holdout: Holdout | None = None
+    env: Environment = Environment()
     proposer: ProposerConfig
 
     _source: Path | None = PrivateAttr(default=None)

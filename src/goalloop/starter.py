@@ -21,6 +21,8 @@ proposer:
   # Codex:  codex exec --full-auto "$(cat "$GOALLOOP_PROMPT_FILE")"
   # Aider:  aider --yes --message-file "$GOALLOOP_PROMPT_FILE"
   timeout: 30m
+env:
+  pass: [ANTHROPIC_API_KEY]       # secrets are hidden from checks and commands unless passed here
 """,
     "search": """\
 proposer:

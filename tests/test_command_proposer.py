@@ -11,7 +11,6 @@ import os
 import time
 from pathlib import Path
 
-import pytest
 from conftest import git, make_repo
 from test_core_loop import COUNTING_SCORE_PY, METRIC, PY, alive, interrupt_run, run_goal, wait_for
 

@@ -23,7 +23,7 @@ import git
 import pathspec
 from filelock import FileLock, Timeout
 
-from goalloop.errors import GoalError, InfrastructureError, LockHeld
+from goalloop.errors import InfrastructureError, LockHeld
 from goalloop.goal import Goal
 
 BRANCH_PREFIX = "goalloop/"

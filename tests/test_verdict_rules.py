@@ -273,3 +273,26 @@ def test_confirm_measures_the_best_again_and_reports_the_drift(tmp_path: Path) -
     confirm = _events(run_dir, "confirm")[0]
     assert confirm["metric"] == 2 and confirm["drift"] == 0
     assert "confirm" in out
+
+
+# -- the deadline ---------------------------------------------------------------------------------------------
+def test_no_attempt_starts_when_its_check_could_not_finish_before_the_deadline(tmp_path: Path) -> None:
+    from datetime import datetime, timedelta
+
+    soon = (datetime.now() + timedelta(minutes=3)).strftime("%Y-%m-%dT%H:%M:%S")
+    repo = make_repo(tmp_path / "proj", {"knob.py": "X = 1\n", "score.py": "import knob\nprint(f'score: {knob.X}')\n"})
+    code, rows, run_dir, out = _run(tmp_path, repo, {
+        "check": {"run": f"{PY} score.py", "metric": METRIC, "timeout": "10m"},
+        "budget": {"iterations": 5, "deadline": soon},
+        "proposer": _scripted({"files": {"knob.py": "X = 2\n"}}),
+    })
+    assert code == 1 and len(rows) == 1, out
+    assert "deadline" in _events(run_dir, "run_stopped")[-1]["reason"]
+
+
+def test_a_deadline_that_is_not_a_time_is_a_goal_error(tmp_path: Path) -> None:
+    repo = make_repo(tmp_path / "proj", {"a.py": "x = 1\n"})
+    goal = write_goal(tmp_path / "g.yaml", {"repo": str(repo), "check": {"run": "true"},
+                                           "budget": {"deadline": "25:99"}, "proposer": {"kind": "command", "run": "true"}})
+    result = run_cli("validate", str(goal), cwd=tmp_path)
+    assert result.exit_code == 2 and "g.yaml:" in result.stderr and "07:30" in result.stderr

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import os
+from datetime import datetime
 import signal
 import sys
 import traceback
@@ -24,7 +25,7 @@ from goalloop import __version__
 from goalloop.environment import without_secrets
 from goalloop.errors import GoalloopError, UsageError
 from goalloop.check import output_excerpt
-from goalloop.goal import Goal, format_duration, goal_json_schema, load_goal, parse_goal
+from goalloop.goal import Goal, format_duration, goal_json_schema, load_goal, parse_goal, resolve_deadline
 from goalloop.ledger import AttemptRecord, Ledger, RunMeta, RunRecord, find_run, list_runs, new_run_id, read_run, utc_now
 from goalloop.loop import Loop, RunOutcome
 from goalloop.prompt import describe_check
@@ -174,7 +175,7 @@ def run(
             workspace = Workspace.create(target, worktree, run_id, ledger.run_dir / "git-exclude")
             if show.progress:
                 out.print(f"run [bold]{run_id}[/]  branch {workspace.branch}  worktree {worktree}")
-            outcome = _loop(goal, workspace, ledger, proposer, rules, [], show).run()
+            outcome = _loop(goal, workspace, ledger, proposer, rules, [], show, meta).run()
         finally:
             ledger.close()
     _finish(goal, meta, outcome, place.runs / run_id, show)
@@ -216,20 +217,29 @@ def _resume(run_dir: Path, place: Home, show: Presentation) -> None:
                 out.print(f"resuming [bold]{meta.run_id}[/] after attempt {history[-1].iteration if history else '-'}")
                 for lost in history[len(record.attempts):]:
                     out.print(_attempt_line(lost, goal.is_metric_goal))
-            outcome = _loop(goal, workspace, ledger, proposer, rules, history, show).run()
+            outcome = _loop(goal, workspace, ledger, proposer, rules, history, show, meta).run()
         finally:
             ledger.close()
     _finish(goal, meta, outcome, run_dir, show)
 
 
 def _loop(goal: Goal, workspace: Workspace, ledger: Ledger, proposer: Proposer, rules: PathRules,
-          history: list[AttemptRecord], show: Presentation) -> Loop:
+          history: list[AttemptRecord], show: Presentation, meta: RunMeta) -> Loop:
     last_output = ""
     if history:
         attempt_dir = ledger.attempt_dir(history[-1].iteration)
         last_output = output_excerpt(attempt_dir / "check.stdout.log", attempt_dir / "check.stderr.log")
     return Loop(goal, workspace, ledger, proposer, rules, without_secrets(os.environ, goal.env.pass_), history=history,
-                last_output=last_output, on_record=_progress_printer(goal) if show.progress else None)
+                last_output=last_output, on_record=_progress_printer(goal) if show.progress else None,
+                deadline=_deadline(goal, meta))
+
+
+def _deadline(goal: Goal, meta: RunMeta) -> datetime | None:
+    """The goal's deadline, counted from when the run started (so a resume keeps the same one)."""
+    if goal.budget.deadline is None:
+        return None
+    started = datetime.fromisoformat(meta.created_at).astimezone().replace(tzinfo=None)
+    return resolve_deadline(goal.budget.deadline, started)
 
 
 def _finish(goal: Goal, meta: RunMeta, outcome: RunOutcome, run_dir: Path, show: Presentation) -> None:

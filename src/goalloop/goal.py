@@ -8,6 +8,7 @@ plain number of seconds); sums of money as `5`, `5.00` or `"$5"`.
 from __future__ import annotations
 
 import difflib
+from datetime import datetime, timedelta
 import json
 import math
 import re
@@ -233,6 +234,33 @@ class Budget(StrictModel):
     """Dollars spent on model calls."""
     patience: int | None = Field(default=None, ge=1)
     """End the run after this many attempts in a row without a keep."""
+    deadline: str | None = None
+    """A local clock time such as "07:30" (the next one after the run started) or "2026-11-22T07:30":
+    no attempt starts when its check could not finish before it."""
+
+    @field_validator("deadline")
+    @classmethod
+    def _deadline_readable(cls, value: str | None) -> str | None:
+        if value is not None:
+            resolve_deadline(value, datetime.now())
+        return value
+
+
+def resolve_deadline(text: str, started: datetime) -> datetime:
+    """The moment `text` names: a clock time "HH:MM" is the first such time after `started` (local time)."""
+    text = str(text).strip()
+    clock = re.fullmatch(r"(\d{1,2}):(\d{2})", text)
+    if clock:
+        hour, minute = int(clock.group(1)), int(clock.group(2))
+        if hour > 23 or minute > 59:
+            raise Mistake(f"{text!r} is not a time of day", fix="write a 24-hour time such as 07:30")
+        moment = started.replace(hour=hour, minute=minute, second=0, microsecond=0)
+        return moment if moment > started else moment + timedelta(days=1)
+    try:
+        return datetime.fromisoformat(text)
+    except ValueError:
+        raise Mistake(f"{text!r} is not a clock time or a date and time",
+                      fix='write "07:30" (the next 07:30) or "2026-11-22T07:30"') from None
 
 
 class CommandProposer(StrictModel):

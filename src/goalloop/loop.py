@@ -18,12 +18,13 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass, field
+from datetime import datetime
 from typing import Callable
 
 from goalloop import verdict
 from goalloop.check import CHILD_PID_FILE, COMMAND_NOT_RUNNABLE, CheckResult, read_capped, run_check
 from goalloop.errors import BudgetExhausted
-from goalloop.goal import Goal
+from goalloop.goal import Goal, format_duration
 from goalloop.ledger import AttemptRecord, Ledger
 from goalloop.prompt import build_prompt
 from goalloop.proposers.base import Proposal, ProposalRequest, Proposer, Spend
@@ -67,6 +68,7 @@ class Loop:
         history: list[AttemptRecord] | None = None,
         last_output: str = "",
         on_record: Callable[[AttemptRecord], None] | None = None,
+        deadline: datetime | None = None,
     ) -> None:
         self.goal, self.workspace, self.ledger, self.proposer, self.rules = goal, workspace, ledger, proposer, rules
         self.check_env = check_env
@@ -74,6 +76,7 @@ class Loop:
         self.last_output = last_output
         self.on_record = on_record or (lambda record: None)
         self.notes: list[str] = []
+        self.deadline = deadline
         self._pins = verdict.load_pins(ledger.run_dir / PINS_FILE)
         self._elapsed_before = max((r.elapsed for r in self.history), default=0.0)
         self._started = time.monotonic()
@@ -86,7 +89,7 @@ class Loop:
             if self._meets_target(self.kept):
                 return self._stop(TARGET_MET, "target met by the baseline" if self.kept.iteration == 0 else "target met")
             while True:
-                reason = self.spend().exhausted(self.goal.budget) or self._out_of_patience()
+                reason = self.spend().exhausted(self.goal.budget) or self._out_of_patience() or self._too_late()
                 if reason:
                     return self._stop(BUDGET_SPENT, reason)
                 record = self._attempt(self.history[-1].iteration + 1)
@@ -118,6 +121,16 @@ class Loop:
         since_keep = self.history[-1].iteration - self.kept.iteration
         if patience is not None and since_keep >= patience:
             return f"no keep in the last {since_keep} attempts (budget.patience: {patience})"
+        return None
+
+    def _too_late(self) -> str | None:
+        """Why no attempt may start before the deadline: its check might not finish in time."""
+        if self.deadline is None:
+            return None
+        left = (self.deadline - datetime.now(self.deadline.tzinfo)).total_seconds()
+        if left < self.goal.check.timeout:
+            return (f"deadline {self.deadline:%Y-%m-%d %H:%M}: a check started now might not finish before it "
+                    f"(check.timeout {format_duration(self.goal.check.timeout)})")
         return None
 
     def _read_at_base(self, path: str) -> str | None:

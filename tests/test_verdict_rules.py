@@ -296,3 +296,24 @@ def test_a_deadline_that_is_not_a_time_is_a_goal_error(tmp_path: Path) -> None:
                                            "budget": {"deadline": "25:99"}, "proposer": {"kind": "command", "run": "true"}})
     result = run_cli("validate", str(goal), cwd=tmp_path)
     assert result.exit_code == 2 and "g.yaml:" in result.stderr and "07:30" in result.stderr
+
+
+def test_the_report_shows_the_holdout_beside_the_metric_and_flags_the_overfit(tmp_path: Path) -> None:
+    repo = make_repo(tmp_path / "proj", {"knob.py": "X = 1\nY = 5\n", "score.py": "import knob\nprint(f'score: {knob.X}')\n",
+                                         "holdout.py": "import knob\nprint(f'held: {knob.Y}')\n"})
+    code, rows, run_dir, out = _run(tmp_path, repo, {
+        "check": {"run": f"{PY} score.py", "metric": METRIC},
+        "holdout": {"run": f"{PY} holdout.py", "metric": r"^held:\s*(\S+)"},
+        "keep": {"repeats": 3, "confirm": True},
+        "budget": {"iterations": 2},
+        "proposer": _scripted({"description": "overfit", "files": {"knob.py": "X = 2\nY = 4\n"}},
+                              {"description": "honest", "files": {"knob.py": "X = 3\nY = 6\n"}}),
+    })
+    assert [r["verdict"] for r in rows[1:]] == ["keep", "keep"], out
+    assert run_cli("report", "--home", str(tmp_path / "home"), cwd=tmp_path).exit_code == 0
+    html = (run_dir / "report.html").read_text()
+    markdown = (run_dir / "report.md").read_text()
+    assert html.count('class="holdout-point"') == 3, "baseline and both keeps"
+    assert "holdout got worse" in html and "⚠" in html
+    assert "| holdout |" in markdown and "holdout got worse" in markdown
+    assert "noise: the baseline measured 3 times" in markdown and "confirm: the best measured again" in markdown

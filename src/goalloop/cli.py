@@ -29,7 +29,7 @@ from goalloop.goal import Goal, format_duration, goal_json_schema, load_goal, pa
 from goalloop.ledger import AttemptRecord, Ledger, RunMeta, RunRecord, find_run, list_runs, new_run_id, read_run, utc_now
 from goalloop.loop import Loop, RunOutcome
 from goalloop.prompt import describe_check
-from goalloop.report import markdown_summary, write_report
+from goalloop.report import findings, markdown_summary, write_report
 from goalloop.resume import reconcile
 from goalloop.starter import PROPOSER_BLOCKS, starter_goal
 from goalloop.proposers.base import Proposer
@@ -316,7 +316,7 @@ def status(
         out.print(f"  best       {_result(best, meta.metric_goal)} at attempt {best.iteration}"
                   f" (baseline {_result(baseline, meta.metric_goal)})")
     out.print(f"  spent      {format_duration(record.elapsed)}, ${record.cost_usd:.2f}, {record.tokens:,} tokens")
-    for line in _findings(record):
+    for line in findings(record):
         out.print(f"  [yellow]{escape(line)}[/]")
     out.print(f"  branch     {meta.branch}  (in {meta.repo})")
     out.print(f"  record     {record.run_dir}")
@@ -484,21 +484,6 @@ def _progress_printer(goal: Goal):  # noqa: ANN202
         out.print(_attempt_line(record, goal.is_metric_goal))
 
     return show
-
-
-def _findings(record: RunRecord) -> list[str]:
-    """What the trust rules noticed: the check's noise, stalls, drift on confirmation, holdout warnings."""
-    found = []
-    for event in record.events:
-        name = event.get("event")
-        if name == "noise":
-            found.append(f"noise      the baseline's {len(event.get('samples', []))} runs spread over {event.get('spread', 0):.6g}")
-        elif name == "stall" and f"stalled    {event.get('line')}" not in found:
-            found.append(f"stalled    {event.get('line')}")
-        elif name == "confirm" and event.get("drift") is not None:
-            found.append(f"confirm    the best measured again: {event.get('metric'):.6g} (drift {event.get('drift'):+.6g})")
-    found += [f"warning    attempt {a.iteration}: {a.warning}" for a in record.attempts if a.warning]
-    return found
 
 
 def _verdict_counts(attempts: list[AttemptRecord]) -> str:

@@ -25,6 +25,7 @@ import shlex
 import shutil
 import subprocess
 import tempfile
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from html import escape
@@ -50,6 +51,7 @@ VERDICTS = ("keep", "discard", "crash", "rejected")
 COLORS = {
     "baseline": "#2563eb", "keep": "#16a34a", "discard": "#b8bcc4", "crash": "#dc2626", "rejected": "#d97706",
     "best": "#15803d", "target": "#6b7280", "ink": "#1f2937", "muted": "#6b7280", "grid": "#eceef1",
+    "holdout": "#7c3aed",
 }
 
 
@@ -199,6 +201,31 @@ def _md_code(text: str) -> str:
     return f"{ticks}{pad}{text}{pad}{ticks}"
 
 
+def findings(record: RunRecord) -> list[str]:
+    """What the trust rules noticed: the check's noise, stalls, drift on confirmation, holdout warnings."""
+    found: list[str] = []
+    for event in record.events:
+        name = event.get("event")
+        if name == "noise":
+            found.append(f"noise: the baseline measured {len(event.get('samples', []))} times spread over "
+                         f"{event.get('spread', 0):.6g}")
+        elif name == "stall" and f"stalled: {event.get('line')}" not in found:
+            found.append(f"stalled: {event.get('line')}")
+        elif name == "confirm" and event.get("drift") is not None:
+            found.append(f"confirm: the best measured again gives {event.get('metric'):.6g} "
+                         f"(drift {event.get('drift'):+.6g})")
+    found += [f"warning: attempt {a.iteration}: {a.warning}" for a in _attempts(record) if a.warning]
+    return found
+
+
+def _has_holdout(record: RunRecord) -> bool:
+    return any(a.holdout is not None for a in record.attempts)
+
+
+def _holdout_cell(attempt: AttemptRecord) -> str:
+    return "" if attempt.holdout is None else f"{attempt.holdout:.6g}"
+
+
 def markdown_summary(record: RunRecord) -> str:
     """A short markdown summary of a run: the headline, the totals, what was kept and how to see it.
 
@@ -229,6 +256,9 @@ def markdown_summary(record: RunRecord) -> str:
         ]
         if len(kept) > 20:
             lines.append(f"- ... and {len(kept) - 20} more (see report.md)")
+    noticed = findings(record)
+    if noticed:
+        lines += ["", "Findings:", ""] + [f"- {_md(line)}" for line in noticed]
     lines += ["", "See the change:", "", "```sh", _look_commands(record)[0][1], "```", ""]
     return "\n".join(lines)
 
@@ -246,8 +276,9 @@ def render_markdown(record: RunRecord) -> str:
         + ("." if record.meta.metric_goal else "; check says whether the check passed (- where it did not run)."),
         "",
         "| iteration | commit | metric | verdict | seconds | cost_usd | description | added lines"
-        + ("" if record.meta.metric_goal else " | check") + " |",
-        "| ---: | --- | ---: | --- | ---: | ---: | --- | ---:" + ("" if record.meta.metric_goal else " | ---") + " |",
+        + ("" if record.meta.metric_goal else " | check") + (" | holdout" if _has_holdout(record) else "") + " |",
+        "| ---: | --- | ---: | --- | ---: | ---: | --- | ---:" + ("" if record.meta.metric_goal else " | ---")
+        + (" | ---:" if _has_holdout(record) else "") + " |",
     ]
     for attempt in _attempts(record):
         cells = attempt.tsv_row()
@@ -255,9 +286,13 @@ def render_markdown(record: RunRecord) -> str:
             cells[-1] = f"{_md(cells[-1])} _({_md(attempt.reason)})_"
         else:
             cells[-1] = _md(cells[-1])
+        if attempt.warning:
+            cells[-1] += f" ⚠ {_md(attempt.warning)}"
         cells.append(str(attempt.added_lines))
         if not record.meta.metric_goal:
             cells.append(_check_result(record, attempt))
+        if _has_holdout(record):
+            cells.append(_holdout_cell(attempt))
         lines.append("| " + " | ".join(cells) + " |")
     lines += ["", "The chart and every diff: report.html in this folder. The raw rows: results.tsv.", ""]
     return "\n".join(lines)
@@ -466,12 +501,46 @@ def render_chart_svg(record: RunRecord) -> str:
         label = "baseline" + ("" if baseline.value is None else f" {baseline.value:.6g}")
         svg.text(x_of(0) + 9, y + 16 if baseline.value is not None and y < bottom - 20 else y - 9, label,
                  size=11, fill=COLORS["baseline"], weight="600")
+    held = [(a.iteration, a.holdout) for a in _attempts(record) if a.holdout is not None]
+    if held:
+        _holdout_series(svg, held, x_of, x_of(n), top, bottom, right)
     off_chart = [("clipped", "off the chart")] if any(p.clipped for p in chart.points) else []
+    holdout_legend = [("holdout", "holdout (right scale)")] if held else []
     _legend(svg, left, height - 14, [
         ("keep", "kept"), ("discard", "discarded"), ("crash", "crash"), ("rejected", "rejected"),
-        ("best", "running best"), ("target", "target"), *off_chart,
+        ("best", "running best"), ("target", "target"), *holdout_legend, *off_chart,
     ])
     return svg.done()
+
+
+def _holdout_series(svg: _Svg, held: list[tuple[int, float]], x_of: Callable[[float], float], x_end: float,
+                    top: float, bottom: float, right: float) -> None:
+    """The holdout metric of the baseline and each kept state: diamonds on a dashed step, on its own scale."""
+    values = [v for _, v in held]
+    low, high = min(values), max(values)
+    if high == low:
+        low, high = low - 1, high + 1
+    pad = (high - low) * 0.1
+    low, high = low - pad, high + pad
+
+    def y_of(value: float) -> float:
+        return bottom - (value - low) / (high - low) * (bottom - top)
+
+    color = COLORS["holdout"]
+    for tick in _nice_ticks(low, high, 4):
+        if low <= tick <= high:
+            svg.text(right + 4, y_of(tick) + 4, f"{tick:.4g}", size=10, fill=color)
+    d = f"M{x_of(held[0][0]):.1f},{y_of(held[0][1]):.1f}"
+    for iteration, value in held[1:]:
+        d += f"H{x_of(iteration):.1f}V{y_of(value):.1f}"
+    d += f"H{x_end:.1f}"
+    svg.add(f'<path class="holdout" d="{d}" fill="none" stroke="{color}" stroke-width="1.5" '
+            'stroke-dasharray="4 3"/>')
+    for iteration, value in held:
+        x, y = x_of(iteration), y_of(value)
+        svg.add(f'<polygon class="holdout-point" data-holdout-iteration="{iteration}" points="{x:.1f},{y - 6:.1f} '
+                f'{x + 6:.1f},{y:.1f} {x:.1f},{y + 6:.1f} {x - 6:.1f},{y:.1f}" fill="{color}">'
+                f"<title>holdout {value:.6g} (attempt {iteration})</title></polygon>")
 
 
 def _legend(svg: _Svg, x: float, y: float, entries: list[tuple[str, str]], *, squares: bool = False) -> None:
@@ -572,6 +641,9 @@ tr:target td { background: #fffbeb; }
 .pill.crash { background: #fee2e2; color: #991b1b; } .pill.rejected { background: #fef3c7; color: #92400e; }
 .pill.baseline { background: #dbeafe; color: #1e40af; }
 .why { color: var(--muted); font-size: 13px; }
+.warning { color: #92400e; background: #fef3c7; border-radius: 4px; padding: 2px 6px; font-size: 13px;
+  display: inline-block; margin-top: 4px; }
+.findings li { margin: 2px 0; }
 details { margin-top: 4px; } summary { cursor: pointer; color: var(--accent); font-size: 13px; }
 pre.diff { margin: 6px 0 0; padding: 10px 12px; background: var(--soft); border-radius: 8px; overflow: auto;
   max-height: 32em; line-height: 1.4; white-space: pre; }
@@ -620,6 +692,7 @@ def render_html(record: RunRecord) -> str:
         *(f'<div class="card"><div class="k">{escape(k)}</div><div class="v">{escape(v)}</div>'
           f'<div class="d">{escape(d)}</div></div>' for k, v, d in cards),
         "</section>",
+        *_findings_html(record),
         f"<h2>{chart_title}</h2>",
         f'<div class="figure">{render_chart_svg(record)}</div>',
         "<h2>The result</h2>",
@@ -637,6 +710,13 @@ def render_html(record: RunRecord) -> str:
     return "\n".join(parts)
 
 
+def _findings_html(record: RunRecord) -> list[str]:
+    noticed = findings(record)
+    if not noticed:
+        return []
+    return ["<h2>Findings</h2>", '<ul class="findings">', *(f"<li>{escape(x)}</li>" for x in noticed), "</ul>"]
+
+
 def _attempts_table(record: RunRecord) -> str:
     metric_goal = record.meta.metric_goal
     rows = [
@@ -644,7 +724,8 @@ def _attempts_table(record: RunRecord) -> str:
         "<col style=\"width:72px\"><col style=\"width:64px\"><col style=\"width:60px\"><col></colgroup>",
         '<thead><tr><th class="n">#</th><th>verdict</th><th class="n">'
         + ("metric" if metric_goal else "check")
-        + '</th><th class="n">cost</th><th class="n">time</th><th class="n">+lines</th>'
+        + '</th>' + ('<th class="n">holdout</th>' if _has_holdout(record) else "")
+        + '<th class="n">cost</th><th class="n">time</th><th class="n">+lines</th>'
         "<th>description</th></tr></thead>",
         "<tbody>",
     ]
@@ -653,11 +734,14 @@ def _attempts_table(record: RunRecord) -> str:
         why = ""
         if attempt.reason and attempt.verdict not in ("keep", "discard"):
             why = f'<div class="why">{escape(attempt.reason)}</div>'
+        if attempt.warning:
+            why += f'<div class="warning">⚠ {escape(attempt.warning)}</div>'
         shown = _check_result(record, attempt)
+        holdout = f'<td class="n">{escape(_holdout_cell(attempt))}</td>' if _has_holdout(record) else ""
         rows.append(
             f'<tr id="attempt-{attempt.iteration}"><td class="n">{attempt.iteration}</td>'
             f'<td><span class="pill {escape(attempt.verdict)}">{escape(attempt.verdict)}</span></td>'
-            f'<td class="n">{escape(shown)}</td><td class="n">{escape(_cost(attempt.cost_usd))}</td>'
+            f'<td class="n">{escape(shown)}</td>{holdout}<td class="n">{escape(_cost(attempt.cost_usd))}</td>'
             f'<td class="n">{escape(_seconds(attempt.seconds))}</td><td class="n">{attempt.added_lines}</td>'
             f"<td>{escape(attempt.description)}{why}{_diff_block(record, attempt, budget)}</td></tr>"
         )

@@ -279,14 +279,16 @@ def test_an_api_outage_is_waited_out_with_backoff_then_the_attempt_goes_on(tmp_p
 
 
 def test_an_outage_longer_than_outage_wait_stops_the_run_resumably_with_exit_3(tmp_path: Path) -> None:
+    """One reply, then an outage: the run stops with exit 3, and the attempt is recorded with what it spent."""
     repo = calc_repo(tmp_path)
-    with LoopbackAPI([status(529)] * 200) as api:
+    with LoopbackAPI([turn(edit("view", "calc.py"))] + [status(529)] * 200) as api:
         run = run_claude(tmp_path, repo, claude_goal(iterations=1, outage_wait="1s"), api,
                          GOALLOOP_OUTAGE_BACKOFF="0.2")
     assert run.exit_code == 3, run.cli.output
     assert "the Claude API has been unavailable" in run.cli.stderr and "goalloop resume" in run.cli.stderr
-    assert 3 <= len(api.requests) <= 15
-    assert [r["verdict"] for r in run.rows] == ["baseline"]
+    assert 4 <= len(api.requests) <= 16
+    assert [r["verdict"] for r in run.rows] == ["baseline", "crash"]
+    assert float(run.rows[1]["cost_usd"]) > 0, "the reply before the outage is counted against the budget"
 
 
 def test_a_rejected_key_ends_the_run_at_once_with_exit_3_and_says_to_set_the_key(tmp_path: Path) -> None:

@@ -38,6 +38,9 @@ class InfrastructureError(GoalloopError):
     """The run cannot go on (git failed, the disk is full, the API refuses the key). It stays resumable."""
 
     exit_code = 3
+    cost_usd: float | None = 0.0
+    """What the attempt under way had spent when this happened, so the budget still counts it."""
+    tokens: int = 0
 
 
 class LockHeld(InfrastructureError):

@@ -23,7 +23,7 @@ from typing import Callable
 
 from goalloop import verdict
 from goalloop.check import CHILD_PID_FILE, COMMAND_NOT_RUNNABLE, CheckResult, read_capped, run_check
-from goalloop.errors import BudgetExhausted
+from goalloop.errors import BudgetExhausted, InfrastructureError
 from goalloop.goal import Goal, format_duration
 from goalloop.ledger import AttemptRecord, Ledger
 from goalloop.prompt import build_prompt
@@ -173,7 +173,7 @@ class Loop:
         prompt = build_prompt(self.goal, self.rules, self.workspace.worktree, self._read_at_base, self.history,
                               self.last_output, self._stall_notes())
         (attempt_dir / "prompt.md").write_text(prompt.text, encoding="utf-8")
-        stopped: BudgetExhausted | None = None
+        stopped: BudgetExhausted | InfrastructureError | None = None
         try:
             proposal = self.proposer.propose(ProposalRequest(
                 iteration=iteration, worktree=self.workspace.worktree, prompt=prompt, attempt_dir=attempt_dir,
@@ -183,6 +183,9 @@ class Loop:
         except BudgetExhausted as exc:  # record what the cut-short attempt wrote and spent, then stop
             stopped = exc
             proposal = Proposal(failed=f"stopped: {exc.reason}", cost_usd=exc.cost_usd, tokens=exc.tokens)
+        except InfrastructureError as exc:  # the same, then end the run resumably (exit 3)
+            stopped = exc
+            proposal = Proposal(failed=f"stopped: {exc.message}", cost_usd=exc.cost_usd, tokens=exc.tokens)
         save_proposal(attempt_dir, proposal)
         description = proposal.description or f"attempt {iteration}"
         commit = self.workspace.commit_attempt(

@@ -572,6 +572,9 @@ class ClaudeProposer:
             try:
                 reply = self._send(params, transcript)
                 content = _content_of(reply)
+            except InfrastructureError as stop:  # the run stops here; what this attempt spent still counts
+                stop.cost_usd, stop.tokens = (rates.cost(talk.tally) if rates else None), talk.tally.tokens
+                raise
             except _UnreadableReply as problem:
                 transcript.write("unreadable_reply", problem=str(problem))
                 return outcome(failed=f"Claude's reply could not be read: {problem}")

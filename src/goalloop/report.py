@@ -481,11 +481,7 @@ def render_chart_svg(record: RunRecord) -> str:
                 f'stroke="{COLORS["target"]}" stroke-width="1.5" stroke-dasharray="6 5"/>')
         svg.text(left + 6, y - 6, f"target {chart.target:.6g}", size=11)
     if chart.best:
-        corners = [(x_of(i), y_of(v)) for i, v in chart.best]
-        d = f"M{corners[0][0]:.1f},{corners[0][1]:.1f}"
-        for x, y in corners[1:]:
-            d += f"H{x:.1f}V{y:.1f}"
-        d += f"H{x_of(n):.1f}"
+        d = _step_path([(x_of(i), y_of(v)) for i, v in chart.best], x_of(n))
         svg.add(f'<path class="best" d="{d}" fill="none" stroke="{COLORS["best"]}" stroke-width="2" '
                 'stroke-linejoin="round" opacity="0.75"/>')
 
@@ -513,6 +509,14 @@ def render_chart_svg(record: RunRecord) -> str:
     return svg.done()
 
 
+def _step_path(corners: list[tuple[float, float]], x_end: float) -> str:
+    """An SVG path that holds each value until the next one, then runs on to `x_end`."""
+    d = f"M{corners[0][0]:.1f},{corners[0][1]:.1f}"
+    for x, y in corners[1:]:
+        d += f"H{x:.1f}V{y:.1f}"
+    return d + f"H{x_end:.1f}"
+
+
 def _holdout_series(svg: _Svg, held: list[tuple[int, float]], x_of: Callable[[float], float], x_end: float,
                     top: float, bottom: float, right: float) -> None:
     """The holdout metric of the baseline and each kept state: diamonds on a dashed step, on its own scale."""
@@ -530,10 +534,7 @@ def _holdout_series(svg: _Svg, held: list[tuple[int, float]], x_of: Callable[[fl
     for tick in _nice_ticks(low, high, 4):
         if low <= tick <= high:
             svg.text(right + 4, y_of(tick) + 4, f"{tick:.4g}", size=10, fill=color)
-    d = f"M{x_of(held[0][0]):.1f},{y_of(held[0][1]):.1f}"
-    for iteration, value in held[1:]:
-        d += f"H{x_of(iteration):.1f}V{y_of(value):.1f}"
-    d += f"H{x_end:.1f}"
+    d = _step_path([(x_of(i), y_of(v)) for i, v in held], x_end)
     svg.add(f'<path class="holdout" d="{d}" fill="none" stroke="{color}" stroke-width="1.5" '
             'stroke-dasharray="4 3"/>')
     for iteration, value in held:

@@ -220,7 +220,7 @@ def read_run(run_dir: Path) -> RunRecord:
         meta = RunMeta(**json.loads((run_dir / "run.json").read_text(encoding="utf-8")))
     except (OSError, ValueError, TypeError) as exc:
         raise UsageError(f"{run_dir} is not a goalloop run folder ({exc})", fix="list runs with `goalloop runs`") from None
-    attempts: list[AttemptRecord] = []
+    attempts: dict[int, AttemptRecord] = {}
     stop = None
     events = []
     known = set(AttemptRecord.__dataclass_fields__)
@@ -234,13 +234,12 @@ def read_run(run_dir: Path) -> RunRecord:
             name = event.get("event")
             if name == "attempt":
                 record = AttemptRecord(**{k: v for k, v in event.items() if k in known})
-                attempts = [a for a in attempts if a.iteration != record.iteration] + [record]
+                attempts[record.iteration] = record
             elif name == "run_stopped":
                 stop = event
             elif name == "run_resumed":
                 stop = None
-    attempts.sort(key=lambda a: a.iteration)
-    return RunRecord(meta=meta, attempts=attempts, stop=stop, run_dir=run_dir, events=events)
+    return RunRecord(meta=meta, attempts=[attempts[n] for n in sorted(attempts)], stop=stop, run_dir=run_dir, events=events)
 
 
 def list_runs(runs_dir: Path) -> list[Path]:

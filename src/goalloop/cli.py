@@ -28,6 +28,7 @@ from goalloop.check import output_excerpt
 from goalloop.goal import Goal, format_duration, goal_json_schema, load_goal, parse_goal, resolve_deadline
 from goalloop.ledger import AttemptRecord, Ledger, RunMeta, RunRecord, find_run, list_runs, new_run_id, read_run, utc_now
 from goalloop.loop import Loop, RunOutcome
+from goalloop.live import VERDICT_STYLE, LiveView, result_text
 from goalloop.prompt import describe_check
 from goalloop.report import findings, markdown_summary, write_report
 from goalloop.resume import reconcile
@@ -132,6 +133,11 @@ class Presentation:
     def progress(self) -> bool:
         return not self.quiet and not self.json_events
 
+    @property
+    def live(self) -> bool:
+        """A live view instead of plain lines: only on a terminal, never in CI."""
+        return self.progress and not self.ci and out.is_terminal
+
 
 @app.command()
 def run(
@@ -175,7 +181,7 @@ def run(
             workspace = Workspace.create(target, worktree, run_id, ledger.run_dir / "git-exclude")
             if show.progress:
                 out.print(f"run [bold]{run_id}[/]  branch {workspace.branch}  worktree {worktree}")
-            outcome = _loop(goal, workspace, ledger, proposer, rules, [], show, meta).run()
+            outcome = _watch(_loop(goal, workspace, ledger, proposer, rules, [], show, meta), show, run_id)
         finally:
             ledger.close()
     _finish(goal, meta, outcome, place.runs / run_id, show)
@@ -217,7 +223,7 @@ def _resume(run_dir: Path, place: Home, show: Presentation) -> None:
                 out.print(f"resuming [bold]{meta.run_id}[/] after attempt {history[-1].iteration if history else '-'}")
                 for lost in history[len(record.attempts):]:
                     out.print(_attempt_line(lost, goal.is_metric_goal))
-            outcome = _loop(goal, workspace, ledger, proposer, rules, history, show, meta).run()
+            outcome = _watch(_loop(goal, workspace, ledger, proposer, rules, history, show, meta), show, meta.run_id)
         finally:
             ledger.close()
     _finish(goal, meta, outcome, run_dir, show)
@@ -232,6 +238,15 @@ def _loop(goal: Goal, workspace: Workspace, ledger: Ledger, proposer: Proposer, 
     return Loop(goal, workspace, ledger, proposer, rules, without_secrets(os.environ, goal.env.pass_), history=history,
                 last_output=last_output, on_record=_progress_printer(goal) if show.progress else None,
                 deadline=_deadline(goal, meta))
+
+
+def _watch(loop: Loop, show: Presentation, run_id: str) -> RunOutcome:
+    """Run the loop under the live view on a terminal, with plain progress lines elsewhere."""
+    if not show.live:
+        return loop.run()
+    with LiveView(loop.goal, run_id, out, loop.history) as view:
+        loop.on_record = view.add
+        return loop.run()
 
 
 def _deadline(goal: Goal, meta: RunMeta) -> datetime | None:
@@ -313,8 +328,8 @@ def status(
         out.print(f"  stopped    {escape(str(record.stop.get('reason', '')))}")
     out.print(f"  attempts   {record.iterations} ({_verdict_counts(record.attempts)})")
     if baseline and best:
-        out.print(f"  best       {_result(best, meta.metric_goal)} at attempt {best.iteration}"
-                  f" (baseline {_result(baseline, meta.metric_goal)})")
+        out.print(f"  best       {result_text(best, meta.metric_goal)} at attempt {best.iteration}"
+                  f" (baseline {result_text(baseline, meta.metric_goal)})")
     out.print(f"  spent      {format_duration(record.elapsed)}, ${record.cost_usd:.2f}, {record.tokens:,} tokens")
     for line in findings(record):
         out.print(f"  [yellow]{escape(line)}[/]")
@@ -340,7 +355,7 @@ def runs(home: HomeOption = Path(".")) -> None:
         best = record.kept
         out.print(
             f"{record.meta.run_id:40}  {_state(record):18}  {record.iterations:5} attempts  "
-            f"best {_result(best, record.meta.metric_goal) if best else '-':>10}  {record.meta.created_at}"
+            f"best {result_text(best, record.meta.metric_goal) if best else '-':>10}  {record.meta.created_at}"
         )
 
 
@@ -456,15 +471,6 @@ def make_proposer(goal: Goal, target: RepoTarget) -> Proposer:
 
 
 # -- printing ---------------------------------------------------------------------------------------------
-VERDICT_STYLE = {"baseline": "cyan", "keep": "green", "discard": "dim", "crash": "red", "rejected": "yellow"}
-
-
-def _result(record: AttemptRecord, metric_goal: bool) -> str:
-    if record.verdict == "rejected" or (record.verdict == "crash" and not record.reason.startswith("check")):
-        return "-"
-    if metric_goal:
-        return "-" if record.metric is None else f"{record.metric:.6g}"
-    return "pass" if record.passed else "fail"
 
 
 def _attempt_line(record: AttemptRecord, metric_goal: bool) -> str:
@@ -474,7 +480,7 @@ def _attempt_line(record: AttemptRecord, metric_goal: bool) -> str:
     if record.warning:
         why += f" [bold yellow]warning: {escape(record.warning)}[/]"
     return (
-        f"#{record.iteration:<4} [{style}]{record.verdict:8}[/] {_result(record, metric_goal):>10}  "
+        f"#{record.iteration:<4} [{style}]{record.verdict:8}[/] {result_text(record, metric_goal):>10}  "
         f"{record.seconds:6.1f}s {cost:>7}  {escape(record.description[:100])}{why}"
     )
 
@@ -518,7 +524,7 @@ def _print_summary(goal: Goal, meta: RunMeta, outcome: RunOutcome, run_dir: Path
     headline = {0: "[bold green]target met[/]", 1: "[bold yellow]budget spent[/]", 130: "[bold]interrupted[/]"}
     out.print(f"\n{headline.get(outcome.exit_code, 'stopped')}: {escape(outcome.reason)}")
     if best and baseline:
-        out.print(f"best {_result(best, goal.is_metric_goal)} (baseline {_result(baseline, goal.is_metric_goal)})"
+        out.print(f"best {result_text(best, goal.is_metric_goal)} (baseline {result_text(baseline, goal.is_metric_goal)})"
                   + (f", kept at attempt {best.iteration}" if best.iteration else ", nothing kept"))
     for note in outcome.notes:
         out.print(escape(note))

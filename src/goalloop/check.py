@@ -28,6 +28,16 @@ CHILD_PID_FILE = "child.pgid"
 """Holds the process group of a running check or proposer, so a resume can end one a killed run left behind."""
 
 
+def child_pid_file(run_dir: Path, slot: int = 0) -> Path:
+    """Where slot `slot` of a run records its running child's process group (`child.pgid` for slot 0)."""
+    return run_dir / (CHILD_PID_FILE if slot == 0 else f"child.{slot}.pgid")
+
+
+def child_pid_files(run_dir: Path) -> list[Path]:
+    """Every slot's process-group file a run left (a killed parallel run may leave several)."""
+    return sorted({run_dir / CHILD_PID_FILE, *run_dir.glob("child.*.pgid")})
+
+
 @dataclass(frozen=True)
 class ProcessResult:
     """How a command ended. `exit_code` is None when it was killed at its timeout."""

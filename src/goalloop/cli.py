@@ -34,7 +34,9 @@ from goalloop.report import findings, markdown_summary, write_report
 from goalloop.resume import reconcile
 from goalloop.starter import PROPOSER_BLOCKS, starter_goal
 from goalloop.proposers.base import Proposer
-from goalloop.workspace import PathRules, RepoTarget, RunLock, Workspace, remove_worktrees, resolve_repo
+from goalloop.workspace import (
+    PathRules, RepoTarget, RunLock, Workspace, remove_worktrees, resolve_repo, slot_worktrees,
+)
 
 app = typer.Typer(
     name="goalloop",
@@ -178,10 +180,11 @@ def run(
                                echo=sys.stdout if show.json_events else None)
         try:
             ledger.event("run_started", run_id=run_id, pid=os.getpid(), base_commit=target.base_commit)
-            workspace = Workspace.create(target, worktree, run_id, ledger.run_dir / "git-exclude")
+            pool = Workspace.create_pool(target, worktree, run_id, ledger.run_dir / "git-exclude", goal.parallel)
             if show.progress:
-                out.print(f"run [bold]{run_id}[/]  branch {workspace.branch}  worktree {worktree}")
-            outcome = _watch(_loop(goal, workspace, ledger, proposer, rules, [], show, meta), show, run_id)
+                slots = f" ({goal.parallel} worktrees, parallel)" if goal.parallel > 1 else ""
+                out.print(f"run [bold]{run_id}[/]  branch {pool[0].branch}  worktree {worktree}{slots}")
+            outcome = _watch(_loop(goal, pool, ledger, proposer, rules, [], show, meta), show, run_id)
         finally:
             ledger.close()
     _finish(goal, meta, outcome, place.runs / run_id, show)
@@ -216,26 +219,27 @@ def _resume(run_dir: Path, place: Home, show: Presentation) -> None:
         lock.acquire(meta.run_id)
         ledger = Ledger(run_dir, echo=sys.stdout if show.json_events else None)
         try:
-            workspace = Workspace(target.root, Path(meta.worktree), meta.run_id, run_dir / "git-exclude")
-            history = reconcile(workspace, ledger, record.attempts, meta.base_commit)
+            pool = [Workspace(target.root, path, meta.run_id, run_dir / "git-exclude")
+                    for path in slot_worktrees(Path(meta.worktree), goal.parallel)]
+            history = reconcile(pool, ledger, record.attempts, meta.base_commit)
             ledger.event("run_resumed", run_id=meta.run_id, pid=os.getpid(), attempts=len(history))
             if show.progress:
                 out.print(f"resuming [bold]{meta.run_id}[/] after attempt {history[-1].iteration if history else '-'}")
                 for lost in history[len(record.attempts):]:
                     out.print(_attempt_line(lost, goal.is_metric_goal))
-            outcome = _watch(_loop(goal, workspace, ledger, proposer, rules, history, show, meta), show, meta.run_id)
+            outcome = _watch(_loop(goal, pool, ledger, proposer, rules, history, show, meta), show, meta.run_id)
         finally:
             ledger.close()
     _finish(goal, meta, outcome, run_dir, show)
 
 
-def _loop(goal: Goal, workspace: Workspace, ledger: Ledger, proposer: Proposer, rules: PathRules,
+def _loop(goal: Goal, pool: list[Workspace], ledger: Ledger, proposer: Proposer, rules: PathRules,
           history: list[AttemptRecord], show: Presentation, meta: RunMeta) -> Loop:
     last_output = ""
     if history:
         attempt_dir = ledger.attempt_dir(history[-1].iteration)
         last_output = output_excerpt(attempt_dir / "check.stdout.log", attempt_dir / "check.stderr.log")
-    return Loop(goal, workspace, ledger, proposer, rules, without_secrets(os.environ, goal.env.pass_), history=history,
+    return Loop(goal, pool, ledger, proposer, rules, without_secrets(os.environ, goal.env.pass_), history=history,
                 last_output=last_output, on_record=_progress_printer(goal) if show.progress else None,
                 deadline=_deadline(goal, meta))
 
@@ -308,7 +312,8 @@ def validate(goal_file: Annotated[Path, typer.Argument(help="The goal file (YAML
     if goal.is_metric_goal and goal.target.value is None:
         out.print("  target     none: improve until the budget is spent")
     out.print(f"  budget     {', '.join(x for x in limits if x) or 'none'}")
-    out.print(f"  proposer   {goal.proposer.kind}")
+    out.print(f"  proposer   {goal.proposer.kind}"
+              + (f", {goal.parallel} candidates at once a round (parallel)" if goal.parallel > 1 else ""))
     out.print(f"  protected  {escape(', '.join(p.lstrip('/') for p in rules.protected_patterns))}")
     out.print(f"  editable   {escape(', '.join(goal.editable) or 'everything not protected')}")
     out.print(f"  a run creates branch goalloop/{goal.run_name}-<time> and a worktree under workspaces/")

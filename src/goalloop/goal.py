@@ -154,6 +154,9 @@ class Check(StrictModel):
     metric_file: bool = False
     """Read the metric from a JSON file the check writes to $GOALLOOP_METRIC_FILE (outside the worktree),
     a number or {"metric": number}, instead of from stdout, which the code under test can also write to."""
+    env_per_slot: dict[str, str] = {}
+    """Variables set for the check (and the holdout) in each parallel slot; `{slot}` in a value becomes the
+    slot's number (0 to parallel - 1), e.g. CUDA_VISIBLE_DEVICES: "{slot}" gives each slot its own GPU."""
 
     @field_validator("metric")
     @classmethod
@@ -441,6 +444,9 @@ class Goal(StrictModel):
     keep: Keep = Keep()
     holdout: Holdout | None = None
     env: Environment = Environment()
+    parallel: int = Field(default=1, ge=1, le=64)
+    """Candidates proposed and checked at the same time each round, each in its own worktree; the best
+    one that beats the kept state is kept. 1: one attempt at a time."""
     proposer: ProposerConfig
 
     _source: Path | None = PrivateAttr(default=None)

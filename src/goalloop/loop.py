@@ -1,13 +1,16 @@
-"""The loop: a baseline, then attempts until the target is met or a budget is spent.
+"""The loop: a baseline, then rounds of attempts until the target is met or a budget is spent.
 
-Each attempt: build the prompt, let the proposer edit the worktree, commit what it did (every attempt gets
-its own ref), judge it, write the ledger row, and only then move the branch or reset the worktree.
-
-Judging, in order: a failed proposal is a `crash`; an empty change, a change to a protected or
-non-editable path, a pinned file that changed, or too many added lines is `rejected` without running the
-check; otherwise the check runs. A candidate that looks better is measured `keep.repeats` times and kept
-only if its median beats the kept median by more than `keep.min_delta`. Kept states are also measured by
+A round is one attempt, or with `parallel: N` up to N attempts proposed and checked at once, each in its
+own worktree (slot), from the same kept state and the same prompt. Each attempt: the proposer edits its
+worktree, what it did is committed (every attempt gets its own ref) and judged (attempt.py says how; an
+executor runs the slots). After the round the best candidate judged `keep` is kept; the others that would
+also have been kept are `discard`, beaten. Then the ledger rows are written in iteration order, and only
+then does the branch move and every worktree go back to the kept commit. Kept states are also measured by
 the holdout check, which the proposer never sees.
+
+Budgets stay hard with concurrency: a round never starts more attempts than the iteration budget (or the
+patience) has left, and no round starts once a budget is spent. Proposers that pay per call see the spend
+as of the round's start (see ProposalRequest.spend).
 
 Ends with exit 0 (target met), 1 (a budget or the patience spent) or 130 (interrupted, resumable). Failures
 of a proposal or of the check are verdicts, not exceptions; only an InfrastructureError or a GoalError
@@ -22,14 +25,16 @@ from datetime import datetime
 from typing import Callable
 
 from goalloop import verdict
-from goalloop.check import CHILD_PID_FILE, COMMAND_NOT_RUNNABLE, CheckResult, read_capped, run_check
-from goalloop.errors import BudgetExhausted, InfrastructureError
+from goalloop.attempt import Attempter, Bench, Candidate, Slot, told
+from goalloop.check import COMMAND_NOT_RUNNABLE, CheckResult, child_pid_files, read_capped
+from goalloop.errors import BudgetExhausted
+from goalloop.executor import Executor, ThreadExecutor
 from goalloop.goal import Goal, format_duration
 from goalloop.ledger import AttemptRecord, Ledger
 from goalloop.prompt import build_prompt
-from goalloop.proposers.base import Proposal, ProposalRequest, Proposer, Spend
-from goalloop.resume import save_proposal
-from goalloop.workspace import AttemptCommit, PathRules, Workspace
+from goalloop.proposers.base import ProposalRequest, Proposer, Spend
+from goalloop.resume import write_round
+from goalloop.workspace import PathRules, Workspace
 
 TARGET_MET, BUDGET_SPENT, INTERRUPTED = 0, 1, 130
 PINS_FILE = "pins.json"
@@ -46,20 +51,11 @@ class RunOutcome:
     """Findings for the summary: the check's noise, a stall, the confirmation of the best result."""
 
 
-@dataclass
-class Judgement:
-    verdict: str
-    reason: str = ""
-    result: CheckResult | None = None
-    metric: float | None = None
-    samples: list[float] = field(default_factory=list)
-
-
 class Loop:
     def __init__(
         self,
         goal: Goal,
-        workspace: Workspace,
+        workspaces: list[Workspace],
         ledger: Ledger,
         proposer: Proposer,
         rules: PathRules,
@@ -69,9 +65,14 @@ class Loop:
         last_output: str = "",
         on_record: Callable[[AttemptRecord], None] | None = None,
         deadline: datetime | None = None,
+        executor: Executor | None = None,
     ) -> None:
-        self.goal, self.workspace, self.ledger, self.proposer, self.rules = goal, workspace, ledger, proposer, rules
-        self.check_env = check_env
+        self.goal, self.ledger, self.proposer, self.rules = goal, ledger, proposer, rules
+        self.slots = [Slot(index, space) for index, space in enumerate(workspaces)]
+        self.workspace = workspaces[0]
+        self.bench = Bench(goal, ledger, check_env)
+        self.attempter = Attempter(goal, ledger, proposer, rules, self.bench)
+        self.executor = executor or ThreadExecutor(lambda: child_pid_files(ledger.run_dir))
         self.history = list(history or [])
         self.last_output = last_output
         self.on_record = on_record or (lambda record: None)
@@ -80,6 +81,7 @@ class Loop:
         self._pins = verdict.load_pins(ledger.run_dir / PINS_FILE)
         self._elapsed_before = max((r.elapsed for r in self.history), default=0.0)
         self._started = time.monotonic()
+        self._in_flight: list[tuple[Slot, int]] = []
 
     # -- the run ------------------------------------------------------------------------------------------
     def run(self) -> RunOutcome:
@@ -92,16 +94,17 @@ class Loop:
                 reason = self.spend().exhausted(self.goal.budget) or self._out_of_patience() or self._too_late()
                 if reason:
                     return self._stop(BUDGET_SPENT, reason)
-                record = self._attempt(self.history[-1].iteration + 1)
-                if record.verdict == "keep" and self._meets_target(record):
-                    return self._stop(TARGET_MET, f"target met by attempt {record.iteration}")
+                kept = self._round(self.history[-1].iteration + 1, self._round_size())
+                if kept is not None and self._meets_target(kept):
+                    return self._stop(TARGET_MET, f"target met by attempt {kept.iteration}")
         except BudgetExhausted as exc:
             return self._stop(BUDGET_SPENT, exc.reason)
         except KeyboardInterrupt:
             kept_commit = self.kept.kept_commit if self.history else self.workspace.branch_head()
-            if self.history:
-                self.workspace.save_unrecorded(self.history[-1].iteration + 1, kept_commit, "interrupted while proposing")
-            self.workspace.reset_to(kept_commit)
+            for slot, iteration in self._in_flight:
+                slot.workspace.save_unrecorded(iteration, kept_commit, "interrupted while proposing")
+            for slot in self.slots:
+                slot.workspace.reset_to(kept_commit)
             return self._stop(INTERRUPTED, "interrupted; resume with `goalloop resume " + self.workspace.run_id + "`")
 
     @property
@@ -116,10 +119,21 @@ class Loop:
             usd=sum(r.cost_usd or 0.0 for r in self.history),
         )
 
+    def _round_size(self) -> int:
+        """As many slots as the iteration budget and the patience have attempts left (at least one)."""
+        size = len(self.slots)
+        budget = self.goal.budget
+        if budget.iterations is not None:
+            size = min(size, budget.iterations - self.spend().iterations)
+        if budget.patience is not None:
+            size = min(size, budget.patience - (self.history[-1].iteration - self.kept.iteration))
+        return max(size, 1)
+
     def _out_of_patience(self) -> str | None:
         patience = self.goal.budget.patience
         since_keep = self.history[-1].iteration - self.kept.iteration
         if patience is not None and since_keep >= patience:
+            self._stall_notes()  # a stall that patience ends is still recorded
             return f"no keep in the last {since_keep} attempts (budget.patience: {patience})"
         return None
 
@@ -142,9 +156,11 @@ class Loop:
     # -- steps --------------------------------------------------------------------------------------------
     def _baseline(self) -> None:
         base = self.workspace.branch_head()
+        slot = self.slots[0]
         self._pins = verdict.pin_protected_files(self.workspace.worktree, self.rules)
         verdict.save_pins(self.ledger.run_dir / PINS_FILE, self._pins)
-        result = self._check(0)
+        result = self.bench.check(slot, 0)
+        self.last_output = told(result)
         if result.process.exit_code in COMMAND_NOT_RUNNABLE:
             stderr = read_capped(result.process.stderr_path, 2000).strip().splitlines()
             raise self.goal.error(
@@ -152,13 +168,13 @@ class Loop:
                 f"the check command could not run (exit {result.process.exit_code}): {stderr[-1] if stderr else ''}",
                 fix="make sure the command exists in the repository or on PATH, and that scripts are executable",
             )
-        samples = self._repeat(0, result) if result.metric is not None else []
+        samples = self.bench.repeat(slot, 0, result) if result.metric is not None else []
         metric = verdict.median(samples) if len(samples) > 1 else result.metric
         if len(samples) > 1:
             spread = verdict.spread(samples)
             self.ledger.event("noise", samples=samples, spread=spread)
             self.notes.append(f"noise: the baseline measured {len(samples)} times spread over {spread:.6g}")
-        holdout = self._holdout(0)
+        holdout = self.bench.holdout(slot, 0)
         self.workspace.reset_to(base)
         self._record(AttemptRecord(
             iteration=0, verdict="baseline", description="baseline", commit=base, metric=metric,
@@ -166,135 +182,75 @@ class Loop:
             samples=samples if len(samples) > 1 else [], holdout=holdout,
         ))
 
-    def _attempt(self, iteration: int) -> AttemptRecord:
-        started = time.monotonic()
+    def _round(self, first: int, size: int) -> AttemptRecord | None:
+        """Attempts `first` .. `first + size - 1`, one a slot, at once; returns the kept one's record, if any."""
         kept = self.kept
-        attempt_dir = self.ledger.attempt_dir(iteration)
         prompt = build_prompt(self.goal, self.rules, self.workspace.worktree, self._read_at_base, self.history,
                               self.last_output, self._stall_notes())
-        (attempt_dir / "prompt.md").write_text(prompt.text, encoding="utf-8")
-        stopped: BudgetExhausted | InfrastructureError | None = None
-        try:
-            proposal = self.proposer.propose(ProposalRequest(
-                iteration=iteration, worktree=self.workspace.worktree, prompt=prompt, attempt_dir=attempt_dir,
-                run_dir=self.ledger.run_dir, rules=self.rules, budget=self.goal.budget, spend=self.spend(),
-                history=tuple(self.history), env=self.workspace.tool_env(),
-            ))
-        except BudgetExhausted as exc:  # record what the cut-short attempt wrote and spent, then stop
-            stopped = exc
-            proposal = Proposal(failed=f"stopped: {exc.reason}", cost_usd=exc.cost_usd, tokens=exc.tokens)
-        except InfrastructureError as exc:  # the same, then end the run resumably (exit 3)
-            stopped = exc
-            proposal = Proposal(failed=f"stopped: {exc.message}", cost_usd=exc.cost_usd, tokens=exc.tokens)
-        save_proposal(attempt_dir, proposal)
-        description = proposal.description or f"attempt {iteration}"
-        commit = self.workspace.commit_attempt(
-            iteration, kept.kept_commit, f"goalloop {self.workspace.run_id} #{iteration}: {description}"
-        )
-        if commit.patch:
-            (attempt_dir / "diff.patch").write_text(commit.patch, encoding="utf-8")
-        judged = self._judge(iteration, proposal, commit)
-        reason = judged.reason
-        if commit.removed_ignored:
-            reason = f"{reason}; removed files git ignores: {', '.join(commit.removed_ignored[:5])}".lstrip("; ")
-        keep = judged.verdict == "keep" and commit.sha is not None
-        holdout = self._holdout(iteration) if keep else None
-        record = AttemptRecord(
-            iteration=iteration, verdict=judged.verdict, description=description, commit=commit.sha,
-            metric=judged.metric, passed=bool(judged.result and judged.result.passed),
-            seconds=time.monotonic() - started, cost_usd=proposal.cost_usd, tokens=proposal.tokens,
-            added_lines=commit.added_lines, reason=reason, kept_commit=commit.sha if keep else kept.kept_commit,
-            samples=judged.samples, holdout=holdout, warning=self._holdout_warning(kept, holdout) if keep else "",
-        )
-        self._record(record)
-        if keep:
-            self.workspace.keep(commit.sha, kept.kept_commit)
-        else:
-            self.workspace.reset_to(kept.kept_commit)
-        self.proposer.observe(record)
+        spend = self.spend()
+        self._in_flight = [(self.slots[n], first + n) for n in range(size)]
+        if len(self.slots) > 1:
+            write_round(self.ledger.run_dir, {slot.index: iteration for slot, iteration in self._in_flight})
+        pins = self._pins or {}
+
+        def task(slot: Slot, iteration: int) -> Callable[[], Candidate]:
+            request = ProposalRequest(
+                iteration=iteration, worktree=slot.workspace.worktree, prompt=prompt,
+                attempt_dir=self.ledger.attempt_dir(iteration), run_dir=self.ledger.run_dir, rules=self.rules,
+                budget=self.goal.budget, spend=spend, history=tuple(self.history), env=slot.workspace.tool_env(),
+                slot=slot.index, round_size=size,
+            )
+            return lambda: self.attempter.attempt(slot, request, kept, pins)
+
+        candidates = self.executor.run([task(slot, iteration) for slot, iteration in self._in_flight])
+        winner = self._best(candidates)
+        records = [self._record_of(c, kept, winner) for c in candidates]
+        for record in records:
+            self._record(record)
+        self.last_output = candidates[-1].told
+        if winner is not None and winner.commit.sha is not None:
+            winner.slot.workspace.keep(winner.commit.sha, kept.kept_commit)
+        new_kept = self.kept.kept_commit
+        for slot in self.slots:
+            if winner is None or slot is not winner.slot:
+                slot.workspace.reset_to(new_kept)
+        self._in_flight = []
+        for record in records:
+            self.proposer.observe(record)
+        stopped = next((c.stopped for c in candidates if c.stopped), None)
         if stopped:
             raise stopped
-        return record
+        return next((r for r in records if r.verdict == "keep"), None)
 
-    def _judge(self, iteration: int, proposal: Proposal, commit: AttemptCommit) -> Judgement:
-        if proposal.failed:
-            return self._refuse("crash", f"proposal failed: {proposal.failed}", "The proposal failed")
-        if commit.sha is None:
-            return self._refuse("rejected", "empty change", "The attempt changed nothing, so it was rejected")
-        violations = self.rules.violations([c.path for c in commit.changed])
-        violations += [f"{path} (protected)" for path in verdict.tampered_files(self.workspace.worktree, self._pins or {})
-                       if f"{path} (protected)" not in violations]
-        if violations:
-            return self._refuse("rejected", "changed " + ", ".join(violations),
-                                "The attempt was rejected without running the check")
-        limit = self.goal.keep.max_added_lines
-        if limit is not None and commit.added_lines > limit:
-            return self._refuse("rejected", f"adds {commit.added_lines} lines (keep.max_added_lines: {limit})",
-                                "The attempt was rejected without running the check: a simpler change is wanted")
-        result = self._check(iteration)
-        if result.crashed:
-            return Judgement("crash", f"check {result.problem}", result)
-        if not self._better(result):
-            why = "not better than the kept state"
-            if not self.goal.is_metric_goal:
-                lines = result.process.excerpt(4000).strip().splitlines()
-                why = f"check failed: {lines[-1].strip() if lines else 'exit code ' + str(result.process.exit_code)}"
-            return Judgement("discard", why, result, result.metric)
-        if not self.goal.is_metric_goal or self.goal.keep.repeats == 1:
-            return Judgement("keep", "", result, result.metric)
-        samples = self._repeat(iteration, result)
-        if len(samples) < self.goal.keep.repeats:
-            return Judgement("crash", f"check crashed when measured again ({len(samples)} of "
-                             f"{self.goal.keep.repeats} runs)", result, None, samples)
-        median = verdict.median(samples)
-        if not verdict.beats(self.goal, median, self.kept.metric):
-            return Judgement("discard", f"looked better once; the median of {len(samples)} runs is not",
-                             result, median, samples)
-        return Judgement("keep", "", result, median, samples)
+    def _best(self, candidates: list[Candidate]) -> Candidate | None:
+        """The candidate to keep: the best metric (the earliest on a tie), or the first that passes."""
+        judged = [c for c in candidates if c.judged_keep]
+        if not judged or not self.goal.is_metric_goal:
+            return judged[0] if judged else None
+        sign = 1.0 if self.goal.target.direction == "maximize" else -1.0
+        return max(judged, key=lambda c: (sign * (c.judgement.metric or 0.0), -c.iteration))
 
-    def _refuse(self, verdict_name: str, reason: str, told: str) -> Judgement:
-        self.last_output = f"{told}: {reason}."
-        return Judgement(verdict_name, reason)
-
-    # -- measuring ------------------------------------------------------------------------------------------
-    def _check(self, iteration: int, repeat: int = 1) -> CheckResult:
-        env = dict(self.check_env, **self.workspace.tool_env(), GOALLOOP_ITERATION=str(iteration))
-        prefix = "check" if repeat == 1 else f"check.{repeat}"
-        log_dir = self.ledger.attempt_dir(iteration)
-        result = run_check(
-            self.goal.check.run, cwd=self.workspace.worktree, env=env, timeout=self.goal.check.timeout,
-            log_dir=log_dir, metric_pattern=self.goal.check.metric, prefix=prefix,
-            pid_file=self.ledger.run_dir / CHILD_PID_FILE,
-            metric_file=log_dir / f"{prefix}.metric.json" if self.goal.check.metric_file else None,
+    def _record_of(self, candidate: Candidate, kept: AttemptRecord, winner: Candidate | None) -> AttemptRecord:
+        judged, commit = candidate.judgement, candidate.commit
+        verdict_name, reason = judged.verdict, judged.reason
+        if candidate.judged_keep and candidate is not winner:
+            assert winner is not None
+            verdict_name, reason = "discard", f"beaten by attempt {winner.iteration} in the same round"
+        if commit.removed_ignored:
+            reason = f"{reason}; removed files git ignores: {', '.join(commit.removed_ignored[:5])}".lstrip("; ")
+        keep = candidate is winner
+        started = time.monotonic()
+        holdout = self.bench.holdout(candidate.slot, candidate.iteration) if keep else None
+        seconds = candidate.seconds + time.monotonic() - started
+        after = winner.commit.sha if winner is not None and candidate.iteration >= winner.iteration else None
+        return AttemptRecord(
+            iteration=candidate.iteration, verdict=verdict_name, description=candidate.proposal.description
+            or f"attempt {candidate.iteration}", commit=commit.sha, metric=judged.metric,
+            passed=bool(judged.result and judged.result.passed),
+            seconds=seconds, cost_usd=candidate.proposal.cost_usd, tokens=candidate.proposal.tokens,
+            added_lines=commit.added_lines, reason=reason, kept_commit=after or kept.kept_commit,
+            samples=judged.samples, holdout=holdout, warning=self._holdout_warning(kept, holdout) if keep else "",
         )
-        if repeat == 1:
-            self.last_output = result.process.excerpt()
-            if result.crashed:
-                self.last_output = f"The check {result.problem}.\n{self.last_output}"
-        return result
-
-    def _repeat(self, iteration: int, first: CheckResult) -> list[float]:
-        """The first measurement and up to keep.repeats - 1 more; stops early at a crash."""
-        samples = [first.metric] if first.metric is not None else []
-        for repeat in range(2, self.goal.keep.repeats + 1):
-            again = self._check(iteration, repeat)
-            if again.metric is None:
-                break
-            samples.append(again.metric)
-        return samples
-
-    def _holdout(self, iteration: int) -> float | None:
-        """The holdout check's metric for the worktree as it is; its output is never shown to the proposer."""
-        holdout = self.goal.holdout
-        if holdout is None:
-            return None
-        env = dict(self.check_env, **self.workspace.tool_env(), GOALLOOP_ITERATION=str(iteration))
-        result = run_check(
-            holdout.run, cwd=self.workspace.worktree, env=env, timeout=holdout.timeout,
-            log_dir=self.ledger.attempt_dir(iteration), metric_pattern=holdout.metric, prefix="holdout",
-            pid_file=self.ledger.run_dir / CHILD_PID_FILE,
-        )
-        return result.metric
 
     def _holdout_warning(self, kept: AttemptRecord, holdout: float | None) -> str:
         if self.goal.holdout is None or kept.holdout is None:
@@ -305,12 +261,6 @@ class Loop:
         return f"holdout got worse ({kept.holdout:.6g} -> {holdout:.6g}): overfitting the visible check?" if worse else ""
 
     # -- verdict rules --------------------------------------------------------------------------------------
-    def _better(self, result: CheckResult) -> bool:
-        kept = self.kept
-        if not self.goal.is_metric_goal:
-            return result.passed and not kept.passed
-        return result.metric is not None and verdict.beats(self.goal, result.metric, kept.metric)
-
     def _meets_target(self, record: AttemptRecord) -> bool:
         if not self.goal.is_metric_goal:
             return record.passed
@@ -361,7 +311,7 @@ class Loop:
 
     def _confirm(self, best: AttemptRecord) -> None:
         """Measure the best kept state once more and note how far it drifted from what was recorded."""
-        result = self._check(best.iteration, repeat=self.goal.keep.repeats + 1)
+        result = self.bench.check(self.slots[0], best.iteration, repeat=self.goal.keep.repeats + 1)
         self.workspace.reset_to(best.kept_commit)
         if result.metric is None or best.metric is None:
             self.ledger.event("confirm", metric=None, drift=None, problem=result.problem)

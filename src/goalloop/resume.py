@@ -8,7 +8,11 @@ so a killed run can be in one of a few states, each repaired here:
 - a proposal that was still editing the worktree when the run died: its files are committed as an
   attempt of their own and recorded as lost, so nothing a proposer wrote is lost;
 - a recorded keep whose branch did not move: the branch is moved;
-- finally the worktree is put back exactly at the last kept commit.
+- a parallel round killed mid-way: every slot's worktree is handled as above (round.json says which
+  attempt each slot was proposing), and an attempt number the round used without leaving a commit is
+  recorded as lost too, so attempt numbers stay contiguous;
+- finally every worktree is put back exactly at the last kept commit, and the leftover process groups
+  of every slot are killed first.
 
 Lost attempts are not re-checked: a verdict needs the proposal's context, which died with the process.
 """
@@ -19,12 +23,13 @@ import json
 from dataclasses import asdict
 from pathlib import Path
 
-from goalloop.check import CHILD_PID_FILE, kill_leftover_group
+from goalloop.check import child_pid_files, kill_leftover_group
 from goalloop.ledger import AttemptRecord, Ledger
 from goalloop.proposers.base import Proposal
 from goalloop.workspace import Workspace
 
 PROPOSAL_FILE = "proposal.json"
+ROUND_FILE = "round.json"
 
 
 def save_proposal(attempt_dir: Path, proposal: Proposal) -> None:
@@ -39,34 +44,68 @@ def _saved_proposal(attempt_dir: Path) -> Proposal:
         return Proposal(cost_usd=None)
 
 
-def reconcile(workspace: Workspace, ledger: Ledger, history: list[AttemptRecord], base_commit: str) -> list[AttemptRecord]:
-    """Repair git and the ledger after an unclean stop; return the full history, lost attempts included."""
-    kill_leftover_group(ledger.run_dir / CHILD_PID_FILE)
-    workspace.reopen(base_commit)
+def write_round(run_dir: Path, iterations: dict[int, int]) -> None:
+    """Note which attempt each slot of a parallel round is proposing, so a resume can name what it left."""
+    (run_dir / ROUND_FILE).write_text(json.dumps({str(k): v for k, v in iterations.items()}), encoding="utf-8")
+
+
+def _read_round(run_dir: Path) -> dict[int, int]:
+    try:
+        return {int(k): int(v) for k, v in json.loads((run_dir / ROUND_FILE).read_text(encoding="utf-8")).items()}
+    except (OSError, ValueError, TypeError, AttributeError):
+        return {}
+
+
+def reconcile(workspaces: list[Workspace], ledger: Ledger, history: list[AttemptRecord],
+              base_commit: str) -> list[AttemptRecord]:
+    """Repair git and the ledger after an unclean stop; return the full history, lost attempts included.
+
+    `workspaces` are the run's slots (one unless the run is parallel); each is reopened and reset.
+    """
+    for pid_file in child_pid_files(ledger.run_dir):
+        kill_leftover_group(pid_file)
+    for workspace in workspaces:
+        workspace.reopen(base_commit)
+    first = workspaces[0]
     history = list(history)
     kept = next((r for r in reversed(history) if r.verdict in ("baseline", "keep")), None)
     kept_commit = kept.kept_commit if kept else base_commit
     recorded = {r.iteration for r in history}
-    refs = workspace.attempt_refs()
+    refs = first.attempt_refs()
+    lost: dict[int, tuple[str | None, str]] = {
+        n: (refs[n], "killed before it was judged") for n in refs if n not in recorded and n > 0
+    }
 
-    for iteration in sorted(n for n in refs if n not in recorded and n > 0):
-        history.append(_lost(ledger, iteration, refs[iteration], kept_commit, "killed before it was judged"))
+    proposing = _read_round(ledger.run_dir) if len(workspaces) > 1 else {}
+    for slot, workspace in enumerate(workspaces):
+        head = workspace.head()
+        if head in refs.values() or (head == kept_commit and not workspace.has_uncommitted_changes()):
+            continue
+        if not history:  # without a baseline there was no proposal yet: the changes are the check's
+            continue
+        iteration = proposing.get(slot)
+        if iteration is None or iteration in recorded or iteration in lost:
+            iteration = max([r.iteration for r in history] + list(lost), default=0) + 1
+        commit = workspace.commit_attempt(iteration, kept_commit, f"goalloop {workspace.run_id} #{iteration}: lost")
+        if commit.sha:
+            lost[iteration] = (commit.sha, "killed while proposing")
 
-    head = workspace.head()
-    if head not in refs.values() and (head != kept_commit or workspace.has_uncommitted_changes()):
-        iteration = max((r.iteration for r in history), default=0) + 1
-        if history:  # without a baseline there was no proposal yet: the changes are the check's
-            commit = workspace.commit_attempt(iteration, kept_commit, f"goalloop {workspace.run_id} #{iteration}: lost")
-            if commit.sha:
-                history.append(_lost(ledger, iteration, commit.sha, kept_commit, "killed while proposing"))
+    if history and lost:  # a parallel round killed mid-way can leave a slot with nothing to show: a gap
+        for iteration in range(1, max(lost)):
+            if iteration not in recorded and iteration not in lost:
+                lost[iteration] = (None, "killed while proposing, before it changed anything")
+    for iteration in sorted(lost):
+        sha, how = lost[iteration]
+        history.append(_lost(ledger, iteration, sha, kept_commit, how))
 
-    if kept and workspace.branch_head() != kept_commit:
-        workspace.move_branch(kept_commit)
-    workspace.reset_to(kept_commit)
+    if kept and first.branch_head() != kept_commit:
+        first.move_branch(kept_commit)
+    for workspace in workspaces:
+        workspace.reset_to(kept_commit)
     return history
 
 
-def _lost(ledger: Ledger, iteration: int, sha: str, kept_commit: str, how: str) -> AttemptRecord:
+def _lost(ledger: Ledger, iteration: int, sha: str | None, kept_commit: str, how: str) -> AttemptRecord:
     proposal = _saved_proposal(ledger.attempt_dir(iteration))
     record = AttemptRecord(
         iteration=iteration,
@@ -75,7 +114,7 @@ def _lost(ledger: Ledger, iteration: int, sha: str, kept_commit: str, how: str) 
         commit=sha,
         cost_usd=proposal.cost_usd,
         tokens=proposal.tokens,
-        reason=f"lost: the run was {how}; see refs/goalloop/{ledger.run_dir.name}/{iteration}",
+        reason=f"lost: the run was {how}" + (f"; see refs/goalloop/{ledger.run_dir.name}/{iteration}" if sha else ""),
         kept_commit=kept_commit,
     )
     ledger.record(record)

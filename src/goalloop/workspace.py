@@ -3,7 +3,8 @@
 The user's checkout is never touched. A run adds only:
   - the branch `goalloop/<run-id>`, which moves only when an attempt is kept;
   - refs `refs/goalloop/<run-id>/<n>`, one per attempt, so every attempt stays reachable;
-  - a worktree (detached HEAD) under `workspaces/`, and git's metadata for it.
+  - a worktree (detached HEAD) under `workspaces/`, and git's metadata for it; with `parallel: N`, one
+    worktree a slot (`workspaces/<run-id>/0` .. `N-1`), all sharing the branch and the refs.
 
 Attempts are committed with plumbing (`write-tree`, `commit-tree`, `update-ref`): no hooks, no signing,
 no dependence on the user's identity, and a commit a proposer made itself is folded into the attempt.
@@ -249,6 +250,18 @@ class Workspace:
         space._git = space._runner(worktree)
         return space
 
+    @classmethod
+    def create_pool(cls, target: RepoTarget, root: Path, run_id: str, exclude_file: Path, parallel: int) -> list[Workspace]:
+        """The run's branch and one detached worktree a slot (see `slot_worktrees`), all at base."""
+        paths = slot_worktrees(root, parallel)
+        pool = [cls.create(target, paths[0], run_id, exclude_file)]
+        for path in paths[1:]:
+            space = cls(target.root, path, run_id, exclude_file)
+            space._run("worktree", "add", "--detach", "--quiet", str(path), target.base_commit)
+            space._git = space._runner(path)
+            pool.append(space)
+        return pool
+
     def reopen(self, base_commit: str) -> None:
         """Make sure the branch and the worktree exist (a run killed while starting, a deleted worktree)."""
         root = self._runner(self.repo_root)
@@ -267,6 +280,7 @@ class Workspace:
         An empty change (the tree equals the parent's) makes no commit. Anything the proposer committed
         itself is folded in: the attempt's parent is always the last kept commit.
         """
+        self._unhide_from_git()
         stray = sorted(self.ignored_paths() - self._ignored_after_reset)
         for rel in stray:
             _remove(self.worktree / rel)
@@ -286,6 +300,17 @@ class Workspace:
         )
         patch = self._run("diff-tree", "-p", "--no-renames", "--binary", parent, sha, strip=False)
         return AttemptCommit(sha=sha, changed=changed, patch=patch, removed_ignored=stray)
+
+    def _unhide_from_git(self) -> None:
+        """Clear `assume-unchanged` and `skip-worktree` flags, with which a proposer could make git overlook
+        an edit: the check would measure it, the commit would not hold it, and a reset would not undo it."""
+        entries = [e for e in self._run("ls-files", "-v", "-z", strip=False).split("\0") if e]
+        skipped = [e[2:] for e in entries if e[0] == "S"]
+        assumed = [e[2:] for e in entries if e[0].islower()]
+        if skipped:  # one flag per call: git ignores --no-skip-worktree when combined with the other
+            self._run("update-index", "--no-skip-worktree", "--", *skipped)
+        if assumed:
+            self._run("update-index", "--no-assume-unchanged", "--", *assumed)
 
     def save_unrecorded(self, iteration: int, parent: str, why: str) -> str | None:
         """Commit what a proposal left in the worktree when the run was stopped before judging it.
@@ -368,6 +393,11 @@ class Workspace:
         finally:
             if stdin is not None:
                 stdin.close()
+
+
+def slot_worktrees(root: Path, parallel: int) -> list[Path]:
+    """A run's worktrees: `root` itself for one slot (as always), `root/0` .. `root/N-1` for `parallel: N`."""
+    return [root] if parallel == 1 else [root / str(slot) for slot in range(parallel)]
 
 
 def remove_worktrees(repo_root: Path, under: Path) -> list[Path]:

@@ -66,11 +66,15 @@ class ProposalRequest:
     rules: PathRules
     budget: Budget
     spend: Spend
-    """Spent before this attempt; a proposer that pays per call must not start a call that would pass the budget."""
+    """Spent before this attempt (before its round, with `parallel`); a proposer that pays per call must not
+    start a call that would pass the budget."""
     history: tuple[AttemptRecord, ...] = ()
     env: dict[str, str] = field(default_factory=dict)
     """Variables to add to the environment of anything the proposer runs in the worktree."""
     slot: int = 0
+    """The worker slot (0 to parallel - 1): each slot has its own worktree and its own check."""
+    round_size: int = 1
+    """How many candidates this round proposes at once, from the same kept state and the same history."""
 
 
 @dataclass

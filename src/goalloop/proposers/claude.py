@@ -27,7 +27,9 @@ Cost and budgets. Every reply's `usage` is priced from prices.json (a dated tabl
 A model missing from it is warned about and its cost is None (the dollar budget cannot be enforced for it).
 Before every call the proposer checks that the run's spend, plus this attempt's, plus a worst case for the
 call (its input priced as a cache write, all of `max_tokens` as output) stays within the token and dollar
-budgets; otherwise it raises BudgetExhausted with what the attempt spent.
+budgets; otherwise it raises BudgetExhausted with what the attempt spent. With `parallel: N` the N
+conversations of a round run at once (propose is thread-safe): each also counts what the round's other
+conversations have spent so far.
 
 Faults. The SDK retries a single 429/5xx/529 or dropped connection itself. Beyond that the API is treated
 as down: the call is retried with exponential backoff (first wait `$GOALLOOP_OUTAGE_BACKOFF` seconds,
@@ -46,6 +48,7 @@ from __future__ import annotations
 import copy
 import json
 import sys
+import threading
 import time
 from dataclasses import dataclass, field
 from datetime import date, datetime, timedelta, timezone
@@ -465,8 +468,11 @@ def read_notes(run_dir: Path) -> str:
     return "\n".join(line for line in lines[-NOTES_SHOWN:] if line.strip())
 
 
+_NOTES_LOCK = threading.Lock()
+
+
 def _append_note(run_dir: Path, iteration: int, lesson: str) -> None:
-    with open(run_dir / NOTES_FILE, "a", encoding="utf-8") as notes:
+    with _NOTES_LOCK, open(run_dir / NOTES_FILE, "a", encoding="utf-8") as notes:
         notes.write(f"- attempt {iteration}: {lesson}\n")
 
 
@@ -531,6 +537,10 @@ class ClaudeProposer:
             bash_line=bash_line if config.bash else "",
         )
         self._client: anthropic.Anthropic | None = None
+        self._lock = threading.Lock()
+        """A parallel round runs one conversation a slot in threads: guards the client and the spend below."""
+        self._spent_in_round: dict[int, tuple[int, float]] = {}
+        """Iteration -> (tokens, usd) spent so far by each conversation of the current round."""
         _check_limits(config, goal)
         self._warn_about_model(goal)
 
@@ -582,6 +592,7 @@ class ClaudeProposer:
                 why = "the conversation outgrew the context window"
                 return outcome(self._unfinished(talk, bench, why), None if bench.touched else f"{why}: {problem}")
             talk.tally.add(reply.usage)
+            self._note_spend(request, talk.tally, rates)
             transcript.write("usage", turn=turn, stop_reason=reply.stop_reason, usage=_usage_fields(reply),
                              cost_usd=rates.cost(talk.tally) if rates else None)
             talk.messages.append({"role": "assistant", "content": content})
@@ -669,13 +680,14 @@ class ClaudeProposer:
         next_input = len(json.dumps(params)) // CHARS_PER_TOKEN_ESTIMATE + TOOL_DEFINITION_TOKENS
         next_output = int(params["max_tokens"])
         reason = None
+        others_tokens, others_usd = self._others_spend(request)
         if budget.tokens is not None:
-            spent = request.spend.tokens + tally.tokens
+            spent = request.spend.tokens + others_tokens + tally.tokens
             if spent + next_input + next_output > budget.tokens:
                 reason = (f"token budget: {spent:,} of {budget.tokens:,} tokens spent, and the next Claude call "
                           f"could use up to {next_input + next_output:,} more")
         if reason is None and budget.usd is not None and rates is not None:
-            spent_usd = request.spend.usd + rates.cost(tally)
+            spent_usd = request.spend.usd + others_usd + rates.cost(tally)
             next_cost = rates.worst_case(next_input, next_output)
             if spent_usd + next_cost > budget.usd:
                 reason = (f"dollar budget: {_dollars(spent_usd)} of {_dollars(budget.usd)} spent, and the next "
@@ -683,6 +695,21 @@ class ClaudeProposer:
         if reason:
             transcript.write("budget_stop", reason=reason)
             raise BudgetExhausted(reason, cost_usd=rates.cost(tally) if rates else 0.0, tokens=tally.tokens)
+
+    def _note_spend(self, request: ProposalRequest, tally: TokenTally, rates: Rates | None) -> None:
+        with self._lock:
+            first = request.iteration - request.slot
+            for done in [n for n in self._spent_in_round if n < first]:  # an earlier round's: counted in spend
+                del self._spent_in_round[done]
+            self._spent_in_round[request.iteration] = (tally.tokens, rates.cost(tally) if rates else 0.0)
+
+    def _others_spend(self, request: ProposalRequest) -> tuple[int, float]:
+        """What the other conversations of this parallel round have spent so far (not in request.spend)."""
+        first = request.iteration - request.slot
+        with self._lock:
+            others = [spent for n, spent in self._spent_in_round.items()
+                      if first <= n < first + request.round_size and n != request.iteration]
+        return sum(t for t, _ in others), sum(u for _, u in others)
 
     # -- the API ----------------------------------------------------------------------------------------
     def _send(self, params: dict[str, Any], transcript: Transcript) -> Any:
@@ -755,6 +782,10 @@ class ClaudeProposer:
         )
 
     def _client_or_raise(self) -> anthropic.Anthropic:
+        with self._lock:
+            return self._make_client()
+
+    def _make_client(self) -> anthropic.Anthropic:
         if self._client is None:
             credentials = {}
             if self.base_env.get("ANTHROPIC_API_KEY"):

@@ -5,7 +5,8 @@ The command runs with /bin/sh in the worktree, in its own process group, with:
   GOALLOOP_WORKTREE          the worktree (also the working directory)
   GOALLOOP_ITERATION         the attempt number (1, 2, ...)
   GOALLOOP_RUN_DIR           the run's record folder
-  GOALLOOP_SLOT              the worker slot (0 unless the run is parallel)
+  GOALLOOP_SLOT              the worker slot (0 unless the run is parallel: 0 to parallel - 1)
+  GOALLOOP_ROUND_SIZE        how many candidates this round proposes at once (1 unless parallel)
   GOALLOOP_DESCRIPTION_FILE  where the command may write a one-line description of its change
 Without a description file, the last non-empty line of its stdout is the description. A non-zero exit or
 a timeout is a failed attempt, recorded; never the end of the run.
@@ -13,7 +14,7 @@ a timeout is a failed attempt, recorded; never the end of the run.
 
 from __future__ import annotations
 
-from goalloop.check import CHILD_PID_FILE, read_capped, run_process
+from goalloop.check import child_pid_file, read_capped, run_process
 from goalloop.goal import CommandProposer as CommandConfig
 from goalloop.goal import format_duration
 from goalloop.ledger import AttemptRecord
@@ -40,6 +41,7 @@ class CommandProposer:
             GOALLOOP_ITERATION=str(request.iteration),
             GOALLOOP_RUN_DIR=str(request.run_dir),
             GOALLOOP_SLOT=str(request.slot),
+            GOALLOOP_ROUND_SIZE=str(request.round_size),
             GOALLOOP_DESCRIPTION_FILE=str(description_file),
         )
         result = run_process(
@@ -49,7 +51,7 @@ class CommandProposer:
             timeout=self.config.timeout,
             stdout_path=request.attempt_dir / "proposer.stdout.log",
             stderr_path=request.attempt_dir / "proposer.stderr.log",
-            pid_file=request.run_dir / CHILD_PID_FILE,
+            pid_file=child_pid_file(request.run_dir, request.slot),
         )
         description = _first_line(read_capped(description_file, 4096)) if description_file.exists() else ""
         if not description:

@@ -7,6 +7,9 @@ a rejection. The study lives in `runs/<run-id>/search.journal`, so a resumed run
 killed process left open are closed from the ledger (the metric if the attempt was judged, a failure if
 it was lost), and a resumed sampler is reseeded past the trials already made so it does not replay them.
 
+With `parallel: N` a round asks the study for N points before any is told (one trial open a slot); the
+study is used under a lock, since the slots propose from threads.
+
 Checked before the baseline (so `goalloop validate` reports it): every file exists at the base commit,
 every pattern matches exactly once there (`^` and `$` match at line ends), group 1 reads back every value
 the search may write, no knob lies in a protected file, no two knobs share a value, the goal has a metric,
@@ -28,6 +31,7 @@ import importlib.util
 import math
 import re
 import subprocess
+import threading
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -115,9 +119,15 @@ class SearchProposer:
         self._study: optuna.Study | None = None
         self._trial_of: dict[int, int] = {}
         """Iteration -> number of its open trial in this process."""
+        self._lock = threading.Lock()
+        """A parallel round proposes from several threads: the study (and its lazy opening) is one at a time."""
 
     # -- the protocol -------------------------------------------------------------------------------------
     def propose(self, request: ProposalRequest) -> Proposal:
+        with self._lock:
+            return self._propose(request)
+
+    def _propose(self, request: ProposalRequest) -> Proposal:
         try:
             study = self._open(request)
             for _ in range(DUPLICATE_TRIES):
@@ -144,9 +154,10 @@ class SearchProposer:
         ))
 
     def observe(self, record: AttemptRecord) -> None:
-        number = self._trial_of.pop(record.iteration, None)
-        if number is not None and self._study is not None:
-            self._tell(self._study, number, record)
+        with self._lock:
+            number = self._trial_of.pop(record.iteration, None)
+            if number is not None and self._study is not None:
+                self._tell(self._study, number, record)
 
     # -- the study ----------------------------------------------------------------------------------------
     def _open(self, request: ProposalRequest) -> optuna.Study:

@@ -1,0 +1,194 @@
+"""One attempt in one worktree (a slot): propose, commit, judge. Writes no ledger row and moves no branch.
+
+A round of `parallel: N` runs N of these at once, one per slot, all against the same kept state; the loop
+then picks the verdicts and records them. Everything here touches only its own slot's worktree, attempt
+folder and process-group file, so slots can run in threads side by side.
+
+Judging, in order: a failed proposal is a `crash`; an empty change, a change to a protected or
+non-editable path, a pinned file that changed, or too many added lines is `rejected` without running the
+check; otherwise the check runs. A candidate that looks better is measured `keep.repeats` times and judged
+`keep` only if its median beats the kept median by more than `keep.min_delta`.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+
+from goalloop import verdict
+from goalloop.check import CheckResult, child_pid_file, run_check
+from goalloop.errors import BudgetExhausted, InfrastructureError
+from goalloop.goal import Goal
+from goalloop.ledger import AttemptRecord, Ledger
+from goalloop.proposers.base import Proposal, ProposalRequest, Proposer
+from goalloop.resume import save_proposal
+from goalloop.workspace import AttemptCommit, PathRules, Workspace
+
+
+@dataclass(frozen=True)
+class Slot:
+    """A worker: its number and its own worktree (all slots share the run's branch and refs)."""
+
+    index: int
+    workspace: Workspace
+
+
+@dataclass
+class Judgement:
+    verdict: str
+    reason: str = ""
+    result: CheckResult | None = None
+    metric: float | None = None
+    samples: list[float] = field(default_factory=list)
+
+
+@dataclass
+class Candidate:
+    """What one slot produced: the proposal, its commit, its judgement; not yet recorded."""
+
+    iteration: int
+    slot: Slot
+    proposal: Proposal
+    commit: AttemptCommit
+    judgement: Judgement
+    seconds: float
+    told: str
+    """What the next prompt shows as the last check's output (or why there was no check)."""
+    stopped: BudgetExhausted | InfrastructureError | None = None
+    """The proposer stopped the run (budget, infrastructure): recorded first, then raised."""
+
+    @property
+    def judged_keep(self) -> bool:
+        return self.judgement.verdict == "keep" and self.commit.sha is not None
+
+
+class Bench:
+    """Runs the check and the holdout in a slot's worktree, with that slot's environment and pid file."""
+
+    def __init__(self, goal: Goal, ledger: Ledger, check_env: dict[str, str]) -> None:
+        self.goal, self.ledger, self.check_env = goal, ledger, check_env
+
+    def env(self, slot: Slot, iteration: int) -> dict[str, str]:
+        per_slot = {k: v.replace("{slot}", str(slot.index)) for k, v in self.goal.check.env_per_slot.items()}
+        return dict(self.check_env, **slot.workspace.tool_env(), **per_slot, GOALLOOP_ITERATION=str(iteration))
+
+    def check(self, slot: Slot, iteration: int, repeat: int = 1) -> CheckResult:
+        prefix = "check" if repeat == 1 else f"check.{repeat}"
+        log_dir = self.ledger.attempt_dir(iteration)
+        return run_check(
+            self.goal.check.run, cwd=slot.workspace.worktree, env=self.env(slot, iteration),
+            timeout=self.goal.check.timeout, log_dir=log_dir, metric_pattern=self.goal.check.metric, prefix=prefix,
+            pid_file=child_pid_file(self.ledger.run_dir, slot.index),
+            metric_file=log_dir / f"{prefix}.metric.json" if self.goal.check.metric_file else None,
+        )
+
+    def repeat(self, slot: Slot, iteration: int, first: CheckResult) -> list[float]:
+        """The first measurement and up to keep.repeats - 1 more; stops early at a crash."""
+        samples = [first.metric] if first.metric is not None else []
+        for repeat in range(2, self.goal.keep.repeats + 1):
+            again = self.check(slot, iteration, repeat)
+            if again.metric is None:
+                break
+            samples.append(again.metric)
+        return samples
+
+    def holdout(self, slot: Slot, iteration: int) -> float | None:
+        """The holdout check's metric for the worktree as it is; its output is never shown to the proposer."""
+        holdout = self.goal.holdout
+        if holdout is None:
+            return None
+        result = run_check(
+            holdout.run, cwd=slot.workspace.worktree, env=self.env(slot, iteration), timeout=holdout.timeout,
+            log_dir=self.ledger.attempt_dir(iteration), metric_pattern=holdout.metric, prefix="holdout",
+            pid_file=child_pid_file(self.ledger.run_dir, slot.index),
+        )
+        return result.metric
+
+
+def told(result: CheckResult) -> str:
+    """The check's output as the next prompt shows it."""
+    excerpt = result.process.excerpt()
+    return f"The check {result.problem}.\n{excerpt}" if result.crashed else excerpt
+
+
+class Attempter:
+    """Runs one attempt in a slot against a fixed kept state; safe to call from several threads at once."""
+
+    def __init__(self, goal: Goal, ledger: Ledger, proposer: Proposer, rules: PathRules, bench: Bench) -> None:
+        self.goal, self.ledger, self.proposer, self.rules, self.bench = goal, ledger, proposer, rules, bench
+
+    def attempt(self, slot: Slot, request: ProposalRequest, kept: AttemptRecord, pins: dict[str, str]) -> Candidate:
+        started = time.monotonic()
+        iteration = request.iteration
+        attempt_dir = request.attempt_dir
+        (attempt_dir / "prompt.md").write_text(request.prompt.text, encoding="utf-8")
+        stopped: BudgetExhausted | InfrastructureError | None = None
+        try:
+            proposal = self.proposer.propose(request)
+        except BudgetExhausted as exc:  # record what the cut-short attempt wrote and spent, then stop
+            stopped = exc
+            proposal = Proposal(failed=f"stopped: {exc.reason}", cost_usd=exc.cost_usd, tokens=exc.tokens)
+        except InfrastructureError as exc:  # the same, then end the run resumably (exit 3)
+            stopped = exc
+            proposal = Proposal(failed=f"stopped: {exc.message}", cost_usd=exc.cost_usd, tokens=exc.tokens)
+        save_proposal(attempt_dir, proposal)
+        description = proposal.description or f"attempt {iteration}"
+        workspace = slot.workspace
+        commit = workspace.commit_attempt(
+            iteration, kept.kept_commit, f"goalloop {workspace.run_id} #{iteration}: {description}"
+        )
+        if commit.patch:
+            (attempt_dir / "diff.patch").write_text(commit.patch, encoding="utf-8")
+        judged, said = self._judge(slot, iteration, proposal, commit, kept, pins)
+        return Candidate(iteration, slot, proposal, commit, judged, time.monotonic() - started, said, stopped)
+
+    def _judge(self, slot: Slot, iteration: int, proposal: Proposal, commit: AttemptCommit, kept: AttemptRecord,
+               pins: dict[str, str]) -> tuple[Judgement, str]:
+        if proposal.failed:
+            return _refuse("crash", f"proposal failed: {proposal.failed}", "The proposal failed")
+        if commit.sha is None:
+            return _refuse("rejected", "empty change", "The attempt changed nothing, so it was rejected")
+        violations = self.rules.violations([c.path for c in commit.changed])
+        violations += [f"{path} (protected)" for path in verdict.tampered_files(slot.workspace.worktree, pins)
+                       if f"{path} (protected)" not in violations]
+        if violations:
+            return _refuse("rejected", "changed " + ", ".join(violations),
+                           "The attempt was rejected without running the check")
+        limit = self.goal.keep.max_added_lines
+        if limit is not None and commit.added_lines > limit:
+            return _refuse("rejected", f"adds {commit.added_lines} lines (keep.max_added_lines: {limit})",
+                           "The attempt was rejected without running the check: a simpler change is wanted")
+        result = self.bench.check(slot, iteration)
+        said = told(result)
+        if result.crashed:
+            why = f"check {result.problem}"
+            if result.process.exit_code not in (0, None):  # the same exit code can hide different failures
+                lines = result.process.excerpt(4000).strip().splitlines()
+                why += f": {lines[-1].strip()}" if lines else ""
+            return Judgement("crash", why, result), said
+        if not self._better(result, kept):
+            why = "not better than the kept state"
+            if not self.goal.is_metric_goal:
+                lines = result.process.excerpt(4000).strip().splitlines()
+                why = f"check failed: {lines[-1].strip() if lines else 'exit code ' + str(result.process.exit_code)}"
+            return Judgement("discard", why, result, result.metric), said
+        if not self.goal.is_metric_goal or self.goal.keep.repeats == 1:
+            return Judgement("keep", "", result, result.metric), said
+        samples = self.bench.repeat(slot, iteration, result)
+        if len(samples) < self.goal.keep.repeats:
+            return Judgement("crash", f"check crashed when measured again ({len(samples)} of "
+                             f"{self.goal.keep.repeats} runs)", result, None, samples), said
+        median = verdict.median(samples)
+        if not verdict.beats(self.goal, median, kept.metric):
+            return Judgement("discard", f"looked better once; the median of {len(samples)} runs is not",
+                             result, median, samples), said
+        return Judgement("keep", "", result, median, samples), said
+
+    def _better(self, result: CheckResult, kept: AttemptRecord) -> bool:
+        if not self.goal.is_metric_goal:
+            return result.passed and not kept.passed
+        return result.metric is not None and verdict.beats(self.goal, result.metric, kept.metric)
+
+
+def _refuse(verdict_name: str, reason: str, said: str) -> tuple[Judgement, str]:
+    return Judgement(verdict_name, reason), f"{said}: {reason}."

@@ -386,3 +386,142 @@ def test_a_crashed_baseline_and_a_running_run(tmp_path: Path) -> None:
     assert "no diff.patch recorded" in html
     assert "| best | 3 at attempt 2; baseline - |" in markdown_summary(record)
     assert render_html(_record(tmp_path, [])).count("data-iteration") == 0
+
+
+# -- holdout, repeats, confirm: a run that overfits the visible check ----------------------------------------
+@pytest.fixture(scope="module")
+def overfit_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """An adversary that overfits: attempt 1 raises the visible score and lowers the holdout (a warned keep),
+    attempt 2 raises both; then three identical crashes (a stall) and a discard. keep.repeats 3 and
+    keep.confirm; score.py adds -0.01, 0, +0.01 in turn, so the repeats have a spread."""
+    base = tmp_path_factory.mktemp("overfit")
+    score = (
+        f"import knob, pathlib\nc = pathlib.Path({str(base / 'counter')!r})\n"
+        "n = int(c.read_text()) if c.exists() else 0\nc.write_text(str(n + 1))\n"
+        "print(f'score: {knob.X + (n % 3 - 1) * 0.01:.2f}')\n"
+    )
+    files = {"knob.py": "X = 1\nY = 5\n", "score.py": score, "holdout.py": "import knob\nprint(f'held: {knob.Y}')\n"}
+    steps = [
+        {"description": "raise X to 2 <b>and</b> lower Y", "files": {"knob.py": "X = 2\nY = 4\n"}},
+        {"description": "raise X to 3", "files": {"knob.py": "X = 3\nY = 6\n"}},
+        *({"description": f"break it ({n})", "files": {"knob.py": "X = (\n"}} for n in range(3)),
+        {"description": "lower X", "files": {"knob.py": "X = 2.5\nY = 6\n"}},
+    ]
+    goal = {
+        "name": "overfit",
+        "check": {"run": "python3 score.py", "metric": r"^score:\s*(\S+)"},
+        "holdout": {"run": "python3 holdout.py", "metric": r"^held:\s*(\S+)"},
+        "keep": {"repeats": 3, "confirm": True},
+        "budget": {"iterations": len(steps)},
+        "proposer": {"kind": "scripted", "steps": steps},
+    }
+    run_dir = _record_run(base, files, goal)
+    write_report(run_dir)
+    return run_dir
+
+
+def test_the_recorded_overfit_is_what_the_report_shows(overfit_run: Path) -> None:
+    record = read_run(overfit_run)
+    assert [(a.verdict, a.holdout) for a in record.attempts[:3]] == [("baseline", 5), ("keep", 4), ("keep", 6)]
+    assert "holdout got worse" in record.attempts[1].warning and not record.attempts[2].warning
+    assert len(record.attempts[1].samples) == 3
+
+
+def test_chart_draws_the_holdout_of_the_baseline_and_each_kept_state(overfit_run: Path) -> None:
+    page, html = _page(overfit_run)
+    tsv = results_rows(overfit_run)
+    kept = [row["iteration"] for row in tsv if row["verdict"] in ("baseline", "keep")]
+    diamonds = [attrs for tag, attrs in page.tags if attrs.get("class") == "holdout-point"]
+    assert [d["data-holdout-iteration"] for d in diamonds] == kept == ["0", "1", "2"]
+    assert all(tag == "polygon" for tag, attrs in page.tags if attrs.get("class") == "holdout-point")
+    assert {d["fill"] for d in diamonds} == {COLORS["holdout"]}
+    assert [attrs for tag, attrs in page.tags if attrs.get("class") == "holdout"][0]["stroke-dasharray"]
+    assert "holdout (same scale)" in html, "5, 4, 6 sits well beside 1, 2, 3: one scale, and the legend says so"
+    assert len(page.points) == len(tsv), "the holdout diamonds are not attempt points"
+
+
+def test_the_warned_keep_is_marked_in_chart_table_and_markdown(overfit_run: Path) -> None:
+    page, html = _page(overfit_run)
+    rings = [attrs for tag, attrs in page.tags if attrs.get("class") == "warned" and tag == "circle"]
+    assert [r["data-warned-iteration"] for r in rings] == ["1"]
+    rows = {attrs["id"]: attrs for tag, attrs in page.tags if tag == "tr" and "id" in attrs}
+    assert rows["attempt-1"].get("class") == "warned"
+    assert not any(rows[f"attempt-{n}"].get("class") for n in (0, 2, 3, 6))
+    assert '<div class="warning">⚠ holdout got worse (5 -&gt; 4): overfitting the visible check?</div>' in html
+    assert html.count('<div class="warning">') == 1
+    assert "raise X to 2 &lt;b&gt;and&lt;/b&gt; lower Y" in html and "<b>and" not in html
+
+    header, md_rows = _markdown_table((overfit_run / "report.md").read_text(encoding="utf-8"), "## Attempts")
+    description = header.index("description")
+    assert "⚠ holdout got worse (5 -&gt; 4)" in md_rows[1][description]
+    assert not any("⚠" in row[description] for i, row in enumerate(md_rows) if i != 1)
+
+
+def test_markdown_has_holdout_and_measured_columns_after_the_tsv_ones(overfit_run: Path) -> None:
+    header, rows = _markdown_table((overfit_run / "report.md").read_text(encoding="utf-8"), "## Attempts")
+    expected = results_rows(overfit_run)
+    columns = ["iteration", "commit", "metric", "verdict", "seconds", "cost_usd"]
+    assert header[:6] == columns
+    assert [row[:6] for row in rows] == [[tsv[c] for c in columns] for tsv in expected]
+    assert header[-2:] == ["measured", "holdout"]
+    assert [row[-1] for row in rows] == ["5", "4 ⚠", "6", "", "", "", ""]
+    assert [row[-2] for row in rows[:3]] == ["1 (n=3, 0.99–1.01)", "2 (n=3, 1.99–2.01)", "3 (n=3, 2.99–3.01)"]
+    assert rows[3][-2] == "-" and rows[6][-2] == "2.49", "a crash has no metric; a discard measured once"
+    page, html = _page(overfit_run)
+    assert '<th class="n">holdout</th>' in html
+    assert '<div class="samples">(n=3, 1.99–2.01)</div>' in html
+
+
+def test_findings_list_noise_stall_confirm_and_warnings(overfit_run: Path) -> None:
+    summary = markdown_summary(read_run(overfit_run))
+    findings = summary[summary.index("Findings:"):summary.index("See the change:")]
+    assert "- noise: the baseline measured 3 times, spread 0.02\n" in findings
+    assert re.search(r"- confirm: the best measured again: 3(\.0\d)?, drift [+-]\d", findings), findings
+    assert findings.count("- stalled: check exited with code #") == 1, "each distinct stall once"
+    assert "- warning: attempt 1: holdout got worse (5 -&gt; 4): overfitting the visible check?" in findings
+    assert summary in (overfit_run / "report.md").read_text(encoding="utf-8")
+    page, html = _page(overfit_run)
+    assert "<h2>Findings</h2>" in html
+    text = "".join(page.text)
+    assert "noise: the baseline measured 3 times, spread 0.02" in text and "confirm: the best measured again: " in text
+    assert html.index("<h2>Findings</h2>") < html.index("<svg"), "findings come before the chart"
+
+
+def test_a_run_without_holdout_or_repeats_has_no_extra_columns(metric_run: Path) -> None:
+    header, _ = _markdown_table((metric_run / "report.md").read_text(encoding="utf-8"), "## Attempts")
+    assert header[-1] == "added lines"
+    html = (metric_run / "report.html").read_text(encoding="utf-8")
+    for absent in ('class="holdout', '<th class="n">holdout', "<h2>Findings", 'class="samples"', 'class="warned'):
+        assert absent not in html, absent
+
+
+def test_a_holdout_far_from_the_metric_gets_its_own_scale_and_stays_escaped(tmp_path: Path) -> None:
+    record = _record(tmp_path, [("baseline", 0.50), ("keep", 0.45), ("discard", 0.47), ("keep", 0.40)])
+    for attempt, held in zip(record.attempts, (120.0, 131.0, None, 118.0)):
+        attempt.holdout = held
+    record.attempts[1].warning = EVIL
+    record.attempts[3].samples = [0.41, 0.40, 0.39]
+    record.events = [{"event": "confirm", "metric": None, "drift": None, "problem": EVIL}]
+    chart = MetricChart.of(record)
+    assert chart.holdout == [(0, 120.0), (1, 131.0), (3, 118.0)] and chart.holdout_range is not None
+    assert chart.high < 1, "the metric's scale is not stretched to the holdout's"
+    html = render_html(record)
+    assert "holdout (right scale)" in html and 'data-warned-iteration="1"' in html
+    assert "<script" not in html and "<img" not in html
+    assert html.count("&lt;script&gt;document.title") >= 3, "the warning in the table, findings and a tooltip"
+    assert "confirm: the best measured again gave no result (" in html
+    summary = markdown_summary(record)
+    assert "<script" not in summary and "confirm: the best measured again gave no result (&lt;script&gt;" in summary
+
+
+@needs_chromium
+@pytest.mark.slow
+def test_headless_chromium_draws_the_holdout_and_the_warning(overfit_run: Path, tmp_path: Path) -> None:
+    shot = tmp_path / "page.png"
+    command = chromium_command(CHROMIUM, overfit_run / "report.html", shot, tmp_path / "profile", 1200, 1000)
+    subprocess.run(command, capture_output=True, timeout=120, check=False)
+    _, _, rows = read_png(shot)
+    holdout, warned = _pixels_of(rows, COLORS["holdout"], 24), _pixels_of(rows, COLORS["warned"], 24)
+    assert len(holdout) > 150 and len(warned) > 40, (len(holdout), len(warned))
+    xs = [x for x, _ in holdout]
+    assert max(xs) - min(xs) > 500, "the holdout step runs across the chart"

@@ -26,7 +26,7 @@ import shutil
 import subprocess
 import tempfile
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from html import escape
 from pathlib import Path
@@ -51,7 +51,7 @@ VERDICTS = ("keep", "discard", "crash", "rejected")
 COLORS = {
     "baseline": "#2563eb", "keep": "#16a34a", "discard": "#b8bcc4", "crash": "#dc2626", "rejected": "#d97706",
     "best": "#15803d", "target": "#6b7280", "ink": "#1f2937", "muted": "#6b7280", "grid": "#eceef1",
-    "holdout": "#7c3aed",
+    "holdout": "#7c3aed", "warned": "#d97706",
 }
 
 
@@ -207,15 +207,35 @@ def findings(record: RunRecord) -> list[str]:
     for event in record.events:
         name = event.get("event")
         if name == "noise":
-            found.append(f"noise: the baseline measured {len(event.get('samples', []))} times spread over "
-                         f"{event.get('spread', 0):.6g}")
-        elif name == "stall" and f"stalled: {event.get('line')}" not in found:
-            found.append(f"stalled: {event.get('line')}")
-        elif name == "confirm" and event.get("drift") is not None:
-            found.append(f"confirm: the best measured again gives {event.get('metric'):.6g} "
-                         f"(drift {event.get('drift'):+.6g})")
+            found.append(f"noise: the baseline measured {len(event.get('samples') or [])} times, "
+                         f"spread {_number(event.get('spread'))}")
+        elif name == "stall":
+            line = f"stalled: {event.get('line')}"
+            if line not in found:
+                found.append(line)
+        elif name == "confirm":
+            if isinstance(event.get("metric"), (int, float)) and isinstance(event.get("drift"), (int, float)):
+                found.append(f"confirm: the best measured again: {event['metric']:.6g}, drift {event['drift']:+.6g}")
+            else:
+                found.append(f"confirm: the best measured again gave no result ({event.get('problem') or 'no metric'})")
     found += [f"warning: attempt {a.iteration}: {a.warning}" for a in _attempts(record) if a.warning]
     return found
+
+
+def _number(value: object) -> str:
+    return f"{value:.6g}" if isinstance(value, (int, float)) else "?"
+
+
+def _has_samples(record: RunRecord) -> bool:
+    return any(len(a.samples) > 1 for a in record.attempts)
+
+
+def _measured(attempt: AttemptRecord, metric_goal: bool) -> str:
+    """The metric, and when it was measured several times how many and their range: `2 (n=3, 1.99–2.01)`."""
+    shown = _result(attempt, metric_goal)
+    if len(attempt.samples) > 1:
+        shown += f" (n={len(attempt.samples)}, {min(attempt.samples):.6g}–{max(attempt.samples):.6g})"
+    return shown
 
 
 def _has_holdout(record: RunRecord) -> bool:
@@ -265,6 +285,16 @@ def markdown_summary(record: RunRecord) -> str:
 
 def render_markdown(record: RunRecord) -> str:
     """report.md: the summary, then one row per attempt with the values of its results.tsv row."""
+    metric_goal, holdout, samples = record.meta.metric_goal, _has_holdout(record), _has_samples(record)
+    extra = [("check", "---")] if not metric_goal else []
+    extra += [("measured", "---:")] if samples else []
+    extra += [("holdout", "---:")] if holdout else []
+    notes = [] if metric_goal else ["check says whether the check passed (- where it did not run)"]
+    if samples:
+        notes.append("measured is the median of every measurement, how many and their range")
+    if holdout:
+        notes.append("holdout is the holdout check's metric on the baseline and each kept state, and ⚠ marks a "
+                     "keep that made it worse")
     lines = [
         f"# goalloop report: {_md(record.meta.run_id)}",
         "",
@@ -272,13 +302,11 @@ def render_markdown(record: RunRecord) -> str:
         "## Attempts",
         "",
         "From iteration to cost_usd the columns are those of results.tsv; the description is its row's, with "
-        "the reason for a rejection or a crash in italics"
-        + ("." if record.meta.metric_goal else "; check says whether the check passed (- where it did not run)."),
+        "the reason for a rejection or a crash in italics" + "".join(f"; {note}" for note in notes) + ".",
         "",
         "| iteration | commit | metric | verdict | seconds | cost_usd | description | added lines"
-        + ("" if record.meta.metric_goal else " | check") + (" | holdout" if _has_holdout(record) else "") + " |",
-        "| ---: | --- | ---: | --- | ---: | ---: | --- | ---:" + ("" if record.meta.metric_goal else " | ---")
-        + (" | ---:" if _has_holdout(record) else "") + " |",
+        + "".join(f" | {name}" for name, _ in extra) + " |",
+        "| ---: | --- | ---: | --- | ---: | ---: | --- | ---:" + "".join(f" | {align}" for _, align in extra) + " |",
     ]
     for attempt in _attempts(record):
         cells = attempt.tsv_row()
@@ -289,10 +317,12 @@ def render_markdown(record: RunRecord) -> str:
         if attempt.warning:
             cells[-1] += f" ⚠ {_md(attempt.warning)}"
         cells.append(str(attempt.added_lines))
-        if not record.meta.metric_goal:
+        if not metric_goal:
             cells.append(_check_result(record, attempt))
-        if _has_holdout(record):
-            cells.append(_holdout_cell(attempt))
+        if samples:
+            cells.append(_md(_measured(attempt, metric_goal)))
+        if holdout:
+            cells.append(_holdout_cell(attempt) + (" ⚠" if attempt.warning else ""))
         lines.append("| " + " | ".join(cells) + " |")
     lines += ["", "The chart and every diff: report.html in this folder. The raw rows: results.tsv.", ""]
     return "\n".join(lines)
@@ -309,6 +339,8 @@ class ChartPoint:
     clipped: bool
     """The metric is off the chart; the point sits on its edge."""
     tooltip: str
+    warning: str = ""
+    """The attempt's warning (a keep that made the holdout worse): the point gets an amber ring."""
 
 
 @dataclass(frozen=True)
@@ -321,6 +353,10 @@ class MetricChart:
     low: float
     high: float
     has_values: bool
+    holdout: list[tuple[int, float]] = field(default_factory=list)
+    """(iteration, holdout metric) of the baseline and each kept state that has one."""
+    holdout_range: tuple[float, float] | None = None
+    """The holdout's own (low, high) for a right-hand scale; None when it shares the metric's scale."""
 
     @classmethod
     def of(cls, record: RunRecord) -> MetricChart:
@@ -331,6 +367,17 @@ class MetricChart:
         core = [metric[a.iteration] for a in scored] + ([target] if target is not None else [])
         core = core or list(metric.values())
         rest = list(metric.values())
+        held = [(a.iteration, float(a.holdout)) for a in attempts
+                if a.holdout is not None and math.isfinite(a.holdout) and a.verdict in ("baseline", "keep")]
+        holdout_range = None
+        if held:
+            values = [v for _, v in held]
+            if core and _comparable(core, values):
+                core = core + values
+            else:
+                low, high = min(values), max(values)
+                pad = (high - low) * 0.1 or abs(high) * 0.1 or 1.0
+                holdout_range = (low - pad, high + pad)
         low, high = _chart_range(core, rest)
         points = []
         for a in attempts:
@@ -341,7 +388,8 @@ class MetricChart:
                 value = min(max(value, low), high)
             elif kind not in ("crash", "rejected"):
                 kind = "crash"  # a baseline or verdict without a metric: the check did not produce one
-            points.append(ChartPoint(a.iteration, kind, value, clipped, _tooltip(a, record.meta.metric_goal)))
+            points.append(ChartPoint(a.iteration, kind, value, clipped, _tooltip(a, record.meta.metric_goal),
+                                     a.warning))
         return cls(
             points=points,
             best=[(a.iteration, metric[a.iteration]) for a in scored],
@@ -350,14 +398,29 @@ class MetricChart:
             low=low,
             high=high,
             has_values=bool(metric),
+            holdout=held,
+            holdout_range=holdout_range,
         )
+
+
+def _comparable(metric: list[float], holdout: list[float]) -> bool:
+    """Whether the holdout can share the metric's scale: together they span at most 3x either one alone."""
+    def span(values: list[float]) -> float:
+        return max(values) - min(values) or abs(max(values)) * 0.1 or 1.0
+
+    together = max(metric + holdout) - min(metric + holdout)
+    return together <= 3 * max(span(metric), span(holdout))
 
 
 def _tooltip(attempt: AttemptRecord, metric_goal: bool) -> str:
     title = "baseline" if attempt.iteration == 0 else f"#{attempt.iteration} {attempt.verdict}"
-    lines = [f"{title}: {_result(attempt, metric_goal)}", " ".join(attempt.description.split())[:200]]
+    lines = [f"{title}: {_measured(attempt, metric_goal)}", " ".join(attempt.description.split())[:200]]
+    if attempt.holdout is not None:
+        lines.append(f"holdout: {attempt.holdout:.6g}")
     if attempt.reason and attempt.verdict not in ("keep", "discard"):
         lines.append(attempt.reason[:200])
+    if attempt.warning:
+        lines.append(f"⚠ {attempt.warning[:200]}")
     return "\n".join(lines)
 
 
@@ -424,6 +487,9 @@ class _Svg:
 
 def _marker(svg: _Svg, point: ChartPoint, x: float, y: float, r: float) -> None:
     color = COLORS[point.kind]
+    if point.warning:
+        svg.add(f'<circle class="warned" data-warned-iteration="{point.iteration}" cx="{x:.1f}" cy="{y:.1f}" '
+                f'r="{r * 1.2 + 4:.1f}" fill="#fff" stroke="{COLORS["warned"]}" stroke-width="2.5"/>')
     if point.kind == "crash" and point.value is None:
         d = f"M{x - r:.1f},{y - r:.1f}L{x + r:.1f},{y + r:.1f}M{x - r:.1f},{y + r:.1f}L{x + r:.1f},{y - r:.1f}"
         svg.point(f'path d="{d}"', point.iteration, point.kind, point.tooltip,
@@ -447,7 +513,18 @@ def render_chart_svg(record: RunRecord) -> str:
         return _pass_fail_svg(record)
     chart = MetricChart.of(record)
     width, height = CHART_WIDTH, CHART_HEIGHT
-    left, right, top, bottom = 72, width - 28, 44, height - 96
+    left, right, top = 72, width - (64 if chart.holdout_range else 28), 44
+    scale = "right scale" if chart.holdout_range else "same scale"
+    legend = [
+        ("keep", "kept"), ("discard", "discarded"), ("crash", "crash"), ("rejected", "rejected"),
+        ("best", "running best"), *([("target", "target")] if chart.target is not None else []),
+        *([("holdout", f"holdout ({scale})")] if chart.holdout else []),
+        *([("warned", "holdout got worse")] if any(p.warning for p in chart.points) else []),
+        *([("clipped", "off the chart")] if any(p.clipped for p in chart.points) else []),
+    ]
+    legend_rows = _legend_rows(left, width - 16, legend)
+    height += 20 * (len(legend_rows) - 1)
+    bottom = height - 96 - 20 * (len(legend_rows) - 1)
     reject_lane, crash_lane = top - 22, bottom + 20
     svg = _Svg(width, height, f"metric over attempts of run {record.meta.run_id}")
     n = chart.last_iteration
@@ -497,15 +574,11 @@ def render_chart_svg(record: RunRecord) -> str:
         label = "baseline" + ("" if baseline.value is None else f" {baseline.value:.6g}")
         svg.text(x_of(0) + 9, y + 16 if baseline.value is not None and y < bottom - 20 else y - 9, label,
                  size=11, fill=COLORS["baseline"], weight="600")
-    held = [(a.iteration, a.holdout) for a in _attempts(record) if a.holdout is not None]
-    if held:
-        _holdout_series(svg, held, x_of, x_of(n), top, bottom, right)
-    off_chart = [("clipped", "off the chart")] if any(p.clipped for p in chart.points) else []
-    holdout_legend = [("holdout", "holdout (right scale)")] if held else []
-    _legend(svg, left, height - 14, [
-        ("keep", "kept"), ("discard", "discarded"), ("crash", "crash"), ("rejected", "rejected"),
-        ("best", "running best"), ("target", "target"), *holdout_legend, *off_chart,
-    ])
+    if chart.holdout:
+        warned = {p.iteration for p in chart.points if p.warning}
+        _holdout_series(svg, chart, x_of, y_of, x_of(n), top, bottom, right, warned)
+    for row, entries in enumerate(legend_rows):
+        _legend(svg, left, height - 14 - 20 * (len(legend_rows) - 1 - row), entries)
     return svg.done()
 
 
@@ -517,31 +590,55 @@ def _step_path(corners: list[tuple[float, float]], x_end: float) -> str:
     return d + f"H{x_end:.1f}"
 
 
-def _holdout_series(svg: _Svg, held: list[tuple[int, float]], x_of: Callable[[float], float], x_end: float,
-                    top: float, bottom: float, right: float) -> None:
-    """The holdout metric of the baseline and each kept state: diamonds on a dashed step, on its own scale."""
-    values = [v for _, v in held]
-    low, high = min(values), max(values)
-    if high == low:
-        low, high = low - 1, high + 1
-    pad = (high - low) * 0.1
-    low, high = low - pad, high + pad
-
-    def y_of(value: float) -> float:
-        return bottom - (value - low) / (high - low) * (bottom - top)
-
+def _holdout_series(svg: _Svg, chart: MetricChart, x_of: Callable[[float], float],
+                    metric_y: Callable[[float], float], x_end: float, top: float, bottom: float, right: float,
+                    warned: set[int]) -> None:
+    """The holdout metric of the baseline and each kept state: diamonds on a dashed step line, on the metric's
+    scale or, when the ranges differ a lot, on its own scale at the right."""
     color = COLORS["holdout"]
-    for tick in _nice_ticks(low, high, 4):
-        if low <= tick <= high:
-            svg.text(right + 4, y_of(tick) + 4, f"{tick:.4g}", size=10, fill=color)
-    d = _step_path([(x_of(i), y_of(v)) for i, v in held], x_end)
+    y_of = metric_y
+    if chart.holdout_range:
+        low, high = chart.holdout_range
+
+        def y_of(value: float) -> float:
+            return bottom - (value - low) / (high - low) * (bottom - top)
+
+        ticks = [t for t in _nice_ticks(low, high, 4) if low <= t <= high]
+        for tick in ticks:
+            svg.text(right + 8, y_of(tick) + 4, _tick_label(tick, ticks), size=11, fill=color)
+        svg.text(right + 8, top - 10, "holdout", size=10, fill=color, weight="600")
+    d = _step_path([(x_of(i), y_of(v)) for i, v in chart.holdout], x_end)
     svg.add(f'<path class="holdout" d="{d}" fill="none" stroke="{color}" stroke-width="1.5" '
-            'stroke-dasharray="4 3"/>')
-    for iteration, value in held:
+            'stroke-dasharray="5 4"/>')
+    for iteration, value in chart.holdout:
         x, y = x_of(iteration), y_of(value)
-        svg.add(f'<polygon class="holdout-point" data-holdout-iteration="{iteration}" points="{x:.1f},{y - 6:.1f} '
-                f'{x + 6:.1f},{y:.1f} {x:.1f},{y + 6:.1f} {x - 6:.1f},{y:.1f}" fill="{color}">'
-                f"<title>holdout {value:.6g} (attempt {iteration})</title></polygon>")
+        outline = (f' stroke="{COLORS["warned"]}" stroke-width="2.5"' if iteration in warned
+                   else ' stroke="#fff" stroke-width="1"')
+        what = "baseline" if iteration == 0 else f"#{iteration} keep"
+        svg.add(f'<a href="#attempt-{iteration}"><polygon class="holdout-point" data-holdout-iteration="{iteration}" '
+                f'points="{x:.1f},{y - 7:.1f} {x + 7:.1f},{y:.1f} {x:.1f},{y + 7:.1f} {x - 7:.1f},{y:.1f}" '
+                f'fill="{color}"{outline}><title>{escape(what)}: holdout {value:.6g}'
+                f"{' (worse)' if iteration in warned else ''}</title></polygon></a>")
+
+
+def _glyph_width(kind: str, squares: bool = False) -> float:
+    if squares:
+        return 17
+    return {"best": 28, "target": 28, "holdout": 34, "crash": 14, "rejected": 15, "warned": 20}.get(kind, 14)
+
+
+def _legend_rows(x: float, max_x: float, entries: list[tuple[str, str]]) -> list[list[tuple[str, str]]]:
+    """The legend's entries split into rows that fit between `x` and `max_x`."""
+    rows: list[list[tuple[str, str]]] = [[]]
+    at = x
+    for kind, label in entries:
+        width = _glyph_width(kind) + 6.8 * len(label)
+        if rows[-1] and at + width > max_x:
+            rows.append([])
+            at = x
+        rows[-1].append((kind, label))
+        at += width + 22
+    return rows
 
 
 def _legend(svg: _Svg, x: float, y: float, entries: list[tuple[str, str]], *, squares: bool = False) -> None:
@@ -563,6 +660,16 @@ def _legend(svg: _Svg, x: float, y: float, entries: list[tuple[str, str]], *, sq
         elif kind == "rejected":
             svg.add(f'<polygon points="{x:.1f},{y - 8} {x + 9:.1f},{y - 8} {x + 4.5:.1f},{y}" fill="{color}"/>')
             x += 15
+        elif kind == "holdout":
+            svg.add(f'<line x1="{x:.1f}" x2="{x + 28:.1f}" y1="{y - 4}" y2="{y - 4}" stroke="{color}" '
+                    'stroke-width="1.5" stroke-dasharray="5 4"/>')
+            svg.add(f'<polygon points="{x + 14:.1f},{y - 10} {x + 20:.1f},{y - 4} {x + 14:.1f},{y + 2} '
+                    f'{x + 8:.1f},{y - 4}" fill="{color}"/>')
+            x += 34
+        elif kind == "warned":
+            svg.add(f'<circle cx="{x + 7:.1f}" cy="{y - 4}" r="7" fill="#fff" stroke="{color}" stroke-width="2.5"/>')
+            svg.add(f'<circle cx="{x + 7:.1f}" cy="{y - 4}" r="4" fill="{COLORS["keep"]}"/>')
+            x += 20
         else:
             fill = f'fill="#fff" stroke="{color}" stroke-width="1.5"' if kind == "clipped" else f'fill="{color}"'
             svg.add(f'<circle cx="{x + 4:.1f}" cy="{y - 4}" r="5" {fill}/>')
@@ -645,6 +752,10 @@ tr:target td { background: #fffbeb; }
 .warning { color: #92400e; background: #fef3c7; border-radius: 4px; padding: 2px 6px; font-size: 13px;
   display: inline-block; margin-top: 4px; }
 .findings li { margin: 2px 0; }
+.samples { color: var(--muted); font-size: 12px; }
+td.holdout { color: #6d28d9; }
+.badge { color: #b45309; font-weight: 700; }
+tr.warned td:first-child { box-shadow: inset 3px 0 0 #d97706; }
 details { margin-top: 4px; } summary { cursor: pointer; color: var(--accent); font-size: 13px; }
 pre.diff { margin: 6px 0 0; padding: 10px 12px; background: var(--soft); border-radius: 8px; overflow: auto;
   max-height: 32em; line-height: 1.4; white-space: pre; }
@@ -719,10 +830,12 @@ def _findings_html(record: RunRecord) -> list[str]:
 
 
 def _attempts_table(record: RunRecord) -> str:
-    metric_goal = record.meta.metric_goal
+    metric_goal, holdout = record.meta.metric_goal, _has_holdout(record)
+    metric_width = 150 if _has_samples(record) else 84
     rows = [
-        "<table><colgroup><col style=\"width:48px\"><col style=\"width:92px\"><col style=\"width:84px\">"
-        "<col style=\"width:72px\"><col style=\"width:64px\"><col style=\"width:60px\"><col></colgroup>",
+        f"<table><colgroup><col style=\"width:48px\"><col style=\"width:92px\"><col style=\"width:{metric_width}px\">"
+        + ("<col style=\"width:76px\">" if holdout else "")
+        + "<col style=\"width:72px\"><col style=\"width:64px\"><col style=\"width:60px\"><col></colgroup>",
         '<thead><tr><th class="n">#</th><th>verdict</th><th class="n">'
         + ("metric" if metric_goal else "check")
         + '</th>' + ('<th class="n">holdout</th>' if _has_holdout(record) else "")
@@ -737,12 +850,19 @@ def _attempts_table(record: RunRecord) -> str:
             why = f'<div class="why">{escape(attempt.reason)}</div>'
         if attempt.warning:
             why += f'<div class="warning">⚠ {escape(attempt.warning)}</div>'
-        shown = _check_result(record, attempt)
-        holdout = f'<td class="n">{escape(_holdout_cell(attempt))}</td>' if _has_holdout(record) else ""
+        shown = escape(_check_result(record, attempt))
+        if metric_goal and len(attempt.samples) > 1:
+            spread = _measured(attempt, metric_goal)[len(_result(attempt, metric_goal)):].strip()
+            shown += f'<div class="samples">{escape(spread)}</div>'
+        held = ""
+        if holdout:
+            badge = ' <span class="badge" title="holdout got worse">⚠</span>' if attempt.warning else ""
+            held = f'<td class="n holdout">{escape(_holdout_cell(attempt))}{badge}</td>'
+        warned = ' class="warned"' if attempt.warning else ""
         rows.append(
-            f'<tr id="attempt-{attempt.iteration}"><td class="n">{attempt.iteration}</td>'
+            f'<tr id="attempt-{attempt.iteration}"{warned}><td class="n">{attempt.iteration}</td>'
             f'<td><span class="pill {escape(attempt.verdict)}">{escape(attempt.verdict)}</span></td>'
-            f'<td class="n">{escape(shown)}</td>{holdout}<td class="n">{escape(_cost(attempt.cost_usd))}</td>'
+            f'<td class="n">{shown}</td>{held}<td class="n">{escape(_cost(attempt.cost_usd))}</td>'
             f'<td class="n">{escape(_seconds(attempt.seconds))}</td><td class="n">{attempt.added_lines}</td>'
             f"<td>{escape(attempt.description)}{why}{_diff_block(record, attempt, budget)}</td></tr>"
         )
@@ -909,10 +1029,31 @@ def _matplotlib_metric(ax, chart: MetricChart) -> None:  # noqa: ANN001
     if baseline is not None:
         ax.annotate(f"baseline {baseline.value:.6g}", (0, baseline.value), xytext=(8, -12),
                     textcoords="offset points", color=COLORS["baseline"], fontsize=8, fontweight="bold")
+    warned = [p for p in chart.points if p.warning and p.value is not None]
+    if warned:
+        ax.scatter([p.iteration for p in warned], [p.value for p in warned], s=140, facecolors="none",
+                   edgecolors=COLORS["warned"], linewidths=2, label="holdout got worse", zorder=4)
     ax.set_ylim(lanes["crash"] - 0.04 * span, lanes["rejected"] + 0.04 * span)
     ax.set_xlabel("attempt")
     ax.grid(axis="y", color=COLORS["grid"])
-    ax.legend(loc="best", fontsize=8, frameon=False)
+    handles, labels = ax.get_legend_handles_labels()
+    if chart.holdout:
+        holdout_ax = ax.twinx() if chart.holdout_range else ax
+        xs = [i for i, _ in chart.holdout] + [chart.last_iteration]
+        ys = [v for _, v in chart.holdout] + [chart.holdout[-1][1]]
+        scale = "right scale" if chart.holdout_range else "same scale"
+        (line,) = holdout_ax.step(xs, ys, where="post", color=COLORS["holdout"], linestyle="--", linewidth=1.5,
+                                  marker="D", markevery=list(range(len(chart.holdout))), markersize=6,
+                                  label=f"holdout ({scale})")
+        if chart.holdout_range:
+            holdout_ax.set_ylim(*chart.holdout_range)
+            holdout_ax.tick_params(axis="y", colors=COLORS["holdout"])
+            holdout_ax.spines["top"].set_visible(False)
+            handles.append(line)
+            labels.append(line.get_label())
+        else:
+            handles, labels = ax.get_legend_handles_labels()
+    ax.legend(handles, labels, loc="best", fontsize=8, frameon=False)
 
 
 def _write_atomically(path: Path, text: str) -> None:

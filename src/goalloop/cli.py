@@ -28,7 +28,7 @@ from goalloop.check import output_excerpt
 from goalloop.goal import Goal, format_duration, goal_json_schema, load_goal, parse_goal, resolve_deadline
 from goalloop.ledger import AttemptRecord, Ledger, RunMeta, RunRecord, find_run, list_runs, new_run_id, read_run, utc_now
 from goalloop.loop import Loop, RunOutcome
-from goalloop.live import VERDICT_STYLE, LiveView, result_text
+from goalloop.live import VERDICT_STYLE, LiveView
 from goalloop.prompt import describe_check
 from goalloop.report import findings, markdown_summary, write_report
 from goalloop.resume import reconcile
@@ -333,8 +333,8 @@ def status(
         out.print(f"  stopped    {escape(str(record.stop.get('reason', '')))}")
     out.print(f"  attempts   {record.iterations} ({_verdict_counts(record.attempts)})")
     if baseline and best:
-        out.print(f"  best       {result_text(best, meta.metric_goal)} at attempt {best.iteration}"
-                  f" (baseline {result_text(baseline, meta.metric_goal)})")
+        out.print(f"  best       {best.result_text(meta.metric_goal)} at attempt {best.iteration}"
+                  f" (baseline {baseline.result_text(meta.metric_goal)})")
     out.print(f"  spent      {format_duration(record.elapsed)}, ${record.cost_usd:.2f}, {record.tokens:,} tokens")
     for line in findings(record):
         out.print(f"  [yellow]{escape(line)}[/]")
@@ -360,7 +360,7 @@ def runs(home: HomeOption = Path(".")) -> None:
         best = record.kept
         out.print(
             f"{record.meta.run_id:40}  {_state(record):18}  {record.iterations:5} attempts  "
-            f"best {result_text(best, record.meta.metric_goal) if best else '-':>10}  {record.meta.created_at}"
+            f"best {best.result_text(record.meta.metric_goal) if best else '-':>10}  {record.meta.created_at}"
         )
 
 
@@ -485,7 +485,7 @@ def _attempt_line(record: AttemptRecord, metric_goal: bool) -> str:
     if record.warning:
         why += f" [bold yellow]warning: {escape(record.warning)}[/]"
     return (
-        f"#{record.iteration:<4} [{style}]{record.verdict:8}[/] {result_text(record, metric_goal):>10}  "
+        f"#{record.iteration:<4} [{style}]{record.verdict:8}[/] {record.result_text(metric_goal):>10}  "
         f"{record.seconds:6.1f}s {cost:>7}  {escape(record.description[:100])}{why}"
     )
 
@@ -529,7 +529,7 @@ def _print_summary(goal: Goal, meta: RunMeta, outcome: RunOutcome, run_dir: Path
     headline = {0: "[bold green]target met[/]", 1: "[bold yellow]budget spent[/]", 130: "[bold]interrupted[/]"}
     out.print(f"\n{headline.get(outcome.exit_code, 'stopped')}: {escape(outcome.reason)}")
     if best and baseline:
-        out.print(f"best {result_text(best, goal.is_metric_goal)} (baseline {result_text(baseline, goal.is_metric_goal)})"
+        out.print(f"best {best.result_text(goal.is_metric_goal)} (baseline {baseline.result_text(goal.is_metric_goal)})"
                   + (f", kept at attempt {best.iteration}" if best.iteration else ", nothing kept"))
     for note in outcome.notes:
         out.print(escape(note))

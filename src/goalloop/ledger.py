@@ -56,6 +56,19 @@ class AttemptRecord:
     warning: str = ""
     """Something a person should look at, e.g. a keep that made the holdout worse."""
 
+    @property
+    def checked(self) -> bool:
+        """Whether the check ran on this attempt (not for a rejection or a failed or lost proposal)."""
+        return self.verdict != "rejected" and not (self.verdict == "crash" and not self.reason.startswith("check"))
+
+    def result_text(self, metric_goal: bool) -> str:
+        """The result as a person reads it: the metric, pass/fail, or '-' when the check did not run."""
+        if not self.checked:
+            return "-"
+        if metric_goal:
+            return "-" if self.metric is None else f"{self.metric:.6g}"
+        return "pass" if self.passed else "fail"
+
     def tsv_row(self) -> list[str]:
         return [
             str(self.iteration),

@@ -19,15 +19,6 @@ VERDICT_STYLE = {"baseline": "cyan", "keep": "green", "discard": "dim", "crash":
 SHOWN_ATTEMPTS = 8
 
 
-def result_text(record: AttemptRecord, metric_goal: bool) -> str:
-    """The attempt's result as a person reads it: the metric, pass/fail, or '-' when the check did not run."""
-    if record.verdict == "rejected" or (record.verdict == "crash" and not record.reason.startswith("check")):
-        return "-"
-    if metric_goal:
-        return "-" if record.metric is None else f"{record.metric:.6g}"
-    return "pass" if record.passed else "fail"
-
-
 class LiveView:
     """A rich Live panel fed with each recorded attempt; the clock in it ticks between attempts."""
 
@@ -68,8 +59,8 @@ class LiveView:
         standing = "measuring the baseline..."
         if best and baseline:
             target = "" if goal.target.value is None else f"   target {goal.target.value:g} ({goal.target.direction})"
-            standing = (f"best {result_text(best, metric_goal)} at #{best.iteration}   "
-                        f"baseline {result_text(baseline, metric_goal)}{target}")
+            standing = (f"best {best.result_text(metric_goal)} at #{best.iteration}   "
+                        f"baseline {baseline.result_text(metric_goal)}{target}")
         counts = Counter(r.verdict for r in history if r.iteration > 0)
         table = Table(box=None, pad_edge=False, show_header=True, header_style="bold")
         for column, justify in (("#", "right"), ("verdict", "left"), ("result", "right"), ("time", "right"),
@@ -80,7 +71,7 @@ class LiveView:
             note = record.description + (f"  ({record.reason})" if record.reason and record.verdict != "discard" else "")
             if record.warning:
                 note += f"  warning: {record.warning}"
-            table.add_row(str(record.iteration), Text(record.verdict, style=style), result_text(record, metric_goal),
+            table.add_row(str(record.iteration), Text(record.verdict, style=style), record.result_text(metric_goal),
                           f"{record.seconds:.1f}s", escape(note[:120]))
         return Group(
             Text.from_markup(f"[bold]{escape(goal.run_name)}[/]  {escape(self.run_id)}"),

@@ -121,12 +121,6 @@ def _attempts(record: RunRecord) -> list[AttemptRecord]:
     return sorted(record.attempts, key=lambda a: a.iteration)
 
 
-def _result(attempt: AttemptRecord, metric_goal: bool) -> str:
-    if metric_goal:
-        return "-" if attempt.metric is None else f"{attempt.metric:.6g}"
-    return "pass" if attempt.passed else "fail"
-
-
 def _gain(record: RunRecord, totals: Totals) -> str:
     """The best against the baseline: `+4 (+400%)`; empty when there is nothing to compare."""
     base, best = totals.baseline, totals.best
@@ -145,21 +139,9 @@ def _best_line(record: RunRecord, totals: Totals) -> str:
     metric_goal = record.meta.metric_goal
     where = f"attempt {best.iteration}" if best.iteration else "the baseline (nothing kept)"
     gain = _gain(record, totals)
-    return f"{_result(best, metric_goal)} at {where}; baseline {_result(base, metric_goal)}" + (
+    return f"{best.result_text(metric_goal)} at {where}; baseline {base.result_text(metric_goal)}" + (
         f", {gain}" if gain else ""
     )
-
-
-def _check_ran(record: RunRecord, attempt: AttemptRecord) -> bool:
-    """Whether the check ran for this attempt (its output was kept); not for rejections or failed proposals."""
-    return (record.run_dir / "attempts" / f"{attempt.iteration:04d}" / CHECK_LOG).exists()
-
-
-def _check_result(record: RunRecord, attempt: AttemptRecord) -> str:
-    """The metric (or pass/fail) where the check ran and produced one, else `-`."""
-    if not record.meta.metric_goal and not _check_ran(record, attempt):
-        return "-"
-    return _result(attempt, record.meta.metric_goal)
 
 
 def _seconds(value: float) -> str:
@@ -232,7 +214,7 @@ def _has_samples(record: RunRecord) -> bool:
 
 def _measured(attempt: AttemptRecord, metric_goal: bool) -> str:
     """The metric, and when it was measured several times how many and their range: `2 (n=3, 1.99–2.01)`."""
-    shown = _result(attempt, metric_goal)
+    shown = attempt.result_text(metric_goal)
     if len(attempt.samples) > 1:
         shown += f" (n={len(attempt.samples)}, {min(attempt.samples):.6g}–{max(attempt.samples):.6g})"
     return shown
@@ -272,7 +254,7 @@ def markdown_summary(record: RunRecord) -> str:
     if kept:
         lines += ["", "Kept, in order:", ""]
         lines += [
-            f"- #{a.iteration} {_md(a.description)} -> {_result(a, meta.metric_goal)}" for a in kept[:20]
+            f"- #{a.iteration} {_md(a.description)} -> {a.result_text(meta.metric_goal)}" for a in kept[:20]
         ]
         if len(kept) > 20:
             lines.append(f"- ... and {len(kept) - 20} more (see report.md)")
@@ -318,7 +300,7 @@ def render_markdown(record: RunRecord) -> str:
             cells[-1] += f" ⚠ {_md(attempt.warning)}"
         cells.append(str(attempt.added_lines))
         if not metric_goal:
-            cells.append(_check_result(record, attempt))
+            cells.append(attempt.result_text(record.meta.metric_goal))
         if samples:
             cells.append(_md(_measured(attempt, metric_goal)))
         if holdout:
@@ -774,11 +756,11 @@ def render_html(record: RunRecord) -> str:
     state_class = {"target met": "met", "budget spent": "spent"}.get(state, "other")
     gain = _gain(record, totals)
     best, base = totals.best, totals.baseline
-    against = (f"baseline {_result(base, meta.metric_goal)}" if base else "no baseline yet") + (
+    against = (f"baseline {base.result_text(meta.metric_goal)}" if base else "no baseline yet") + (
         f" · {gain}" if gain else ""
     )
     cards = [
-        ("best", _result(best, meta.metric_goal) if best else "-", against),
+        ("best", best.result_text(meta.metric_goal) if best else "-", against),
         ("attempts", str(totals.attempts), totals.verdicts(" · ")),
         ("keep rate", totals.keep_rate, f"{totals.counts['keep']} of {totals.attempts} kept"),
         ("cost", totals.spent(), f"{totals.tokens:,} tokens"),
@@ -850,9 +832,9 @@ def _attempts_table(record: RunRecord) -> str:
             why = f'<div class="why">{escape(attempt.reason)}</div>'
         if attempt.warning:
             why += f'<div class="warning">⚠ {escape(attempt.warning)}</div>'
-        shown = escape(_check_result(record, attempt))
+        shown = escape(attempt.result_text(record.meta.metric_goal))
         if metric_goal and len(attempt.samples) > 1:
-            spread = _measured(attempt, metric_goal)[len(_result(attempt, metric_goal)):].strip()
+            spread = _measured(attempt, metric_goal)[len(attempt.result_text(metric_goal)):].strip()
             shown += f'<div class="samples">{escape(spread)}</div>'
         held = ""
         if holdout:

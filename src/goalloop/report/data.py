@@ -1,0 +1,146 @@
+"""What a report says, derived from the ledger alone: the totals, the best against the baseline, the findings
+of the trust rules, and how each number reads. Both formats (markdown.py, html.py) and the chart read these.
+"""
+
+from __future__ import annotations
+
+import shlex
+from dataclasses import dataclass
+
+from goalloop.goal import format_duration
+from goalloop.ledger import AttemptRecord, RunRecord
+
+CHECK_LOG = "check.stdout.log"
+VERDICTS = ("keep", "discard", "crash", "rejected")
+
+
+@dataclass(frozen=True)
+class Totals:
+    attempts: int
+    counts: dict[str, int]
+    cost_usd: float
+    unknown_cost: int
+    """Attempts whose cost is not known (a run killed while proposing)."""
+    tokens: int
+    elapsed: float
+    baseline: AttemptRecord | None
+    best: AttemptRecord | None
+
+    @classmethod
+    def of(cls, record: RunRecord) -> Totals:
+        tried = [a for a in record.attempts if a.iteration > 0]
+        return cls(
+            attempts=len(tried),
+            counts={v: sum(1 for a in tried if a.verdict == v) for v in VERDICTS},
+            cost_usd=record.cost_usd,
+            unknown_cost=sum(1 for a in tried if a.cost_usd is None),
+            tokens=record.tokens,
+            elapsed=record.elapsed,
+            baseline=record.baseline,
+            best=record.kept,
+        )
+
+    @property
+    def keep_rate(self) -> str:
+        return f"{self.counts['keep'] / self.attempts:.0%}" if self.attempts else "-"
+
+    def verdicts(self, sep: str = ", ") -> str:
+        return sep.join(f"{n} {v}" for v, n in self.counts.items() if n) or "none yet"
+
+    def spent(self) -> str:
+        unknown = f" (+{self.unknown_cost} of unknown cost)" if self.unknown_cost else ""
+        return f"${self.cost_usd:.2f}{unknown}"
+
+
+def _attempts(record: RunRecord) -> list[AttemptRecord]:
+    return sorted(record.attempts, key=lambda a: a.iteration)
+
+
+def _gain(record: RunRecord, totals: Totals) -> str:
+    """The best against the baseline: `+4 (+400%)`; empty when there is nothing to compare."""
+    base, best = totals.baseline, totals.best
+    if not (base and best and record.meta.metric_goal) or base.metric is None or best.metric is None:
+        return ""
+    delta = best.metric - base.metric
+    percent = 100 * delta / abs(base.metric) if base.metric else None
+    relative = "" if percent is None else f" ({percent:+.{0 if abs(percent) >= 10 else 1}f}%)"
+    return f"{delta:+.6g}{relative}"
+
+
+def _best_line(record: RunRecord, totals: Totals) -> str:
+    base, best = totals.baseline, totals.best
+    if not (base and best):
+        return "-"
+    metric_goal = record.meta.metric_goal
+    where = f"attempt {best.iteration}" if best.iteration else "the baseline (nothing kept)"
+    gain = _gain(record, totals)
+    return f"{best.result_text(metric_goal)} at {where}; baseline {base.result_text(metric_goal)}" + (
+        f", {gain}" if gain else ""
+    )
+
+
+def _seconds(value: float) -> str:
+    return f"{value:.1f}s" if value < 60 else format_duration(value)
+
+
+def _cost(value: float | None) -> str:
+    return "?" if value is None else f"${value:.3f}" if value else "-"
+
+
+def _reason(record: RunRecord) -> str:
+    return str(record.stop.get("reason", "")) if record.stop else "no stop was recorded: still running, or killed"
+
+
+def _look_commands(record: RunRecord) -> list[tuple[str, str]]:
+    meta = record.meta
+    repo, base = shlex.quote(meta.repo), meta.base_commit[:12]
+    return [
+        ("the whole change kept", f"git -C {repo} diff {base} {meta.branch}"),
+        ("the kept commits", f"git -C {repo} log --oneline {base}..{meta.branch}"),
+        ("any attempt, kept or not", f"git -C {repo} show refs/goalloop/{meta.run_id}/<n>"),
+    ]
+
+
+def findings(record: RunRecord) -> list[str]:
+    """What the trust rules noticed: the check's noise, stalls, drift on confirmation, holdout warnings."""
+    found: list[str] = []
+    for event in record.events:
+        name = event.get("event")
+        if name == "noise":
+            found.append(f"noise: the baseline measured {len(event.get('samples') or [])} times, "
+                         f"spread {_number(event.get('spread'))}")
+        elif name == "stall":
+            line = f"stalled: {event.get('line')}"
+            if line not in found:
+                found.append(line)
+        elif name == "confirm":
+            if isinstance(event.get("metric"), (int, float)) and isinstance(event.get("drift"), (int, float)):
+                found.append(f"confirm: the best measured again: {event['metric']:.6g}, drift {event['drift']:+.6g}")
+            else:
+                found.append(f"confirm: the best measured again gave no result ({event.get('problem') or 'no metric'})")
+    found += [f"warning: attempt {a.iteration}: {a.warning}" for a in _attempts(record) if a.warning]
+    return found
+
+
+def _number(value: object) -> str:
+    return f"{value:.6g}" if isinstance(value, (int, float)) else "?"
+
+
+def _has_samples(record: RunRecord) -> bool:
+    return any(len(a.samples) > 1 for a in record.attempts)
+
+
+def _measured(attempt: AttemptRecord, metric_goal: bool) -> str:
+    """The metric, and when it was measured several times how many and their range: `2 (n=3, 1.99–2.01)`."""
+    shown = attempt.result_text(metric_goal)
+    if len(attempt.samples) > 1:
+        shown += f" (n={len(attempt.samples)}, {min(attempt.samples):.6g}–{max(attempt.samples):.6g})"
+    return shown
+
+
+def _has_holdout(record: RunRecord) -> bool:
+    return any(a.holdout is not None for a in record.attempts)
+
+
+def _holdout_cell(attempt: AttemptRecord) -> str:
+    return "" if attempt.holdout is None else f"{attempt.holdout:.6g}"

@@ -22,6 +22,7 @@ from goalloop.goal import Goal
 from goalloop.ledger import AttemptRecord, Ledger
 from goalloop.proposers.base import Proposal, ProposalRequest, Proposer
 from goalloop.resume import save_proposal
+from goalloop.sandbox import Bubblewrap, ProposerSandbox
 from goalloop.workspace import AttemptCommit, PathRules, Workspace
 
 
@@ -63,10 +64,15 @@ class Candidate:
 
 
 class Bench:
-    """Runs the check and the holdout in a slot's worktree, with that slot's environment and pid file."""
+    """Runs the check and the holdout in a slot's worktree, with that slot's environment and pid file,
+    inside the sandbox when the goal has one."""
 
-    def __init__(self, goal: Goal, ledger: Ledger, check_env: dict[str, str]) -> None:
-        self.goal, self.ledger, self.check_env = goal, ledger, check_env
+    def __init__(self, goal: Goal, ledger: Ledger, check_env: dict[str, str],
+                 sandbox: Bubblewrap | None = None) -> None:
+        self.goal, self.ledger, self.check_env, self.sandbox = goal, ledger, check_env, sandbox
+
+    def proposer_sandbox(self, slot: Slot) -> ProposerSandbox | None:
+        return ProposerSandbox(self.sandbox, slot.workspace.worktree) if self.sandbox is not None else None
 
     def env(self, slot: Slot, iteration: int) -> dict[str, str]:
         per_slot = {k: v.replace("{slot}", str(slot.index)) for k, v in self.goal.check.env_per_slot.items()}
@@ -75,11 +81,13 @@ class Bench:
     def check(self, slot: Slot, iteration: int, repeat: int = 1) -> CheckResult:
         prefix = "check" if repeat == 1 else f"check.{repeat}"
         log_dir = self.ledger.attempt_dir(iteration)
+        metric_file = log_dir / f"{prefix}.metric.json" if self.goal.check.metric_file else None
+        worktree = slot.workspace.worktree
         return run_check(
-            self.goal.check.run, cwd=slot.workspace.worktree, env=self.env(slot, iteration),
+            self.goal.check.run, cwd=worktree, env=self.env(slot, iteration),
             timeout=self.goal.check.timeout, log_dir=log_dir, metric_pattern=self.goal.check.metric, prefix=prefix,
-            pid_file=child_pid_file(self.ledger.run_dir, slot.index),
-            metric_file=log_dir / f"{prefix}.metric.json" if self.goal.check.metric_file else None,
+            pid_file=child_pid_file(self.ledger.run_dir, slot.index), metric_file=metric_file,
+            wrap=self.sandbox.check(worktree, metric_file) if self.sandbox is not None else None,
         )
 
     def repeat(self, slot: Slot, iteration: int, first: CheckResult) -> list[float]:
@@ -101,6 +109,7 @@ class Bench:
             holdout.run, cwd=slot.workspace.worktree, env=self.env(slot, iteration), timeout=holdout.timeout,
             log_dir=self.ledger.attempt_dir(iteration), metric_pattern=holdout.metric, prefix="holdout",
             pid_file=child_pid_file(self.ledger.run_dir, slot.index),
+            wrap=self.sandbox.holdout(slot.workspace.worktree) if self.sandbox is not None else None,
         )
         return result.metric
 

@@ -17,6 +17,7 @@ import subprocess
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Callable
 
 from goalloop.goal import format_duration
 
@@ -84,17 +85,19 @@ def run_process(
     stderr_path: Path,
     grace: float = KILL_GRACE_SECONDS,
     pid_file: Path | None = None,
+    wrap: Callable[[list[str]], list[str]] | None = None,
 ) -> ProcessResult:
     """Run `command` with /bin/sh in a new session; kill its whole group at `timeout` or on interrupt.
 
-    With `pid_file`, the group id is written there while the command runs.
+    With `pid_file`, the group id is written there while the command runs. With `wrap`, the command runs
+    as `wrap(["/bin/sh", "-c", command])` (the sandbox puts bubblewrap in front).
     """
     stdout_path.parent.mkdir(parents=True, exist_ok=True)
     started = time.monotonic()
     with open(stdout_path, "wb") as out, open(stderr_path, "wb") as err:
         proc = subprocess.Popen(
-            command,
-            shell=True,
+            command if wrap is None else wrap(["/bin/sh", "-c", command]),
+            shell=wrap is None,
             cwd=cwd,
             env=env,
             stdin=subprocess.DEVNULL,
@@ -157,6 +160,7 @@ def run_check(
     prefix: str = "check",
     pid_file: Path | None = None,
     metric_file: Path | None = None,
+    wrap: Callable[[list[str]], list[str]] | None = None,
 ) -> CheckResult:
     """Run the check and judge what it produced (metric goals need a finite metric and exit code 0).
 
@@ -174,6 +178,7 @@ def run_check(
         stdout_path=log_dir / f"{prefix}.stdout.log",
         stderr_path=log_dir / f"{prefix}.stderr.log",
         pid_file=pid_file,
+        wrap=wrap,
     )
     if process.timed_out:
         return CheckResult(process, None, f"timed out after {format_duration(timeout)}")
@@ -204,7 +209,10 @@ def run_check(
 def _read_metric_file(path: Path) -> tuple[str, str | None]:
     """(the raw metric, None) or ("", why it could not be read)."""
     try:
-        data = json.loads(path.read_text(encoding="utf-8", errors="replace")[:100_000])
+        text = path.read_text(encoding="utf-8", errors="replace")[:100_000]
+        if not text.strip():  # a sandboxed check's metric file exists from the start, empty
+            raise FileNotFoundError(path)
+        data = json.loads(text)
     except OSError:
         return "", "wrote no metric file ($GOALLOOP_METRIC_FILE)"
     except ValueError:

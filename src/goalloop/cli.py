@@ -32,6 +32,7 @@ from goalloop.live import VERDICT_STYLE, LiveView
 from goalloop.prompt import describe_check
 from goalloop.report import findings, markdown_summary, write_report
 from goalloop.resume import reconcile
+from goalloop.sandbox import Bubblewrap, RunLayout, unavailable
 from goalloop.starter import PROPOSER_BLOCKS, starter_goal
 from goalloop.proposers.base import Proposer
 from goalloop.workspace import (
@@ -212,6 +213,7 @@ def _resume(run_dir: Path, place: Home, show: Presentation) -> None:
         out.print(f"run {meta.run_id} is finished ({record.state}: {escape(str(record.stop.get('reason', '')))}); nothing to do")
         raise typer.Exit(int(record.stop["exit_code"]))
     goal = parse_goal((run_dir / "goal.yaml").read_text(encoding="utf-8"), Path(meta.goal_path))
+    _require_sandbox(goal)
     target = RepoTarget(root=Path(meta.repo), base_commit=meta.base_commit)
     rules = PathRules.for_goal(goal, target)
     proposer = make_proposer(goal, target)
@@ -241,7 +243,16 @@ def _loop(goal: Goal, pool: list[Workspace], ledger: Ledger, proposer: Proposer,
         last_output = output_excerpt(attempt_dir / "check.stdout.log", attempt_dir / "check.stderr.log")
     return Loop(goal, pool, ledger, proposer, rules, without_secrets(os.environ, goal.env.pass_), history=history,
                 last_output=last_output, on_record=_progress_printer(goal) if show.progress else None,
-                deadline=_deadline(goal, meta))
+                deadline=_deadline(goal, meta), sandbox=_sandbox(goal, rules, meta, ledger.run_dir))
+
+
+def _sandbox(goal: Goal, rules: PathRules, meta: RunMeta, run_dir: Path) -> Bubblewrap | None:
+    """The goal's sandbox for this run: its run folders, worktrees and checkout hidden."""
+    if goal.sandbox is None:
+        return None
+    target = RepoTarget(root=Path(meta.repo), base_commit=meta.base_commit)
+    layout = RunLayout.for_run(target, rules, run_dir.parent, Path(meta.worktree).parent, run_dir)
+    return Bubblewrap(goal.sandbox, layout, goal.source.resolve().parent)
 
 
 def _watch(loop: Loop, show: Presentation, run_id: str) -> RunOutcome:
@@ -315,6 +326,8 @@ def validate(goal_file: Annotated[Path, typer.Argument(help="The goal file (YAML
     out.print(f"  proposer   {goal.proposer.kind}"
               + (f", {goal.parallel} candidates at once a round (parallel)" if goal.parallel > 1 else ""))
     out.print(f"  protected  {escape(', '.join(p.lstrip('/') for p in rules.protected_patterns))}")
+    if goal.sandbox is not None:
+        out.print(f"  sandbox    {escape(goal.sandbox.summary())}")
     out.print(f"  editable   {escape(', '.join(goal.editable) or 'everything not protected')}")
     out.print(f"  a run creates branch goalloop/{goal.run_name}-<time> and a worktree under workspaces/")
 
@@ -452,7 +465,24 @@ def _prepare(goal_file: Path) -> tuple[Goal, RepoTarget, PathRules]:
     goal = load_goal(goal_file)
     target = resolve_repo(goal)
     goal.instructions_text()
+    _require_sandbox(goal)
     return goal, target, PathRules.for_goal(goal, target)
+
+
+def _require_sandbox(goal: Goal) -> None:
+    """A goal with `sandbox:` runs only where bubblewrap works: never silently without it."""
+    if goal.sandbox is None:
+        return
+    problem = unavailable()
+    if problem is not None:
+        raise goal.error(("sandbox",), problem.problem, fix=problem.fix)
+    for key in ("ro", "rw", "hide"):
+        for index, raw in enumerate(getattr(goal.sandbox, key)):
+            path = Path(os.path.expanduser(raw))
+            path = path if path.is_absolute() else goal.source.resolve().parent / path
+            if not any(c in raw for c in "*?[") and not path.exists():
+                raise goal.error(("sandbox", key, index), f"{path} does not exist",
+                                 fix="create it, or give a path that exists (relative to the goal file)")
 
 
 def make_proposer(goal: Goal, target: RepoTarget) -> Proposer:

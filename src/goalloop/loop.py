@@ -34,6 +34,7 @@ from goalloop.ledger import AttemptRecord, Ledger
 from goalloop.prompt import build_prompt
 from goalloop.proposers.base import ProposalRequest, Proposer, Spend
 from goalloop.resume import write_round
+from goalloop.sandbox import Bubblewrap
 from goalloop.workspace import PathRules, Workspace
 
 TARGET_MET, BUDGET_SPENT, INTERRUPTED = 0, 1, 130
@@ -66,11 +67,12 @@ class Loop:
         on_record: Callable[[AttemptRecord], None] | None = None,
         deadline: datetime | None = None,
         executor: Executor | None = None,
+        sandbox: Bubblewrap | None = None,
     ) -> None:
         self.goal, self.ledger, self.proposer, self.rules = goal, ledger, proposer, rules
         self.slots = [Slot(index, space) for index, space in enumerate(workspaces)]
         self.workspace = workspaces[0]
-        self.bench = Bench(goal, ledger, check_env)
+        self.bench = Bench(goal, ledger, check_env, sandbox)
         self.attempter = Attempter(goal, ledger, proposer, rules, self.bench)
         self.executor = executor or ThreadExecutor(lambda: child_pid_files(ledger.run_dir))
         self.history = list(history or [])
@@ -198,7 +200,7 @@ class Loop:
                 iteration=iteration, worktree=slot.workspace.worktree, prompt=prompt,
                 attempt_dir=self.ledger.attempt_dir(iteration), run_dir=self.ledger.run_dir, rules=self.rules,
                 budget=self.goal.budget, spend=spend, history=tuple(self.history), env=slot.workspace.tool_env(),
-                slot=slot.index, round_size=size,
+                slot=slot.index, round_size=size, sandbox=self.bench.proposer_sandbox(slot),
             )
             return lambda: self.attempter.attempt(slot, request, kept, pins)
 

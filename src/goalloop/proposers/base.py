@@ -14,6 +14,7 @@ from typing import Protocol
 
 from goalloop.goal import Budget, format_duration
 from goalloop.ledger import AttemptRecord
+from goalloop.sandbox import ProposerSandbox
 from goalloop.workspace import PathRules
 
 
@@ -75,6 +76,8 @@ class ProposalRequest:
     """The worker slot (0 to parallel - 1): each slot has its own worktree and its own check."""
     round_size: int = 1
     """How many candidates this round proposes at once, from the same kept state and the same history."""
+    sandbox: ProposerSandbox | None = None
+    """With `sandbox:` in the goal: every command the proposer runs must run through `sandbox.wrap(...)`."""
 
 
 @dataclass

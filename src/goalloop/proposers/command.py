@@ -10,23 +10,32 @@ The command runs with /bin/sh in the worktree, in its own process group, with:
   GOALLOOP_DESCRIPTION_FILE  where the command may write a one-line description of its change
 Without a description file, the last non-empty line of its stdout is the description. A non-zero exit or
 a timeout is a failed attempt, recorded; never the end of the run.
+
+With `sandbox:` in the goal the command runs inside it, seeing its worktree, the prompt file (read-only)
+and the description file; the run folder itself stays hidden. `network=True` marks a command that must
+reach its model API (an agent CLI), which the sandbox then lets through for the proposer alone.
 """
 
 from __future__ import annotations
+
+from pathlib import Path
 
 from goalloop.check import child_pid_file, read_capped, run_process
 from goalloop.goal import CommandProposer as CommandConfig
 from goalloop.goal import format_duration
 from goalloop.ledger import AttemptRecord
 from goalloop.proposers.base import Proposal, ProposalRequest
+from goalloop.sandbox import Wrap
 
 DESCRIPTION_LIMIT = 200
 
 
 class CommandProposer:
-    def __init__(self, config: CommandConfig, base_env: dict[str, str]) -> None:
+    def __init__(self, config: CommandConfig, base_env: dict[str, str], *, network: bool = False) -> None:
         self.config = config
         self.base_env = base_env
+        self.network = network
+        """Whether the command needs the network inside the sandbox (an agent CLI calling its API)."""
 
     def propose(self, request: ProposalRequest) -> Proposal:
         prompt_file = request.attempt_dir / "prompt.md"
@@ -52,6 +61,7 @@ class CommandProposer:
             stdout_path=request.attempt_dir / "proposer.stdout.log",
             stderr_path=request.attempt_dir / "proposer.stderr.log",
             pid_file=child_pid_file(request.run_dir, request.slot),
+            wrap=self._sandboxed(request, prompt_file, description_file),
         )
         description = _first_line(read_capped(description_file, 4096)) if description_file.exists() else ""
         if not description:
@@ -65,6 +75,12 @@ class CommandProposer:
 
     def observe(self, record: AttemptRecord) -> None:
         pass
+
+    def _sandboxed(self, request: ProposalRequest, prompt_file: Path, description_file: Path) -> Wrap | None:
+        if request.sandbox is None:
+            return None
+        description_file.touch()  # bound into the sandbox, so it must exist
+        return request.sandbox.wrap(readable=[prompt_file], writable=[description_file], network=self.network)
 
 
 def _first_line(text: str) -> str:

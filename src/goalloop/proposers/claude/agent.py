@@ -155,7 +155,8 @@ class ClaudeProposer:
         if rates is None:
             transcript.write("model_not_priced", model=self.config.model, prices_checked=self.prices.checked)
         bash_env = {**self.bash_env, **request.env} if self.bash_env is not None else None
-        bench = Workbench(request.worktree, request.rules, bash_env, self.config.bash_timeout, request.attempt_dir)
+        bench = Workbench(request.worktree, request.rules, bash_env, self.config.bash_timeout, request.attempt_dir,
+                          wrap=request.sandbox.wrap() if request.sandbox is not None else None)
         opening = self._opening_message(request)
         talk = _Conversation(messages=[opening])
         transcript.write(

@@ -8,6 +8,7 @@ from typing import Any
 
 from goalloop.check import output_excerpt, run_process
 from goalloop.goal import format_duration
+from goalloop.sandbox import Wrap
 from goalloop.workspace import PathRules
 
 EDITOR_TOOL_NAME = "str_replace_based_edit_tool"
@@ -53,15 +54,17 @@ class ToolRefused(Exception):
 
 
 class Workbench:
-    """Runs the editor and bash tools inside one worktree, under the goal's path rules."""
+    """Runs the editor and bash tools inside one worktree, under the goal's path rules; bash commands inside
+    the sandbox (`wrap`) when the goal has one."""
 
     def __init__(self, worktree: Path, rules: PathRules, env: dict[str, str] | None, bash_timeout: float,
-                 log_dir: Path) -> None:
+                 log_dir: Path, wrap: Wrap | None = None) -> None:
         self.root = worktree.resolve()
         self.rules = rules
         self.bash_env = env
         self.bash_timeout = bash_timeout
         self.log_dir = log_dir
+        self.wrap = wrap
         self.touched = False
         """Whether a file was written or a command run: an attempt that ends early may still hold a change."""
         self._commands_run = 0
@@ -212,7 +215,7 @@ class Workbench:
         stem = self.log_dir / "bash" / f"{self._commands_run:03d}"
         result = run_process(
             command, cwd=self.root, env=self.bash_env, timeout=self.bash_timeout,
-            stdout_path=stem.with_suffix(".stdout.log"), stderr_path=stem.with_suffix(".stderr.log"),
+            stdout_path=stem.with_suffix(".stdout.log"), stderr_path=stem.with_suffix(".stderr.log"), wrap=self.wrap,
         )
         output = output_excerpt(result.stdout_path, result.stderr_path, BASH_OUTPUT_LIMIT) or "(no output)"
         if result.timed_out:

@@ -15,6 +15,7 @@ from typing import Annotated, Any, Literal, Union
 
 from pydantic import (
     BaseModel,
+    BeforeValidator,
     ConfigDict,
     Field,
     PrivateAttr,
@@ -296,6 +297,42 @@ class Environment(StrictModel):
     e.g. ANTHROPIC_API_KEY for `claude -p`. All others are dropped."""
 
 
+class Sandbox(StrictModel):
+    """Run the check, the holdout and the proposer's commands inside bubblewrap (Linux): each sees its own
+    worktree read-write and the rest of the system read-only; the run folders, other worktrees, your
+    checkout, your home, the holdout's files (from all but the holdout) and the network are hidden."""
+
+    network: bool | Literal["proposer"] = False
+    """Network inside the sandbox: false (none), true (the check and the proposer's commands), or
+    `proposer` (only the proposer's commands, e.g. an agent CLI that calls its API)."""
+    ro: list[str] = []
+    """More paths visible read-only (datasets, model caches); `~` and globs allowed, relative to the goal file."""
+    rw: list[str] = []
+    """More paths visible read-write: caches (~/.cache/pip), devices (/dev/nvidia*)."""
+    hide: list[str] = []
+    """More paths hidden (secrets kept outside your home)."""
+    checkout: Literal["hidden", "read-only"] = "hidden"
+    """Your own checkout of the repository (not the run's worktree): hidden, or visible read-only."""
+
+    def summary(self) -> str:
+        """One line for `validate`."""
+        network = {True: "network on", False: "no network", "proposer": "network for the proposer only"}
+        parts = [f"bubblewrap, {network[self.network]}", f"checkout {self.checkout}"]
+        parts += [f"{key} {', '.join(paths)}" for key, paths in (("ro", self.ro), ("rw", self.rw), ("hide", self.hide)) if paths]
+        return "; ".join(parts)
+
+
+def _sandbox_switch(value: Any) -> Any:
+    """`sandbox: true` is the sandbox with its defaults; `sandbox: false`, none."""
+    if value is True:
+        return {}
+    return None if value is False else value
+
+
+def _also_boolean(schema: dict[str, Any]) -> None:
+    schema["anyOf"] = [{"type": "boolean"}, *schema.get("anyOf", [])]
+
+
 class Goal(StrictModel):
     """A goal file."""
 
@@ -321,6 +358,9 @@ class Goal(StrictModel):
     keep: Keep = Keep()
     holdout: Holdout | None = None
     env: Environment = Environment()
+    sandbox: Annotated[Sandbox | None, BeforeValidator(_sandbox_switch), Field(json_schema_extra=_also_boolean)] = None
+    """`true` (or a mapping of settings) runs the check and the proposer's commands inside bubblewrap;
+    off by default."""
     parallel: int = Field(default=1, ge=1, le=64)
     """Candidates proposed and checked at the same time each round, each in its own worktree; the best
     one that beats the kept state is kept. 1: one attempt at a time."""

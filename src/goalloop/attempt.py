@@ -13,6 +13,7 @@ check; otherwise the check runs. A candidate that looks better is measured `keep
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from goalloop import verdict
@@ -73,6 +74,14 @@ class Bench:
 
     def proposer_sandbox(self, slot: Slot) -> ProposerSandbox | None:
         return ProposerSandbox(self.sandbox, slot.workspace.worktree) if self.sandbox is not None else None
+        self.on_phase: Callable[[int, int, str], None] | None = None
+        """Told (slot, iteration, phase) when an attempt enters a phase, for a live view."""
+
+    def phase(self, slot: Slot, iteration: int, phase: str) -> None:
+        """Say what the attempt under way is doing: proposing, checking, repeat k of n, holdout check."""
+        self.ledger.event("phase", slot=slot.index, iteration=iteration, phase=phase)
+        if self.on_phase is not None:
+            self.on_phase(slot.index, iteration, phase)
 
     def env(self, slot: Slot, iteration: int) -> dict[str, str]:
         per_slot = {k: v.replace("{slot}", str(slot.index)) for k, v in self.goal.check.env_per_slot.items()}
@@ -80,6 +89,9 @@ class Bench:
 
     def check(self, slot: Slot, iteration: int, repeat: int = 1) -> CheckResult:
         prefix = "check" if repeat == 1 else f"check.{repeat}"
+        repeats = self.goal.keep.repeats
+        self.phase(slot, iteration, "checking" if repeat == 1 else f"repeat {repeat} of {repeats}"
+                   if repeat <= repeats else "measuring the best again")
         log_dir = self.ledger.attempt_dir(iteration)
         metric_file = log_dir / f"{prefix}.metric.json" if self.goal.check.metric_file else None
         worktree = slot.workspace.worktree
@@ -105,6 +117,7 @@ class Bench:
         holdout = self.goal.holdout
         if holdout is None:
             return None
+        self.phase(slot, iteration, "holdout check")
         result = run_check(
             holdout.run, cwd=slot.workspace.worktree, env=self.env(slot, iteration), timeout=holdout.timeout,
             log_dir=self.ledger.attempt_dir(iteration), metric_pattern=holdout.metric, prefix="holdout",
@@ -131,6 +144,7 @@ class Attempter:
         iteration = request.iteration
         attempt_dir = request.attempt_dir
         (attempt_dir / "prompt.md").write_text(request.prompt.text, encoding="utf-8")
+        self.bench.phase(slot, iteration, "proposing")
         stopped: BudgetExhausted | InfrastructureError | None = None
         try:
             proposal = self.proposer.propose(request)

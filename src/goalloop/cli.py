@@ -6,20 +6,23 @@ Exit codes of `run`: 0 target met; 1 budget spent; 2 invalid goal file or usage;
 
 from __future__ import annotations
 
+import functools
 import json
 import os
+import re
 from datetime import datetime
 import signal
 import sys
 import traceback
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Annotated, Optional
+from typing import Annotated, Literal, Optional
 
 import git
 import typer
 from rich.console import Console
 from rich.markup import escape
+from rich.table import Table
 
 from goalloop import __version__
 from goalloop.environment import without_secrets
@@ -30,7 +33,9 @@ from goalloop.ledger import AttemptRecord, Ledger, RunMeta, RunRecord, find_run,
 from goalloop.loop import Loop, RunOutcome
 from goalloop.live import VERDICT_STYLE, LiveView
 from goalloop.prompt import describe_check
-from goalloop.report import findings, markdown_summary, write_report
+from goalloop.report import markdown_summary, write_report
+from goalloop.report.data import NOT_TRACKED, Totals
+from goalloop.report.standing import Standing
 from goalloop.resume import reconcile
 from goalloop.sandbox import Bubblewrap, RunLayout, unavailable
 from goalloop.starter import PROPOSER_BLOCKS, starter_goal
@@ -39,18 +44,46 @@ from goalloop.workspace import (
     PathRules, RepoTarget, RunLock, Workspace, remove_worktrees, resolve_repo, slot_worktrees,
 )
 
+EXIT_CODES = (
+    "Exit codes: 0 target met; 1 a budget spent without meeting it; 2 invalid goal file or usage;"
+    " 3 the run could not go on (resumable); 130 interrupted by Ctrl-C, SIGTERM or SIGHUP (resumable)."
+)
+
+
+def _flags_as_flags(params: list) -> list:  # noqa: ANN001
+    """Help shows a flag as a flag (`-q, --quiet`), not as an option taking a `<bool>`."""
+    for param in params:
+        if getattr(param, "is_flag", False):
+            param.metavar = ""
+    return params
+
+
+class _Command(typer.core.TyperCommand):
+    def get_params(self, ctx):  # noqa: ANN001, ANN201
+        return _flags_as_flags(super().get_params(ctx))
+
+
+class _Group(typer.core.TyperGroup):
+    def get_params(self, ctx):  # noqa: ANN001, ANN201
+        return _flags_as_flags(super().get_params(ctx))
+
+
 app = typer.Typer(
     name="goalloop",
     help="Loop a proposer against an objective check until a goal is met or the budget is spent.",
+    epilog=f"{EXIT_CODES}\n\nExample: goalloop init && goalloop run goals/<name>.yaml, then goalloop status",
+    cls=_Group,
     no_args_is_help=True,
     add_completion=False,
     pretty_exceptions_enable=False,
+    context_settings={"help_option_names": ["-h", "--help"]},
 )
+command = functools.partial(app.command, cls=_Command)
 out = Console(highlight=False, soft_wrap=True)
 err = Console(stderr=True, highlight=False, soft_wrap=True)
 
 HomeOption = Annotated[
-    Path, typer.Option("--home", help="Folder holding runs/ and workspaces/ (default: the current directory).")
+    Path, typer.Option("--home", metavar="DIR", help="Folder holding runs/ and workspaces/ (default: the current directory).")
 ]
 
 
@@ -80,14 +113,23 @@ class Home:
 def main() -> None:
     """Entry point: turn GoalloopErrors into messages and exit codes, and anything else into a short report."""
     signal.signal(signal.SIGTERM, _interrupt)
+    signal.signal(signal.SIGHUP, _hang_up)
     try:
-        app()
-    except GoalloopError as exc:
-        err.print(f"[bold red]error:[/] {escape(str(exc))}")
+        code = app(standalone_mode=False)
+    except typer.core._click.exceptions.NoArgsIsHelpError as exc:
+        exc.show()
         sys.exit(exc.exit_code)
+    except typer.core._click.exceptions.ClickException as exc:  # usage: the same style as every other error
+        where = getattr(getattr(exc, "ctx", None), "command_path", "goalloop")
+        _error(exc.format_message(), f"see `{where} -h`", getattr(exc, "exit_code", 2))
+    except typer.Abort:
+        _error("aborted", None, 130)
+    except GoalloopError as exc:
+        if _in_ci():
+            _annotate_error(exc)
+        _error(exc.message, exc.fix, exc.exit_code)
     except KeyboardInterrupt:
-        err.print("interrupted")
-        sys.exit(130)
+        _error("interrupted", None, 130)
     except Exception as exc:  # a bug: keep the traceback in a file, show the user one paragraph
         report = Path(os.environ.get("TMPDIR", "/tmp")) / f"goalloop-crash-{os.getpid()}.txt"
         report.write_text(traceback.format_exc(), encoding="utf-8")
@@ -96,20 +138,74 @@ def main() -> None:
             f"The details are in {report}. The run (if one started) can be resumed."
         )
         sys.exit(3)
+    sys.exit(code if isinstance(code, int) else 0)
+
+
+def _error(message: str, fix: str | None, exit_code: int) -> None:
+    """The one way an error is shown: `error: what` and, when there is one, `  fix: how`; then the exit."""
+    err.print(f"[bold red]error:[/] {escape(message)}" + (f"\n  [bold]fix:[/] {escape(fix)}" if fix else ""))
+    sys.exit(exit_code)
 
 
 def _interrupt(signum: int, frame: object) -> None:
+    """SIGTERM: stop as Ctrl-C does, cleanly and resumably."""
     raise KeyboardInterrupt
 
 
+def _hang_up(signum: int, frame: object) -> None:
+    """SIGHUP (the terminal closed): stop as Ctrl-C does; there is no terminal left to print to."""
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    for fd in (1, 2):
+        try:
+            if os.isatty(fd):
+                os.dup2(devnull, fd)
+        except OSError:
+            os.dup2(devnull, fd)
+    os.close(devnull)
+    raise KeyboardInterrupt
+
+
+def _in_ci() -> bool:
+    return os.environ.get("GITHUB_ACTIONS") == "true" or "--ci" in sys.argv[1:]
+
+
+_AT_LINE = re.compile(r"^(?P<file>[^\n]+?):(?P<line>\d+): ")
+
+
+def _annotate_error(exc: GoalloopError) -> None:
+    """`::error file=,line=::` for GitHub, so a mistake in the goal file is marked on that line."""
+    found = _AT_LINE.match(exc.message)
+    where = ""
+    if found:
+        path = Path(found["file"])
+        try:
+            path = path.resolve().relative_to(Path.cwd())
+        except ValueError:
+            pass
+        where = f" file={path},line={found['line']}"
+    text = exc.message[found.end():] if found else exc.message
+    if exc.fix:
+        text += f" (fix: {exc.fix})"
+    out.print(f"::error{where}::{_gh_escape(text)}", markup=False, highlight=False)
+
+
+def _gh_escape(text: str) -> str:
+    return text.replace("%", "%25").replace("\r", "%0D").replace("\n", "%0A")
+
+
 # -- commands ---------------------------------------------------------------------------------------------
+GoalArgument = Annotated[Path, typer.Argument(metavar="GOAL.yaml", help="The goal file (YAML).")]
+RunIdArgument = Annotated[
+    Optional[str], typer.Argument(metavar="[RUN_ID]", help="Run id or a unique prefix (default: the latest run).")
+]
 QuietOption = Annotated[bool, typer.Option("-q", "--quiet", help="Print only the final summary.")]
 CiOption = Annotated[
     bool,
     typer.Option("--ci", help="Plain output, summary to $GITHUB_STEP_SUMMARY, outputs to $GITHUB_OUTPUT (default when CI=true)."),
 ]
 LogFormatOption = Annotated[
-    str, typer.Option("--log-format", help="text (progress lines) or json (the run's events as JSON lines).")
+    Literal["text", "json"],
+    typer.Option("--log-format", help="text: progress lines; json: the run's events as JSON lines on stdout."),
 ]
 PushOption = Annotated[
     Optional[str], typer.Option("--push", metavar="REMOTE", help="Push the run's branch to REMOTE when the target is met.")
@@ -142,9 +238,10 @@ class Presentation:
         return self.progress and not self.ci and out.is_terminal
 
 
-@app.command()
+@command(epilog=f"{EXIT_CODES}\n\nExamples:\n\n    goalloop run goals/fix-tests.yaml\n\n"
+         "    nohup goalloop run goals/fix-tests.yaml -q > run.log 2>&1 &    # overnight")
 def run(
-    goal_file: Annotated[Path, typer.Argument(help="The goal file (YAML).")],
+    goal_file: GoalArgument,
     home: HomeOption = Path("."),
     quiet: QuietOption = False,
     resume_latest: Annotated[
@@ -191,9 +288,9 @@ def run(
     _finish(goal, meta, outcome, place.runs / run_id, show)
 
 
-@app.command()
+@command(epilog=f"{EXIT_CODES}\n\nExample: goalloop resume    # the latest run, where it stopped")
 def resume(
-    run_id: Annotated[Optional[str], typer.Argument(help="Run id or a unique prefix (default: the latest run).")] = None,
+    run_id: RunIdArgument = None,
     home: HomeOption = Path("."),
     quiet: QuietOption = False,
     ci: CiOption = False,
@@ -305,8 +402,8 @@ def _write_ci_files(record: RunRecord, outcome: RunOutcome) -> None:
             )
 
 
-@app.command()
-def validate(goal_file: Annotated[Path, typer.Argument(help="The goal file (YAML).")]) -> None:
+@command()
+def validate(goal_file: GoalArgument) -> None:
     """Check a goal file and print what a run would do, without running anything."""
     goal, target, rules = _prepare(goal_file)
     make_proposer(goal, target)
@@ -332,24 +429,36 @@ def validate(goal_file: Annotated[Path, typer.Argument(help="The goal file (YAML
     out.print(f"  a run creates branch goalloop/{goal.run_name}-<time> and a worktree under workspaces/")
 
 
-@app.command()
+JsonOption = Annotated[bool, typer.Option("--json", help="Print JSON instead of text, for scripts.")]
+
+
+@command()
 def status(
-    run_id: Annotated[Optional[str], typer.Argument(help="Run id or a unique prefix (default: the latest run).")] = None,
+    run_id: RunIdArgument = None,
     home: HomeOption = Path("."),
+    as_json: JsonOption = False,
 ) -> None:
-    """Where a run stands: state, attempts, best against baseline, spend, the last attempts."""
+    """Where a run stands: state, the attempt in progress, budget used and left, best against baseline."""
     record = read_run(find_run(Home(home.resolve()).runs, run_id))
     meta = record.meta
-    baseline, best = record.baseline, record.kept
-    out.print(f"run [bold]{meta.run_id}[/]  goal {meta.goal_name}  [bold]{_state(record)}[/]")
-    if record.stop:
-        out.print(f"  stopped    {escape(str(record.stop.get('reason', '')))}")
+    standing = Standing.of(record, _state(record), _budget_of(record))
+    if as_json:
+        out.print_json(json.dumps(standing.as_json(record.attempts[-5:], meta.metric_goal)))
+        return
+    out.print(f"run [bold]{meta.run_id}[/]  goal {escape(meta.goal_name)}  [bold]{escape(standing.state)}[/]")
+    if standing.reason:
+        out.print(f"  stopped    {escape(standing.reason)}")
+    if standing.resumable and "goalloop resume" not in standing.reason:
+        out.print(f"  resume     goalloop resume {meta.run_id}")
+    for now in standing.in_progress:
+        out.print(f"  now        {escape(now.text())}" + (f" (worktree {now.slot})" if now.slot else ""))
     out.print(f"  attempts   {record.iterations} ({_verdict_counts(record.attempts)})")
-    if baseline and best:
-        out.print(f"  best       {best.result_text(meta.metric_goal)} at attempt {best.iteration}"
-                  f" (baseline {baseline.result_text(meta.metric_goal)})")
-    out.print(f"  spent      {format_duration(record.elapsed)}, ${record.cost_usd:.2f}, {record.tokens:,} tokens")
-    for line in findings(record):
+    if standing.best_attempt is not None:
+        out.print(f"  best       {standing.best} at attempt {standing.best_attempt} (baseline {standing.baseline})")
+    for use in standing.budget:
+        out.print(f"  {'budget' if use is standing.budget[0] else '':10} {escape(use.text())}")
+    out.print(f"  spent      {escape(standing.spent)}")
+    for line in standing.findings:
         out.print(f"  [yellow]{escape(line)}[/]")
     out.print(f"  branch     {meta.branch}  (in {meta.repo})")
     out.print(f"  record     {record.run_dir}")
@@ -357,27 +466,48 @@ def status(
         out.print("  " + _attempt_line(attempt, meta.metric_goal))
 
 
-@app.command()
-def runs(home: HomeOption = Path(".")) -> None:
-    """The runs under runs/, one line each, oldest first."""
-    folders = list_runs(Home(home.resolve()).runs)
-    if not folders:
-        out.print("no runs yet; start one with `goalloop run goals/<goal>.yaml`")
-        return
-    for folder in folders:
+def _budget_of(record: RunRecord):  # noqa: ANN202
+    """The run's budget as its goal.yaml says, or None if that no longer reads."""
+    try:
+        return parse_goal((record.run_dir / "goal.yaml").read_text(encoding="utf-8"), Path(record.meta.goal_path)).budget
+    except (GoalloopError, OSError):
+        return None
+
+
+@command()
+def runs(home: HomeOption = Path("."), as_json: JsonOption = False) -> None:
+    """The runs under runs/, newest first, one line each."""
+    rows = []
+    for folder in reversed(list_runs(Home(home.resolve()).runs)):
         try:
             record = read_run(folder)
         except GoalloopError as exc:
-            out.print(f"{folder.name}  unreadable: {escape(str(exc))}")
+            rows.append({"run_id": folder.name, "state": "unreadable", "error": exc.message})
             continue
         best = record.kept
-        out.print(
-            f"{record.meta.run_id:40}  {_state(record):18}  {record.iterations:5} attempts  "
-            f"best {best.result_text(record.meta.metric_goal) if best else '-':>10}  {record.meta.created_at}"
-        )
+        rows.append({"run_id": record.meta.run_id, "goal": record.meta.goal_name, "state": _state(record),
+                     "attempts": record.iterations, "best": best.result_text(record.meta.metric_goal) if best else None,
+                     "time": record.elapsed, "started": record.meta.created_at})
+    if as_json:
+        out.print_json(json.dumps(rows))
+        return
+    if not rows:
+        out.print("no runs yet; start one with `goalloop run goals/<goal>.yaml`")
+        return
+    table = Table(box=None, pad_edge=False, header_style="bold", expand=False)
+    table.add_column("run", overflow="ellipsis", no_wrap=True, min_width=12)
+    table.add_column("state", no_wrap=True)
+    table.add_column("attempts", justify="right", no_wrap=True)
+    table.add_column("best", justify="right", no_wrap=True, overflow="ellipsis", max_width=12)
+    table.add_column("time", justify="right", no_wrap=True)
+    for row in rows:
+        spent = format_duration(row["time"]) if "time" in row else ""
+        table.add_row(row["run_id"], row["state"], str(row.get("attempts", "")), row.get("best") or "-", spent)
+    width = out.width if out.is_terminal else max(out.width, 200)
+    out.print(table, width=width, crop=True)
 
 
-@app.command()
+@command()
 def clean(
     home: HomeOption = Path("."),
     dry_run: Annotated[bool, typer.Option("--dry-run", help="Only say what would be removed.")] = False,
@@ -400,9 +530,9 @@ def clean(
         out.print(f"removed {len(removed)} worktree(s) of {record.meta.run_id}; branch {record.meta.branch} kept")
 
 
-@app.command()
+@command()
 def report(
-    run_id: Annotated[Optional[str], typer.Argument(help="Run id or a unique prefix (default: the latest run).")] = None,
+    run_id: RunIdArgument = None,
     home: HomeOption = Path("."),
     png: Annotated[bool, typer.Option("--png", help="Also write the chart as a PNG.")] = False,
 ) -> None:
@@ -413,7 +543,7 @@ def report(
             out.print(str(path))
 
 
-@app.command()
+@command()
 def init(
     proposer: Annotated[
         str, typer.Option("--proposer", help="claude, command or search.", case_sensitive=False)
@@ -440,7 +570,7 @@ def init(
     out.print(f"wrote {goal_path}\nnext: edit it, then `goalloop validate {goal_path}` and `goalloop run {goal_path}`")
 
 
-@app.command()
+@command()
 def schema() -> None:
     """Print the JSON Schema of goal files (editors use it to complete and check keys)."""
     sys.stdout.write(schema_text())
@@ -556,15 +686,19 @@ def _pid_alive(owner: str) -> bool:
 
 def _print_summary(goal: Goal, meta: RunMeta, outcome: RunOutcome, run_dir: Path) -> None:
     best, baseline = outcome.best, outcome.baseline
-    headline = {0: "[bold green]target met[/]", 1: "[bold yellow]budget spent[/]", 130: "[bold]interrupted[/]"}
-    out.print(f"\n{headline.get(outcome.exit_code, 'stopped')}: {escape(outcome.reason)}")
+    headline = {0: ("target met", "bold green"), 1: ("budget spent", "bold yellow"), 130: ("interrupted", "bold")}
+    word, style = headline.get(outcome.exit_code, ("stopped", "bold"))
+    reason = outcome.reason
+    said = reason if word in reason else f"{word}: {reason}" if reason else word
+    out.print(f"\n[{style}]{escape(said)}[/]")
     if best and baseline:
         out.print(f"best {best.result_text(goal.is_metric_goal)} (baseline {baseline.result_text(goal.is_metric_goal)})"
                   + (f", kept at attempt {best.iteration}" if best.iteration else ", nothing kept"))
     for note in outcome.notes:
         out.print(escape(note))
     spend = outcome.spend
-    out.print(f"spent {spend.iterations} attempts, {format_duration(spend.seconds)}, ${spend.usd:.2f}, {spend.tokens:,} tokens")
+    cost = Totals.of(read_run(run_dir)).spent()
+    out.print(f"spent {spend.iterations} attempts, {format_duration(spend.seconds)}, {'cost ' if cost == NOT_TRACKED else ''}{cost}")
     out.print(f"branch {meta.branch} in {meta.repo}")
     if best and best.iteration:
         out.print(f"  see it:  git -C {meta.repo} diff {meta.base_commit[:12]} {meta.branch}")

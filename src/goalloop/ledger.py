@@ -13,9 +13,13 @@ about a kept attempt.
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import json
 import os
+import signal
+import threading
+from collections.abc import Iterator
 from dataclasses import asdict, dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
@@ -152,8 +156,14 @@ class _DurableLines:
     def __init__(self, stream: IO[str], echo: IO[str] | None) -> None:
         self._stream = stream
         self._echo = echo
+        self._lock = threading.Lock()
+        """Slots of a parallel round write events from their threads."""
 
     def msg(self, message: str) -> None:
+        with self._lock:
+            self._write(message)
+
+    def _write(self, message: str) -> None:
         self._stream.write(message + "\n")
         self._stream.flush()
         os.fsync(self._stream.fileno())
@@ -199,9 +209,13 @@ class Ledger:
         self.log.info(name, **fields)
 
     def record(self, attempt: AttemptRecord) -> None:
-        """Append the attempt to results.tsv and events.jsonl, durably. Call before moving the branch."""
-        self._write_tsv(attempt.tsv_row())
-        self.event("attempt", **asdict(attempt))
+        """Append the attempt to results.tsv and events.jsonl, durably. Call before moving the branch.
+
+        Ctrl-C, SIGTERM and SIGHUP wait until both are written, so a stop never leaves a row in one only.
+        """
+        with _signals_held():
+            self._write_tsv(attempt.tsv_row())
+            self.event("attempt", **asdict(attempt))
 
     def _write_tsv(self, row: list[str]) -> None:
         csv.writer(self._results_stream, delimiter="\t", lineterminator="\n").writerow(row)
@@ -211,6 +225,20 @@ class Ledger:
     def close(self) -> None:
         self._events_stream.close()
         self._results_stream.close()
+
+
+@contextlib.contextmanager
+def _signals_held() -> Iterator[None]:
+    """Hold the stop signals back (in the main thread) until the block is done; they are delivered after."""
+    held = {signal.SIGINT, signal.SIGTERM, signal.SIGHUP}
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    before = signal.pthread_sigmask(signal.SIG_BLOCK, held)
+    try:
+        yield
+    finally:
+        signal.pthread_sigmask(signal.SIG_SETMASK, before)
 
 
 def new_run_id(goal_name: str, runs_dir: Path) -> str:

@@ -12,6 +12,8 @@ from goalloop.ledger import AttemptRecord, RunRecord
 
 CHECK_LOG = "check.stdout.log"
 VERDICTS = ("keep", "discard", "crash", "rejected")
+NOT_TRACKED = "not tracked"
+"""How a cost nobody reported reads (a command proposer's agent CLI pays its own bills): never `$0.00`."""
 
 
 @dataclass(frozen=True)
@@ -48,8 +50,12 @@ class Totals:
         return sep.join(f"{n} {v}" for v, n in self.counts.items() if n) or "none yet"
 
     def spent(self) -> str:
-        unknown = f" (+{self.unknown_cost} of unknown cost)" if self.unknown_cost else ""
-        return f"${self.cost_usd:.2f}{unknown}"
+        """What the proposers spent: `$0.42, 12,000 tokens`; `not tracked` when none reported a cost."""
+        if self.attempts and self.unknown_cost == self.attempts:
+            return NOT_TRACKED
+        tokens = f", {self.tokens:,} tokens" if self.tokens else ""
+        unknown = f" (+{self.unknown_cost} attempts {NOT_TRACKED})" if self.unknown_cost else ""
+        return f"${self.cost_usd:.2f}{tokens}{unknown}"
 
 
 def _attempts(record: RunRecord) -> list[AttemptRecord]:
@@ -84,7 +90,7 @@ def _seconds(value: float) -> str:
 
 
 def _cost(value: float | None) -> str:
-    return "?" if value is None else f"${value:.3f}" if value else "-"
+    return NOT_TRACKED if value is None else f"${value:.3f}" if value else "-"
 
 
 def _reason(record: RunRecord) -> str:

@@ -106,7 +106,7 @@ def render_html(record: RunRecord) -> str:
         ("best", best.result_text(meta.metric_goal) if best else "-", against),
         ("attempts", str(totals.attempts), totals.verdicts(" · ")),
         ("keep rate", totals.keep_rate, f"{totals.counts['keep']} of {totals.attempts} kept"),
-        ("cost", totals.spent(), f"{totals.tokens:,} tokens"),
+        ("cost", totals.spent().split(", ")[0], totals.spent().partition(", ")[2] or "by the proposers"),
         ("time", format_duration(totals.elapsed), f"started {meta.created_at[:16].replace('T', ' ')} UTC"),
     ]
     target = "" if meta.target is None else f", target {meta.target:.6g} ({meta.direction})"

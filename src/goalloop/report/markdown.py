@@ -54,7 +54,7 @@ def markdown_summary(record: RunRecord) -> str:
         f"| best | {_md(_best_line(record, totals))} |",
         f"| attempts | {totals.attempts}: {_md(totals.verdicts())} |",
         f"| keep rate | {totals.keep_rate} |",
-        f"| cost | {_md(totals.spent())}, {totals.tokens:,} tokens |",
+        f"| cost | {_md(totals.spent())} |",
         f"| time | {format_duration(totals.elapsed)} |",
         f"| run | {_md_code(meta.run_id)} |",
         f"| branch | {_md_code(meta.branch)} in {_md_code(meta.repo)} |",

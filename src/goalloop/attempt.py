@@ -71,11 +71,11 @@ class Bench:
     def __init__(self, goal: Goal, ledger: Ledger, check_env: dict[str, str],
                  sandbox: Bubblewrap | None = None) -> None:
         self.goal, self.ledger, self.check_env, self.sandbox = goal, ledger, check_env, sandbox
+        self.on_phase: Callable[[int, int, str], None] | None = None
+        """Told (slot, iteration, phase) when an attempt enters a phase, for a live view."""
 
     def proposer_sandbox(self, slot: Slot) -> ProposerSandbox | None:
         return ProposerSandbox(self.sandbox, slot.workspace.worktree) if self.sandbox is not None else None
-        self.on_phase: Callable[[int, int, str], None] | None = None
-        """Told (slot, iteration, phase) when an attempt enters a phase, for a live view."""
 
     def phase(self, slot: Slot, iteration: int, phase: str) -> None:
         """Say what the attempt under way is doing: proposing, checking, repeat k of n, holdout check."""

@@ -358,6 +358,7 @@ def _watch(loop: Loop, show: Presentation, run_id: str) -> RunOutcome:
         return loop.run()
     with LiveView(loop.goal, run_id, out, loop.history) as view:
         loop.on_record = view.add
+        loop.bench.on_phase = view.phase
         return loop.run()
 
 

@@ -23,6 +23,7 @@ import typer
 from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
+from rich.text import Text
 
 from goalloop import __version__
 from goalloop.environment import without_secrets
@@ -33,7 +34,7 @@ from goalloop.ledger import AttemptRecord, Ledger, RunMeta, RunRecord, find_run,
 from goalloop.loop import Loop, RunOutcome
 from goalloop.live import VERDICT_STYLE, LiveView
 from goalloop.prompt import describe_check
-from goalloop.report import markdown_summary, write_report
+from goalloop.report import ci, write_report
 from goalloop.report.data import NOT_TRACKED, Totals
 from goalloop.report.standing import Standing
 from goalloop.resume import reconcile
@@ -166,31 +167,29 @@ def _hang_up(signum: int, frame: object) -> None:
 
 
 def _in_ci() -> bool:
-    return os.environ.get("GITHUB_ACTIONS") == "true" or "--ci" in sys.argv[1:]
+    return (os.environ.get("GITHUB_ACTIONS") == "true" or os.environ.get("CI", "").lower() == "true"
+            or "--ci" in sys.argv[1:])
 
 
-_AT_LINE = re.compile(r"^(?P<file>[^\n]+?):(?P<line>\d+): ")
+_AT_LINE = re.compile(r"^(?P<file>[^\n]+?):(?P<line>\d+): ", re.M)
 
 
 def _annotate_error(exc: GoalloopError) -> None:
-    """`::error file=,line=::` for GitHub, so a mistake in the goal file is marked on that line."""
-    found = _AT_LINE.match(exc.message)
-    where = ""
-    if found:
+    """`::error file=,line=::` for GitHub, one a mistake, so each is marked on its line of the goal file."""
+    starts = list(_AT_LINE.finditer(exc.message))
+    if not starts:
+        out.print(ci.command("error", str(exc), title="goalloop"), markup=False)
+        return
+    for found, after in zip(starts, starts[1:] + [None]):
+        text = exc.message[found.end():after.start() if after else None].strip()
+        if after is None and exc.fix:
+            text += f"\n  fix: {exc.fix}"
         path = Path(found["file"])
         try:
             path = path.resolve().relative_to(Path.cwd())
         except ValueError:
             pass
-        where = f" file={path},line={found['line']}"
-    text = exc.message[found.end():] if found else exc.message
-    if exc.fix:
-        text += f" (fix: {exc.fix})"
-    out.print(f"::error{where}::{_gh_escape(text)}", markup=False, highlight=False)
-
-
-def _gh_escape(text: str) -> str:
-    return text.replace("%", "%25").replace("\r", "%0D").replace("\n", "%0A")
+        out.print(ci.command("error", text, title="goal file", file=str(path), line=found["line"]), markup=False)
 
 
 # -- commands ---------------------------------------------------------------------------------------------
@@ -339,7 +338,7 @@ def _loop(goal: Goal, pool: list[Workspace], ledger: Ledger, proposer: Proposer,
         attempt_dir = ledger.attempt_dir(history[-1].iteration)
         last_output = output_excerpt(attempt_dir / "check.stdout.log", attempt_dir / "check.stderr.log")
     return Loop(goal, pool, ledger, proposer, rules, without_secrets(os.environ, goal.env.pass_), history=history,
-                last_output=last_output, on_record=_progress_printer(goal) if show.progress else None,
+                last_output=last_output, on_record=_progress_printer(goal, ledger, show.ci) if show.progress else None,
                 deadline=_deadline(goal, meta), sandbox=_sandbox(goal, rules, meta, ledger.run_dir))
 
 
@@ -375,7 +374,7 @@ def _finish(goal: Goal, meta: RunMeta, outcome: RunOutcome, run_dir: Path, show:
     if not show.json_events:
         _print_summary(goal, meta, outcome, run_dir)
     if show.ci:
-        _write_ci_files(read_run(run_dir), outcome)
+        _write_ci_files(read_run(run_dir), outcome, show)
     if show.push and outcome.exit_code == 0:
         try:
             git.Git(meta.repo).execute(["git", "push", "--quiet", show.push, f"refs/heads/{meta.branch}"])
@@ -386,12 +385,18 @@ def _finish(goal: Goal, meta: RunMeta, outcome: RunOutcome, run_dir: Path, show:
     raise typer.Exit(outcome.exit_code)
 
 
-def _write_ci_files(record: RunRecord, outcome: RunOutcome) -> None:
-    """Append the markdown summary to $GITHUB_STEP_SUMMARY and the run's outputs to $GITHUB_OUTPUT."""
+def _write_ci_files(record: RunRecord, outcome: RunOutcome, show: Presentation) -> None:
+    """The report and a pull request body in the run folder, `::warning::` lines for what needs a look, the
+    compact summary appended to $GITHUB_STEP_SUMMARY and the run's outputs to $GITHUB_OUTPUT."""
+    paths = write_report(record.run_dir)
+    body = record.run_dir / "pr-body.md"
+    body.write_text(ci.pr_body(record, ci.job_url()), encoding="utf-8")
+    for line in ci.warnings(record, holdout=not show.progress):  # the progress lines had them already
+        out.print(line, markup=False)
     summary_path = os.environ.get("GITHUB_STEP_SUMMARY")
     if summary_path:
         with open(summary_path, "a", encoding="utf-8") as stream:
-            stream.write(markdown_summary(record) + "\n")
+            stream.write(ci.step_summary(record) + "\n")
     output_path = os.environ.get("GITHUB_OUTPUT")
     if output_path:
         best = outcome.best.metric if outcome.best and outcome.best.metric is not None else ""
@@ -399,7 +404,7 @@ def _write_ci_files(record: RunRecord, outcome: RunOutcome) -> None:
             stream.write(
                 f"target_met={'true' if outcome.exit_code == 0 else 'false'}\n"
                 f"best_metric={best}\nbranch={record.meta.branch}\nrun_id={record.meta.run_id}\n"
-                f"exit_code={outcome.exit_code}\n"
+                f"report={paths.markdown}\npr_body={body}\nexit_code={outcome.exit_code}\n"
             )
 
 
@@ -651,9 +656,26 @@ def _attempt_line(record: AttemptRecord, metric_goal: bool) -> str:
     )
 
 
-def _progress_printer(goal: Goal):  # noqa: ANN202
+def _progress_printer(goal: Goal, ledger: Ledger, in_ci: bool):  # noqa: ANN202
+    """One line an attempt; in CI each is a collapsible group holding its reason and the check's last lines."""
+
     def show(record: AttemptRecord) -> None:
-        out.print(_attempt_line(record, goal.is_metric_goal))
+        line = _attempt_line(record, goal.is_metric_goal)
+        if not in_ci:
+            out.print(line)
+            return
+        out.print(f"::group::{Text.from_markup(line).plain}", markup=False)
+        folder = ledger.attempt_dir(record.iteration)
+        if record.reason:
+            out.print(f"reason: {record.reason}", markup=False)
+        excerpt = output_excerpt(folder / "check.stdout.log", folder / "check.stderr.log")
+        if excerpt.strip():
+            out.print("\n".join(excerpt.strip().splitlines()[-20:]), markup=False)
+        out.print(f"record: {folder}", markup=False)
+        out.print("::endgroup::", markup=False)
+        if record.warning:
+            out.print(ci.command("warning", f"attempt {record.iteration}: {record.warning}",
+                                 title="holdout got worse"), markup=False)
 
     return show
 

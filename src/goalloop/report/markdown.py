@@ -26,9 +26,11 @@ _MD_SPECIAL = re.compile(r"([\\`*_\[\]|~])")
 
 
 def _md(text: str) -> str:
-    """Text safe in a markdown table cell: no formatting, no HTML, no cell break, one line."""
+    """Text safe in a markdown table cell: no formatting, no HTML, no cell break, one line.
+
+    Only `<` and `&` become entities (no tag, no entity can form); `->` stays readable in the raw file."""
     text = " ".join(str(text).split())
-    text = text.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
+    text = text.replace("&", "&amp;").replace("<", "&lt;")
     return _MD_SPECIAL.sub(r"\\\1", text)
 
 
@@ -38,15 +40,15 @@ def _md_code(text: str) -> str:
     return f"{ticks}{pad}{text}{pad}{ticks}"
 
 
-def markdown_summary(record: RunRecord) -> str:
+def markdown_summary(record: RunRecord, *, heading: bool = True, kept_shown: int = 20) -> str:
     """A short markdown summary of a run: the headline, the totals, what was kept and how to see it.
 
-    What a CI job appends to `$GITHUB_STEP_SUMMARY`; also the top of report.md.
+    The top of report.md (without its heading there) and of the CI step summary and pull request body.
+    Attempts are named "attempt 3", never "#3", which GitHub would link to issue 3.
     """
     meta, totals = record.meta, Totals.of(record)
-    lines = [
-        f"## goalloop: {_md(meta.goal_name)} ({_md(record.state)})",
-        "",
+    lines = [f"## goalloop: {_md(meta.goal_name)} ({_md(record.state)})", ""] if heading else []
+    lines += [
         _md(_reason(record)),
         "",
         "| | |",
@@ -63,11 +65,10 @@ def markdown_summary(record: RunRecord) -> str:
     kept = [a for a in _attempts(record) if a.verdict == "keep"]
     if kept:
         lines += ["", "Kept, in order:", ""]
-        lines += [
-            f"- #{a.iteration} {_md(a.description)} -> {a.result_text(meta.metric_goal)}" for a in kept[:20]
-        ]
-        if len(kept) > 20:
-            lines.append(f"- ... and {len(kept) - 20} more (see report.md)")
+        lines += [f"- attempt {a.iteration}: {_md(a.description)} → {a.result_text(meta.metric_goal)}"
+                  for a in kept[:kept_shown]]
+        if len(kept) > kept_shown:
+            lines.append(f"- and {len(kept) - kept_shown} more, listed in report.md")
     noticed = findings(record)
     if noticed:
         lines += ["", "Findings:", ""] + [f"- {_md(line)}" for line in noticed]
@@ -88,9 +89,11 @@ def render_markdown(record: RunRecord) -> str:
         notes.append("holdout is the holdout check's metric on the baseline and each kept state, and ⚠ marks a "
                      "keep that made it worse")
     lines = [
-        f"# goalloop report: {_md(record.meta.run_id)}",
+        f"# goalloop report: {_md(record.meta.goal_name)} ({_md(record.state)})",
         "",
-        markdown_summary(record),
+        f"Run {_md_code(record.meta.run_id)}.",
+        "",
+        markdown_summary(record, heading=False, kept_shown=10**9),
         "## Attempts",
         "",
         "From iteration to cost_usd the columns are those of results.tsv; the description is its row's, with "

@@ -26,6 +26,7 @@ from goalloop.report import (
     MetricChart,
     chromium_command,
     markdown_summary,
+    render_chart_svg,
     render_html,
     write_report,
 )
@@ -207,7 +208,7 @@ def test_page_escapes_what_a_proposer_wrote(metric_run: Path) -> None:
     assert "&lt;script&gt;document.title=&quot;pwned&quot;&lt;/script&gt;" in html
     assert EVIL in "".join(page.text), "the description reads as text, exactly"
     assert '# </pre></details><script>alert("diff")</script>' in "".join(page.text)
-    assert [tag for tag, _ in page.tags].count("details") == 8, "one diff per attempt that changed a file"
+    assert [tag for tag, _ in page.tags].count("details") == 8 + 1, "one diff per attempt that changed a file, and the net diff"
 
 
 def test_a_huge_diff_is_cut_with_a_note(metric_run: Path) -> None:
@@ -317,7 +318,8 @@ def test_png_of_the_chart(metric_run: Path) -> None:
     paths = write_report(metric_run, png=True)
     assert paths.png == metric_run / "report.png"
     width, height, rows = read_png(paths.png)
-    assert (width, height) == (1920, 800), "the 960x400 chart at twice the pixels"
+    svg_height = int(re.search(r'height="(\d+)"', render_chart_svg(read_run(metric_run))).group(1))
+    assert (width, height) == (1920, 2 * svg_height), "the 960 px wide chart at twice the pixels"
     assert len(_pixels_of(rows, COLORS["keep"])) > 400
 
 
@@ -518,7 +520,7 @@ def test_a_holdout_far_from_the_metric_gets_its_own_scale_and_stays_escaped(tmp_
 @pytest.mark.slow
 def test_headless_chromium_draws_the_holdout_and_the_warning(overfit_run: Path, tmp_path: Path) -> None:
     shot = tmp_path / "page.png"
-    command = chromium_command(CHROMIUM, overfit_run / "report.html", shot, tmp_path / "profile", 1200, 1000)
+    command = chromium_command(CHROMIUM, overfit_run / "report.html", shot, tmp_path / "profile", 1200, 1500)
     subprocess.run(command, capture_output=True, timeout=120, check=False)
     _, _, rows = read_png(shot)
     holdout, warned = _pixels_of(rows, COLORS["holdout"], 24), _pixels_of(rows, COLORS["warned"], 24)

@@ -6,9 +6,12 @@ report.html shows it inline; png.py draws the same chart as a PNG.
 from __future__ import annotations
 
 import math
+import re
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from html import escape
+
+import yaml
 
 from goalloop.ledger import AttemptRecord, RunRecord
 from goalloop.report.data import _attempts, _measured
@@ -152,7 +155,10 @@ def _tick_label(value: float, ticks: list[float]) -> str:
 class _Svg:
     """Helpers to write the chart's SVG; every text and attribute value goes through `escape`."""
 
-    def __init__(self, width: int, height: int, label: str) -> None:
+    def __init__(self, width: int, height: int, label: str, *, primary: bool = True) -> None:
+        self.primary = primary
+        self.key = "data-iteration" if primary else "data-copy-of"
+        """Only the primary copy of a chart (the page has one a screen size) names its points' attempts."""
         self.parts = [
             f'<svg xmlns="http://www.w3.org/2000/svg" class="chart" viewBox="0 0 {width} {height}" '
             f'width="{width}" height="{height}" role="img" aria-label="{escape(label)}" '
@@ -171,7 +177,7 @@ class _Svg:
     def point(self, shape: str, iteration: int, kind: str, tooltip: str, extra: str = "") -> None:
         """One attempt: a link to its table row around one shape with a data-iteration and a <title>."""
         element = shape.split(" ", 1)[0]
-        self.add(f'<a href="#attempt-{iteration}"><{shape} class="point {kind}" data-iteration="{iteration}"'
+        self.add(f'<a href="#attempt-{iteration}"><{shape} class="point {kind}" {self.key}="{iteration}"'
                  f'{extra}><title>{escape(tooltip)}</title></{element}></a>')
 
     def done(self) -> str:
@@ -181,7 +187,8 @@ class _Svg:
 def _marker(svg: _Svg, point: ChartPoint, x: float, y: float, r: float) -> None:
     color = COLORS[point.kind]
     if point.warning:
-        svg.add(f'<circle class="warned" data-warned-iteration="{point.iteration}" cx="{x:.1f}" cy="{y:.1f}" '
+        key = "data-warned-iteration" if svg.primary else "data-copy-warned"
+        svg.add(f'<circle class="warned{"" if svg.primary else " copy"}" {key}="{point.iteration}" cx="{x:.1f}" cy="{y:.1f}" '
                 f'r="{r * 1.2 + 4:.1f}" fill="#fff" stroke="{COLORS["warned"]}" stroke-width="2.5"/>')
     if point.kind == "crash" and point.value is None:
         d = f"M{x - r:.1f},{y - r:.1f}L{x + r:.1f},{y + r:.1f}M{x - r:.1f},{y + r:.1f}L{x + r:.1f},{y - r:.1f}"
@@ -200,79 +207,192 @@ def _marker(svg: _Svg, point: ChartPoint, x: float, y: float, r: float) -> None:
                   point.tooltip, f' fill="{color}"{stroke}')
 
 
-def render_chart_svg(record: RunRecord) -> str:
-    """The chart as one standalone <svg>: the metric over attempts, or a pass/fail strip for pass/fail goals."""
+def render_chart_svg(record: RunRecord, width: int = CHART_WIDTH, *, primary: bool = True) -> str:
+    """The chart as one standalone <svg>: the metric over attempts, or a pass/fail strip for pass/fail goals.
+
+    A metric chart has two panels on one attempt axis: every attempt on top (its y range follows the
+    progress, outliers sit on the edge; a log scale when the values span more than 5x), and below it the
+    running best alone, zoomed to its own range, so a gain late in a long run is still visible. `width`:
+    960 for a screen, 480 for a phone. `primary`: the one copy whose points carry data-iteration.
+    """
     if not record.meta.metric_goal:
         return _pass_fail_svg(record)
     chart = MetricChart.of(record)
-    width, height = CHART_WIDTH, CHART_HEIGHT
-    left, right, top = 72, width - (64 if chart.holdout_range else 28), 44
+    name, lower_better = metric_label(record)
+    narrow = width < 700
+    left, right, top = (58 if narrow else 76), width - ((52 if chart.holdout_range else 16) if narrow else
+                                                         (64 if chart.holdout_range else 28)), 54
     scale = "right scale" if chart.holdout_range else "same scale"
+    baseline = next((p for p in chart.points if p.iteration == 0), None)
+    has_crash = any(p.kind == "crash" and p.value is None for p in chart.points)
+    has_rejected = any(p.kind == "rejected" and p.value is None for p in chart.points)
     legend = [
-        ("keep", "kept"), ("discard", "discarded"), ("crash", "crash"), ("rejected", "rejected"),
+        *([("baseline", f"baseline {baseline.value:.6g}")] if baseline and baseline.value is not None else []),
+        ("keep", "kept"), ("discard", "discarded"), *([("crash", "crash")] if has_crash else []),
+        *([("rejected", "rejected")] if has_rejected else []),
         ("best", "running best"), *([("target", "target")] if chart.target is not None else []),
         *([("holdout", f"holdout ({scale})")] if chart.holdout else []),
         *([("warned", "holdout got worse")] if any(p.warning for p in chart.points) else []),
         *([("clipped", "off the chart")] if any(p.clipped for p in chart.points) else []),
     ]
-    legend_rows = _legend_rows(left, width - 16, legend)
-    height += 20 * (len(legend_rows) - 1)
-    bottom = height - 96 - 20 * (len(legend_rows) - 1)
-    reject_lane, crash_lane = top - 22, bottom + 20
-    svg = _Svg(width, height, f"metric over attempts of run {record.meta.run_id}")
+    legend_rows = _legend_rows(left, width - 12, legend)
+    main_height = 200 if narrow else 250
+    zoom_height = 110 if narrow else 130
+    reject_lane = top - 16 if has_rejected else None
+    bottom = top + main_height
+    crash_lane = bottom + 16 if has_crash else None
+    zoom_top = bottom + (46 if has_crash else 30)
+    zoom_bottom = zoom_top + zoom_height
+    axis_y = zoom_bottom
+    height = axis_y + 48 + 20 * len(legend_rows)
+    svg = _Svg(width, height, f"{name} over attempts of run {record.meta.run_id}", primary=primary)
     n = chart.last_iteration
+    title = f"{name} ({'lower' if lower_better else 'higher'} is better) over {n:,} attempts"
+    svg.text(left, 22, title, size=14 if not narrow else 13, fill=COLORS["ink"], weight="600")
 
     def x_of(iteration: float) -> float:
         return left + (iteration + 0.5) / (n + 1) * (right - left)
 
-    def y_of(value: float) -> float:
-        return bottom - (value - chart.low) / (chart.high - chart.low) * (bottom - top)
-
-    ticks = _nice_ticks(chart.low, chart.high) if chart.has_values else []
-    for tick in ticks:
+    values = [p.value for p in chart.points if p.value is not None]
+    values += ([v for _, v in chart.holdout] if chart.holdout and not chart.holdout_range else [])
+    values += [chart.target] if chart.target is not None and chart.low <= chart.target <= chart.high else []
+    log = _use_log(values)
+    low, high = chart.low, chart.high
+    if log:  # the linear margins would leave an empty band at the bottom of a log scale
+        low, high = max(low, min(values) / 1.1), min(high, max(values) * 1.1)
+    y_of, ticks, labels = _axis(low, high, top, bottom, log)
+    for tick, label in zip(ticks, labels):
         y = y_of(tick)
         svg.add(f'<line x1="{left}" x2="{right}" y1="{y:.1f}" y2="{y:.1f}" stroke="{COLORS["grid"]}"/>')
-        svg.text(left - 10, y + 4, _tick_label(tick, ticks), size=11, anchor="end")
+        svg.text(left - 8, y + 4, label, size=11, anchor="end")
     if not chart.has_values:
         svg.text((left + right) / 2, (top + bottom) / 2, "no attempt produced a metric yet", size=14, anchor="middle")
+    _y_label(svg, 14, (top + bottom) / 2, name + (" (log)" if log else ""))
     svg.add(f'<line x1="{left}" x2="{right}" y1="{bottom}" y2="{bottom}" stroke="#c9cdd3"/>')
-    step = max(1, _nice_ticks(0, n, 10)[1] if n >= 10 else 1)
-    for iteration in range(0, n + 1, int(step)):
-        svg.add(f'<line x1="{x_of(iteration):.1f}" x2="{x_of(iteration):.1f}" y1="{bottom}" y2="{bottom + 4}" '
-                'stroke="#c9cdd3"/>')
-        svg.text(x_of(iteration), crash_lane + 24, str(iteration), size=11, anchor="middle")
-    svg.text((left + right) / 2, crash_lane + 42, "attempt", size=12, anchor="middle")
-    svg.text(left - 10, reject_lane + 4, "rejected", size=10, anchor="end")
-    svg.text(left - 10, crash_lane + 4, "crash", size=10, anchor="end")
-
-    if chart.target is not None and chart.has_values:
+    if reject_lane is not None:
+        svg.text(left - 8, reject_lane + 4, "rejected", size=11, anchor="end")
+    if crash_lane is not None:
+        svg.text(left - 8, crash_lane + 4, "crash", size=11, anchor="end")
+    if chart.target is not None and chart.has_values and chart.low <= chart.target <= chart.high:
         y = y_of(chart.target)
         svg.add(f'<line class="target" x1="{left}" x2="{right}" y1="{y:.1f}" y2="{y:.1f}" '
                 f'stroke="{COLORS["target"]}" stroke-width="1.5" stroke-dasharray="6 5"/>')
-        svg.text(left + 6, y - 6, f"target {chart.target:.6g}", size=11)
     if chart.best:
-        d = _step_path([(x_of(i), y_of(v)) for i, v in chart.best], x_of(n))
+        d = _step_path([(x_of(i), y_of(min(max(v, chart.low), chart.high))) for i, v in chart.best], x_of(n))
         svg.add(f'<path class="best" d="{d}" fill="none" stroke="{COLORS["best"]}" stroke-width="2" '
                 'stroke-linejoin="round" opacity="0.75"/>')
-
-    radius = 5.0 if n <= 60 else 4.0 if n <= 200 else 3.0 if n <= 1000 else 2.0
+    radius = (5.0 if n <= 60 else 4.0 if n <= 200 else 3.0 if n <= 1000 else 2.0) * (0.8 if narrow else 1.0)
     order = {"discard": 0, "crash": 1, "rejected": 1, "keep": 2, "baseline": 3}
     for point in sorted(chart.points, key=lambda p: order[p.kind]):
         lane = crash_lane if point.kind == "crash" else reject_lane
-        y = lane if point.value is None else y_of(point.value)
+        y = (lane or bottom) if point.value is None else y_of(point.value)
         _marker(svg, point, x_of(point.iteration), y, radius)
-    baseline = next((p for p in chart.points if p.iteration == 0), None)
-    if baseline is not None:
-        y = crash_lane if baseline.value is None else y_of(baseline.value)
-        label = "baseline" + ("" if baseline.value is None else f" {baseline.value:.6g}")
-        svg.text(x_of(0) + 9, y + 16 if baseline.value is not None and y < bottom - 20 else y - 9, label,
-                 size=11, fill=COLORS["baseline"], weight="600")
     if chart.holdout:
         warned = {p.iteration for p in chart.points if p.warning}
         _holdout_series(svg, chart, x_of, y_of, x_of(n), top, bottom, right, warned)
+    _best_panel(svg, chart, x_of, left, right, zoom_top, zoom_bottom, log)
+    step = max(1, _nice_ticks(0, n, 5 if narrow else 10)[1] if n >= 10 else 1)
+    svg.add(f'<line x1="{left}" x2="{right}" y1="{axis_y}" y2="{axis_y}" stroke="#c9cdd3"/>')
+    for iteration in range(0, n + 1, int(step)):
+        svg.add(f'<line x1="{x_of(iteration):.1f}" x2="{x_of(iteration):.1f}" y1="{axis_y}" y2="{axis_y + 4}" '
+                'stroke="#c9cdd3"/>')
+        svg.text(x_of(iteration), axis_y + 17, f"{iteration:,}", size=11, anchor="middle")
+    svg.text((left + right) / 2, axis_y + 34, "attempt", size=12, anchor="middle", fill=COLORS["ink"])
     for row, entries in enumerate(legend_rows):
-        _legend(svg, left, height - 14 - 20 * (len(legend_rows) - 1 - row), entries)
+        _legend(svg, left, axis_y + 58 + 20 * row, entries)
     return svg.done()
+
+
+def metric_label(record: RunRecord) -> tuple[str, bool]:
+    """The metric's name as the goal's regex starts (`val_mae` from `^val_mae:...`, else "metric"), and
+    whether lower is better."""
+    name = "metric"
+    try:
+        goal = yaml.safe_load((record.run_dir / "goal.yaml").read_text(encoding="utf-8")) or {}
+        pattern = str((goal.get("check") or {}).get("metric") or "")
+        found = re.match(r"([A-Za-z_][\w.-]*)", pattern.lstrip("^"))
+        if found:
+            name = found.group(1)
+    except (OSError, ValueError, AttributeError, yaml.YAMLError):
+        pass
+    return name, record.meta.direction != "maximize"
+
+
+def _use_log(values: list[float]) -> bool:
+    finite = [v for v in values if v is not None and math.isfinite(v)]
+    return bool(finite) and min(finite) > 0 and max(finite) / min(finite) > 5
+
+
+def _axis(low: float, high: float, top: float, bottom: float, log: bool):  # noqa: ANN202
+    """y_of, the ticks and their labels, for a linear or a log scale between `low` and `high`."""
+    if log:
+        lo, hi = math.log10(low), math.log10(high)
+
+        def y_of(value: float) -> float:
+            return bottom - (math.log10(max(value, low)) - lo) / (hi - lo or 1) * (bottom - top)
+
+        ticks = [10.0 ** e * m for e in range(math.floor(lo), math.ceil(hi) + 1) for m in (1, 2, 5)
+                 if low <= 10.0 ** e * m <= high]
+        return y_of, ticks, [f"{t:g}" for t in ticks]
+
+    def y_lin(value: float) -> float:
+        return bottom - (value - low) / (high - low or 1) * (bottom - top)
+
+    ticks = _nice_ticks(low, high, 5)
+    return y_lin, ticks, [_tick_label(t, ticks) for t in ticks]
+
+
+def _y_label(svg: _Svg, x: float, y: float, text: str) -> None:
+    svg.add(f'<text x="{x}" y="{y:.1f}" font-size="12" fill="{COLORS["ink"]}" text-anchor="middle" '
+            f'transform="rotate(-90 {x} {y:.1f})">{escape(text)}</text>')
+
+
+def _best_panel(svg: _Svg, chart: MetricChart, x_of: Callable[[float], float], left: float, right: float,
+                top: float, bottom: float, log: bool) -> None:
+    """The running best alone, zoomed to its later course: a long run makes its big gains early, so the
+    range starts where the best stood a twentieth of the way in (earlier values sit on the top edge)."""
+    if not chart.best:
+        return
+    n = chart.last_iteration
+    start = n // 20 if n >= 40 else 0
+    at_start = ([v for i, v in chart.best if i <= start] or [chart.best[0][1]])[-1]
+    values = [at_start] + [v for i, v in chart.best if i > start]
+    if chart.target is not None:
+        span = max(values) - min(values) or abs(values[0]) * 0.1 or 1.0
+        if min(values) - span <= chart.target <= max(values) + span:
+            values.append(chart.target)
+    low, high = min(values), max(values)
+    pad = (high - low) * 0.12 or abs(high) * 0.05 or 1.0
+    low, high = low - pad, high + pad
+    svg.add(f'<rect x="{left}" y="{top}" width="{right - left}" height="{bottom - top}" fill="#f8faf9"/>')
+    y_of, ticks, labels = _axis(low, high, top + 6, bottom - 6, False)
+    for tick, label in list(zip(ticks, labels))[:: max(1, len(ticks) // 3)]:
+        y = y_of(tick)
+        svg.add(f'<line x1="{left}" x2="{right}" y1="{y:.1f}" y2="{y:.1f}" stroke="{COLORS["grid"]}"/>')
+        svg.text(left - 8, y + 4, label, size=11, anchor="end")
+    zoomed = f"running best from attempt {start:,}, zoomed" if start else "running best, zoomed"
+    svg.text(left, top - 6, zoomed, size=11, fill=COLORS["best"], weight="600")
+    if chart.target is not None and low <= chart.target <= high:
+        y = y_of(chart.target)
+        svg.add(f'<line class="target" x1="{left}" x2="{right}" y1="{y:.1f}" y2="{y:.1f}" '
+                f'stroke="{COLORS["target"]}" stroke-width="1.5" stroke-dasharray="6 5"/>')
+
+    def y_in(value: float) -> float:
+        return y_of(min(max(value, low), high))
+
+    corners = [(x_of(i), y_in(v)) for i, v in chart.best]
+    svg.add(f'<path class="best-zoom" d="{_step_path(corners, x_of(n))}" fill="none" '
+            f'stroke="{COLORS["best"]}" stroke-width="2"/>')
+    for (iteration, value), (x, y) in zip(chart.best, corners):
+        if iteration < start:
+            continue
+        kind = "baseline" if iteration == 0 else "keep"
+        svg.add(f'<circle class="best-point" cx="{x:.1f}" cy="{y:.1f}" r="3.5" fill="{COLORS[kind]}">'
+                f"<title>{escape(('baseline' if iteration == 0 else f'attempt {iteration}') + f': {value:.6g}')}"
+                "</title></circle>")
+    last_iteration, last_value = chart.best[-1]
+    svg.text(right - 4, corners[-1][1] - 7, f"best {last_value:.6g} at {last_iteration:,}", size=11,
+             fill=COLORS["best"], anchor="end", weight="600")
 
 
 def _step_path(corners: list[tuple[float, float]], x_end: float) -> str:
@@ -308,7 +428,8 @@ def _holdout_series(svg: _Svg, chart: MetricChart, x_of: Callable[[float], float
         outline = (f' stroke="{COLORS["warned"]}" stroke-width="2.5"' if iteration in warned
                    else ' stroke="#fff" stroke-width="1"')
         what = "baseline" if iteration == 0 else f"#{iteration} keep"
-        svg.add(f'<a href="#attempt-{iteration}"><polygon class="holdout-point" data-holdout-iteration="{iteration}" '
+        key = "data-holdout-iteration" if svg.primary else "data-copy-holdout"
+        svg.add(f'<a href="#attempt-{iteration}"><polygon class="holdout-point{"" if svg.primary else " copy"}" {key}="{iteration}" '
                 f'points="{x:.1f},{y - 7:.1f} {x + 7:.1f},{y:.1f} {x:.1f},{y + 7:.1f} {x - 7:.1f},{y:.1f}" '
                 f'fill="{color}"{outline}><title>{escape(what)}: holdout {value:.6g}'
                 f"{' (worse)' if iteration in warned else ''}</title></polygon></a>")

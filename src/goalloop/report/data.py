@@ -5,6 +5,7 @@ of the trust rules, and how each number reads. Both formats (markdown.py, html.p
 from __future__ import annotations
 
 import shlex
+import subprocess
 from dataclasses import dataclass
 
 from goalloop.goal import format_duration
@@ -150,3 +151,21 @@ def _has_holdout(record: RunRecord) -> bool:
 
 def _holdout_cell(attempt: AttemptRecord) -> str:
     return "" if attempt.holdout is None else f"{attempt.holdout:.6g}"
+
+
+def net_diff(record: RunRecord) -> tuple[str, str] | None:
+    """`git diff --stat` and the diff from the base to the best kept state; None when git cannot say."""
+    best = record.kept
+    if best is None or not best.kept_commit:
+        return None
+    base, repo = record.meta.base_commit, record.meta.repo
+    try:
+        stat = subprocess.run(["git", "-C", repo, "diff", "--stat", base, best.kept_commit], capture_output=True,
+                              text=True, timeout=60, errors="replace")
+        patch = subprocess.run(["git", "-C", repo, "diff", base, best.kept_commit], capture_output=True, text=True,
+                               timeout=60, errors="replace")
+    except (OSError, subprocess.TimeoutExpired):
+        return None
+    if stat.returncode or patch.returncode:
+        return None
+    return stat.stdout.rstrip(), patch.stdout

@@ -28,8 +28,11 @@ from goalloop.report.data import (
     _reason,
     _seconds,
     findings,
+    net_diff,
 )
 
+NARROW_CHART_WIDTH = 400
+"""The chart drawn for a phone: its text stays readable at a 390 px screen."""
 DIFF_CAP = 200_000
 """Bytes of one attempt's diff.patch shown in the page; the rest is cut with a note."""
 DIFFS_TOTAL_CAP = 20_000_000
@@ -57,8 +60,13 @@ h2 { font-size: 17px; margin: 36px 0 12px; font-weight: 650; }
 .card .k { color: var(--muted); font-size: 12px; text-transform: uppercase; letter-spacing: .05em; }
 .card .v { font-size: 22px; font-weight: 650; font-variant-numeric: tabular-nums; }
 .card .d { color: var(--muted); font-size: 13px; }
-.figure { border: 1px solid var(--line); border-radius: 10px; padding: 8px; overflow-x: auto; }
-.figure svg { display: block; width: 100%; height: auto; min-width: 640px; }
+.figure { border: 1px solid var(--line); border-radius: 10px; padding: 8px; overflow: hidden; }
+.figure svg { display: block; width: 100%; height: auto; }
+.figure.narrow { display: none; }
+.kept li { margin: 2px 0; } .kept .m { font-variant-numeric: tabular-nums; font-weight: 600; }
+.attempts { max-height: 75vh; overflow: auto; border: 1px solid var(--line); border-radius: 10px; }
+.attempts thead th { position: sticky; top: 0; background: #fff; z-index: 1; }
+pre.net { max-height: 24em; }
 .figure a:hover > * { opacity: .6; }
 dl.git { display: grid; grid-template-columns: max-content 1fr; gap: 6px 18px; margin: 0; }
 dl.git dt { color: var(--muted); } dl.git dd { margin: 0; overflow-wrap: anywhere; }
@@ -88,7 +96,21 @@ pre.diff { margin: 6px 0 0; padding: 10px 12px; background: var(--soft); border-
 .diff .del { color: #991b1b; background: #fef2f2; display: inline-block; min-width: 100%; }
 .diff .hunk { color: #6d28d9; } .diff .file { color: var(--ink); font-weight: 600; }
 .note { color: #92400e; font-size: 13px; }
-footer { margin-top: 40px; color: var(--muted); font-size: 13px; }
+footer { margin-top: 40px; color: var(--muted); font-size: 13px; overflow-wrap: anywhere; }
+@media (max-width: 700px) {
+  main { padding: 16px 14px 40px; }
+  h1 { font-size: 23px; }
+  .figure.wide { display: none; } .figure.narrow { display: block; }
+  .cards { grid-template-columns: repeat(2, minmax(0, 1fr)); }
+  dl.git { grid-template-columns: 1fr; } dl.git dd { margin-bottom: 8px; }
+  .attempts table, .attempts tbody, .attempts tr, .attempts td { display: block; width: auto; }
+  .attempts colgroup, .attempts thead { display: none; }
+  .attempts tr { padding: 10px 12px; border-bottom: 1px solid var(--line); }
+  .attempts td { border: 0; padding: 1px 0; text-align: left; white-space: normal; }
+  .attempts td[data-k] { display: inline-block; margin-right: 14px; }
+  .attempts td[data-k]::before { content: attr(data-k) " "; color: var(--muted); font-size: 12px; }
+  .attempts td.desc { display: block; margin-top: 4px; }
+}
 """
 
 
@@ -131,11 +153,13 @@ def render_html(record: RunRecord) -> str:
         "</section>",
         *_findings_html(record),
         f"<h2>{chart_title}</h2>",
-        f'<div class="figure">{render_chart_svg(record)}</div>',
+        *_figures(record),
+        *_kept_html(record),
         "<h2>The result</h2>",
         '<dl class="git">',
         *(f"<dt>{escape(k)}</dt><dd>{v}</dd>" for k, v in git_rows),
         "</dl>",
+        *_net_diff_html(record),
         "<h2>Every attempt</h2>",
         _attempts_table(record),
         f"<footer>Written {escape(datetime.now(timezone.utc).isoformat(timespec='seconds'))} from "
@@ -145,6 +169,39 @@ def render_html(record: RunRecord) -> str:
         "",
     ]
     return "\n".join(parts)
+
+
+def _figures(record: RunRecord) -> list[str]:
+    """The chart drawn for a wide screen and, for a metric goal, again for a phone (CSS shows one)."""
+    wide = f'<div class="figure wide">{render_chart_svg(record)}</div>'
+    if not record.meta.metric_goal:
+        return [wide.replace("figure wide", "figure")]
+    return [wide, f'<div class="figure narrow">{render_chart_svg(record, NARROW_CHART_WIDTH, primary=False)}</div>']
+
+
+def _kept_html(record: RunRecord) -> list[str]:
+    kept = [a for a in _attempts(record) if a.verdict == "keep"]
+    if not kept:
+        return []
+    metric_goal = record.meta.metric_goal
+    return [f"<h2>Kept changes ({len(kept)})</h2>", '<ol class="kept">',
+            *(f'<li><a href="#attempt-{a.iteration}">attempt {a.iteration}</a> '
+              f'<span class="m">{escape(a.result_text(metric_goal))}</span> {escape(a.description)}</li>'
+              for a in kept), "</ol>"]
+
+
+def _net_diff_html(record: RunRecord) -> list[str]:
+    diff = net_diff(record)
+    if diff is None:
+        return []
+    stat, patch = diff
+    if not patch.strip():
+        return ["<h2>The change, base to best</h2>", '<p class="sub">nothing kept: the best is the base</p>']
+    cut = len(patch) > DIFF_CAP
+    body = "\n".join(_diff_line(line) for line in patch[:DIFF_CAP].splitlines())
+    note = f'<div class="note">the first {DIFF_CAP:,} characters of {len(patch):,}</div>' if cut else ""
+    return ["<h2>The change, base to best</h2>", f'<pre class="diff net">{escape(stat)}</pre>',
+            f"<details><summary>the whole diff</summary>{note}<pre class=\"diff net\">{body}</pre></details>"]
 
 
 def _findings_html(record: RunRecord) -> list[str]:
@@ -158,7 +215,7 @@ def _attempts_table(record: RunRecord) -> str:
     metric_goal, holdout = record.meta.metric_goal, _has_holdout(record)
     metric_width = 150 if _has_samples(record) else 84
     rows = [
-        f"<table><colgroup><col style=\"width:48px\"><col style=\"width:92px\"><col style=\"width:{metric_width}px\">"
+        f"<div class=\"attempts\"><table><colgroup><col style=\"width:48px\"><col style=\"width:92px\"><col style=\"width:{metric_width}px\">"
         + ("<col style=\"width:76px\">" if holdout else "")
         + "<col style=\"width:72px\"><col style=\"width:64px\"><col style=\"width:60px\"><col></colgroup>",
         '<thead><tr><th class="n">#</th><th>verdict</th><th class="n">'
@@ -182,16 +239,18 @@ def _attempts_table(record: RunRecord) -> str:
         held = ""
         if holdout:
             badge = ' <span class="badge" title="holdout got worse">⚠</span>' if attempt.warning else ""
-            held = f'<td class="n holdout">{escape(_holdout_cell(attempt))}{badge}</td>'
+            held = f'<td class="n holdout" data-k="holdout">{escape(_holdout_cell(attempt))}{badge}</td>'
         warned = ' class="warned"' if attempt.warning else ""
         rows.append(
             f'<tr id="attempt-{attempt.iteration}"{warned}><td class="n">{attempt.iteration}</td>'
             f'<td><span class="pill {escape(attempt.verdict)}">{escape(attempt.verdict)}</span></td>'
-            f'<td class="n">{shown}</td>{held}<td class="n">{escape(_cost(attempt.cost_usd))}</td>'
-            f'<td class="n">{escape(_seconds(attempt.seconds))}</td><td class="n">{attempt.added_lines}</td>'
-            f"<td>{escape(attempt.description)}{why}{_diff_block(record, attempt, budget)}</td></tr>"
+            f'<td class="n" data-k="{"metric" if metric_goal else "check"}">{shown}</td>{held}'
+            f'<td class="n" data-k="cost">{escape(_cost(attempt.cost_usd))}</td>'
+            f'<td class="n" data-k="time">{escape(_seconds(attempt.seconds))}</td>'
+            f'<td class="n" data-k="+lines">{attempt.added_lines}</td>'
+            f'<td class="desc">{escape(attempt.description)}{why}{_diff_block(record, attempt, budget)}</td></tr>'
         )
-    rows.append("</tbody></table>")
+    rows.append("</tbody></table></div>")
     return "\n".join(rows)
 
 

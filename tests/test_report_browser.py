@@ -132,3 +132,10 @@ def test_the_screenshot_in_docs_is_of_this_report(browser, report_1000: Path) ->
     if os.environ.get("GOALLOOP_UPDATE_SCREENSHOTS"):
         shutil.copy(shot, REPO_ROOT / "docs" / "report.png")
         shutil.copy(report_1000.parent / "phone.png", REPO_ROOT / "docs" / "report-phone.png")
+
+
+def test_a_cost_nobody_reported_reads_not_tracked(report_1000: Path) -> None:
+    html = report_1000.read_text(encoding="utf-8")
+    markdown = report_1000.with_name("report.md").read_text(encoding="utf-8")
+    assert '<div class="v">not tracked</div>' in html and "| cost | not tracked |" in markdown
+    assert "$0.00" not in html and "0 tokens" not in markdown

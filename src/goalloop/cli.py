@@ -80,6 +80,11 @@ app = typer.Typer(
     context_settings={"help_option_names": ["-h", "--help"]},
 )
 command = functools.partial(app.command, cls=_Command)
+
+
+def _help(example: str) -> str:
+    """The end of a command's help: the exit codes and an example."""
+    return f"{EXIT_CODES}\n\nExample: {example}"
 out = Console(highlight=False, soft_wrap=True)
 err = Console(stderr=True, highlight=False, soft_wrap=True)
 
@@ -122,7 +127,7 @@ def main() -> None:
         sys.exit(exc.exit_code)
     except typer.core._click.exceptions.ClickException as exc:  # usage: the same style as every other error
         where = getattr(getattr(exc, "ctx", None), "command_path", "goalloop")
-        _error(exc.format_message(), f"see `{where} -h`", getattr(exc, "exit_code", 2))
+        _error(exc.format_message().replace("Value error, ", ""), f"see `{where} -h`", getattr(exc, "exit_code", 2))
     except typer.Abort:
         _error("aborted", None, 130)
     except GoalloopError as exc:
@@ -408,7 +413,7 @@ def _write_ci_files(record: RunRecord, outcome: RunOutcome, show: Presentation) 
             )
 
 
-@command()
+@command(epilog=_help("goalloop validate goals/fix-tests.yaml"))
 def validate(goal_file: GoalArgument) -> None:
     """Check a goal file and print what a run would do, without running anything."""
     goal, target, rules = _prepare(goal_file)
@@ -438,7 +443,7 @@ def validate(goal_file: GoalArgument) -> None:
 JsonOption = Annotated[bool, typer.Option("--json", help="Print JSON instead of text, for scripts.")]
 
 
-@command()
+@command(epilog=_help("goalloop status --json | jq .budget"))
 def status(
     run_id: RunIdArgument = None,
     home: HomeOption = Path("."),
@@ -480,7 +485,7 @@ def _budget_of(record: RunRecord):  # noqa: ANN202
         return None
 
 
-@command()
+@command(epilog=_help("goalloop runs --json"))
 def runs(home: HomeOption = Path("."), as_json: JsonOption = False) -> None:
     """The runs under runs/, newest first, one line each."""
     rows = []
@@ -513,7 +518,7 @@ def runs(home: HomeOption = Path("."), as_json: JsonOption = False) -> None:
     out.print(table, width=width, crop=True)
 
 
-@command()
+@command(epilog=_help("goalloop clean --dry-run"))
 def clean(
     home: HomeOption = Path("."),
     dry_run: Annotated[bool, typer.Option("--dry-run", help="Only say what would be removed.")] = False,
@@ -536,7 +541,7 @@ def clean(
         out.print(f"removed {len(removed)} worktree(s) of {record.meta.run_id}; branch {record.meta.branch} kept")
 
 
-@command()
+@command(epilog=_help("goalloop report --png"))
 def report(
     run_id: RunIdArgument = None,
     home: HomeOption = Path("."),
@@ -549,13 +554,14 @@ def report(
             out.print(str(path))
 
 
-@command()
+@command(epilog=_help("goalloop init --proposer search"))
 def init(
     proposer: Annotated[
-        str, typer.Option("--proposer", help="claude, command or search.", case_sensitive=False)
+        Literal[tuple(PROPOSER_BLOCKS)],  # type: ignore[valid-type]
+        typer.Option("--proposer", help="What proposes the changes.", case_sensitive=False),
     ] = "command",
-    name: Annotated[Optional[str], typer.Option("--name", help="Goal name (default: the repository's folder name).")] = None,
-    repo: Annotated[Path, typer.Option("--repo", help="The repository the goal works on.")] = Path("."),
+    name: Annotated[Optional[str], typer.Option("--name", metavar="NAME", help="Goal name (default: the repository's folder name).")] = None,
+    repo: Annotated[Path, typer.Option("--repo", metavar="DIR", help="The repository the goal works on.")] = Path("."),
 ) -> None:
     """Write a commented starter goal file into goals/ for the repository at hand (never overwrites)."""
     if proposer not in PROPOSER_BLOCKS:
@@ -576,7 +582,7 @@ def init(
     out.print(f"wrote {goal_path}\nnext: edit it, then `goalloop validate {goal_path}` and `goalloop run {goal_path}`")
 
 
-@command()
+@command(epilog=_help("goalloop schema > goals/goal.schema.json"))
 def schema() -> None:
     """Print the JSON Schema of goal files (editors use it to complete and check keys)."""
     sys.stdout.write(schema_text())

@@ -375,7 +375,8 @@ def test_status_and_runs_show_the_run(mixed: Mixed) -> None:
     runs = run_cli("runs", "--home", str(home), cwd=home)
     assert runs.exit_code == 0, runs.output
     [line] = [line for line in runs.stdout.splitlines() if mixed.run.run_id in line]
-    assert "target met" in line and re.search(r"\b8 attempts\b", line) and re.search(r"best\s+3\b", line)
+    assert runs.stdout.splitlines()[0].split() == ["run", "state", "attempts", "best", "time"]
+    assert re.search(r"\starget met\s+8\s+3\s", line), line
 
 
 # -- pass/fail and stall -----------------------------------------------------------------------------------------

@@ -44,7 +44,7 @@ class LiveView:
         self._started = time.monotonic()
         self._now: dict[int, _Phase] = {}
         self._lock = threading.Lock()
-        self._live = Live(self, console=console, refresh_per_second=1, transient=False, redirect_stderr=False)
+        self._live = Live(self, console=console, refresh_per_second=1, transient=False)
 
     def __enter__(self) -> LiveView:
         self._live.__enter__()

@@ -16,7 +16,7 @@ from pathlib import Path
 
 from goalloop.errors import GoalloopError
 from goalloop.ledger import RunRecord
-from goalloop.report.chart import CHART_HEIGHT, CHART_WIDTH, COLORS, MetricChart, _strip_color, render_chart_svg
+from goalloop.report.chart import CHART_HEIGHT, CHART_WIDTH, COLORS, MetricChart, _strip_color, metric_label, render_chart_svg
 from goalloop.report.data import _attempts
 
 CHROMIUM_NAMES = ("chromium", "chromium-browser", "google-chrome", "google-chrome-stable", "chrome")
@@ -98,7 +98,12 @@ def _png_with_matplotlib(record: RunRecord, path: Path) -> Path:
     fig, ax = plt.subplots(figsize=(CHART_WIDTH / 100, height / 100), dpi=200)
     try:
         if record.meta.metric_goal:
-            _matplotlib_metric(ax, MetricChart.of(record))
+            chart = MetricChart.of(record)
+            _matplotlib_metric(ax, chart)
+            name, lower_better = metric_label(record)
+            ax.set_ylabel(name)
+            ax.set_title(f"{name} ({'lower' if lower_better else 'higher'} is better) over "
+                         f"{chart.last_iteration:,} attempts", fontsize=10, loc="left")
         else:
             attempts = _attempts(record)
             ax.bar([a.iteration for a in attempts], 1, color=[_strip_color(a) for a in attempts], width=0.85)

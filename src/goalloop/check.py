@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Callable
 
 from goalloop.goal import format_duration
+from goalloop.reasons import strip_ansi
 
 OUTPUT_EXCERPT_BYTES = 20_000
 KILL_GRACE_SECONDS = 5.0
@@ -257,7 +258,7 @@ def output_excerpt(stdout_path: Path, stderr_path: Path, limit: int = OUTPUT_EXC
     """stdout and stderr, each cut to head and tail so both fit in `limit` bytes."""
     parts = []
     for label, path in (("stdout", stdout_path), ("stderr", stderr_path)):
-        text = read_capped(path, limit // 2)
+        text = strip_ansi(read_capped(path, limit // 2))
         if text.strip():
             parts.append(f"--- {label} ---\n{text.rstrip()}")
     return "\n".join(parts)

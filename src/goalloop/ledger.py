@@ -55,6 +55,10 @@ class AttemptRecord:
     """The holdout check's metric, for the baseline and kept attempts."""
     warning: str = ""
     """Something a person should look at, e.g. a keep that made the holdout worse."""
+    figures: dict[str, float] = field(default_factory=dict)
+    """The guarded figures the check printed (e.g. "tests run"), for the baseline and kept attempts."""
+    holdout_samples: list[float] = field(default_factory=list)
+    """Every measurement of the holdout when it was measured more than once (`holdout` is their median)."""
 
     @property
     def checked(self) -> bool:

@@ -25,6 +25,9 @@ from goalloop import __version__
 from goalloop.environment import without_secrets
 from goalloop.errors import GoalloopError, UsageError
 from goalloop.check import output_excerpt
+from goalloop.cleanup import holds_nothing, remove_run
+from goalloop.doctor import diagnose
+from goalloop.preflight import goal_warnings
 from goalloop.goal import Goal, format_duration, goal_json_schema, load_goal, parse_goal, resolve_deadline
 from goalloop.ledger import AttemptRecord, Ledger, RunMeta, RunRecord, find_run, list_runs, new_run_id, read_run, utc_now
 from goalloop.loop import Loop, RunOutcome
@@ -185,7 +188,14 @@ def run(
             if show.progress:
                 slots = f" ({goal.parallel} worktrees, parallel)" if goal.parallel > 1 else ""
                 out.print(f"run [bold]{run_id}[/]  branch {pool[0].branch}  worktree {worktree}{slots}")
+            if show.progress:
+                out.print(f"[dim]tip: `goalloop doctor {goal_file}` proves the check tests the worktree[/]")
             outcome = _watch(_loop(goal, pool, ledger, proposer, rules, [], show, meta), show, run_id)
+        except GoalloopError as exc:
+            ledger.close()
+            if exc.exit_code == 2 and holds_nothing(read_run(place.runs / run_id)):
+                remove_run(target.root, worktree, run_id, place.runs / run_id)
+            raise
         finally:
             ledger.close()
     _finish(goal, meta, outcome, place.runs / run_id, show)
@@ -330,6 +340,9 @@ def validate(goal_file: Annotated[Path, typer.Argument(help="The goal file (YAML
         out.print(f"  sandbox    {escape(goal.sandbox.summary())}")
     out.print(f"  editable   {escape(', '.join(goal.editable) or 'everything not protected')}")
     out.print(f"  a run creates branch goalloop/{goal.run_name}-<time> and a worktree under workspaces/")
+    for warning in goal_warnings(goal, target, without_secrets(os.environ, goal.env.pass_)):
+        out.print(f"  [yellow]warning[/]    {escape(warning)}")
+    out.print(f"  next: `goalloop doctor {goal_file}` proves the check tests the worktree (runs it twice)")
 
 
 @app.command()
@@ -387,6 +400,13 @@ def clean(
     for run_dir in list_runs(place.runs):
         record = read_run(run_dir)
         worktree = Path(record.meta.worktree)
+        if holds_nothing(record) and _state(record) != "running":
+            if dry_run:
+                out.print(f"would remove {record.meta.run_id}: it never recorded a baseline (worktree, branch, record)")
+            else:
+                remove_run(Path(record.meta.repo), worktree, record.meta.run_id, run_dir)
+                out.print(f"removed {record.meta.run_id}: it never recorded a baseline")
+            continue
         if not record.finished or _state(record) == "running" or not worktree.exists():
             continue
         if dry_run:
@@ -438,6 +458,21 @@ def init(
     if not schema_path.exists():
         schema_path.write_text(schema_text(), encoding="utf-8")
     out.print(f"wrote {goal_path}\nnext: edit it, then `goalloop validate {goal_path}` and `goalloop run {goal_path}`")
+
+
+@app.command()
+def doctor(goal_file: Annotated[Path, typer.Argument(help="The goal file (YAML).")]) -> None:
+    """Prove the check tests the worktree: run it on base, then on deliberately broken sources, in a scratch
+    worktree. Exit 0: nothing wrong found; 1: a finding needs fixing. Your checkout is not touched."""
+    goal, target, rules = _prepare(goal_file)
+    out.print(f"doctor {goal_file}: the check in a scratch worktree at {target.base_commit[:12]}")
+    diagnosis = diagnose(goal, target, rules, without_secrets(os.environ, goal.env.pass_))
+    style = {"ok": "[green]ok[/]     ", "note": "[cyan]note[/]   ", "problem": "[bold red]problem[/]"}
+    for finding in diagnosis.findings:
+        out.print(f"  {style[finding.level]} {escape(finding.text)}")
+        if finding.fix:
+            out.print(f"           fix: {escape(finding.fix)}")
+    raise typer.Exit(1 if diagnosis.problems else 0)
 
 
 @app.command()

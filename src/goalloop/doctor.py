@@ -25,6 +25,7 @@ from goalloop.check import COMMAND_NOT_RUNNABLE, CheckResult, run_check
 from goalloop.goal import Goal, format_duration
 from goalloop.guards import count_tests, runner_of
 from goalloop.reasons import failure_reason
+from goalloop.starter import is_test_file
 from goalloop.workspace import PathRules, RepoTarget
 
 MARKER = "GOALLOOP_DOCTOR_BROKE_THIS_FILE"
@@ -161,11 +162,12 @@ def _tracked(worktree: Path) -> list[str]:
 
 
 def _break_sources(worktree: Path, rules: PathRules, files: list[str]) -> list[str]:
-    """Overwrite every editable, unprotected source file with code that fails loudly; returns them."""
+    """Overwrite every editable, unprotected source file that is not a test with code that fails loudly."""
     broken = []
     for rel in files:
         path = worktree / rel
-        if path.suffix not in SOURCE_SUFFIXES or rules.violations([rel]) or not path.is_file() or path.is_symlink():
+        if path.suffix not in SOURCE_SUFFIXES or rules.violations([rel]) or is_test_file(rel) or \
+                not path.is_file() or path.is_symlink():
             continue
         path.write_text(BROKEN_TEXT.get(path.suffix, f"{MARKER} goalloop doctor broke this file on purpose\n"),
                         encoding="utf-8")

@@ -92,6 +92,14 @@ def read_layout(root: Path) -> Layout:
     return layout
 
 
+def is_test_file(path: str) -> bool:
+    """Whether a repo path is a test (or test configuration) rather than code under test."""
+    pure = PurePosixPath(path)
+    return (any(part in TEST_DIR_NAMES for part in pure.parts[:-1]) or pure.name == "conftest.py"
+            or bool(PYTHON_TEST_FILE.match(pure.name) or JS_TEST_FILE.match(pure.name))
+            or pure.name.endswith("_test.go"))
+
+
 def _tracked_files(root: Path) -> list[str]:
     try:
         listing = subprocess.run(["git", "ls-files", "-z"], cwd=root, capture_output=True, check=True, timeout=60)

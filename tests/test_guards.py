@@ -192,3 +192,26 @@ def test_reason_of_a_unittest_failure(tmp_path: Path) -> None:
 
 def test_strip_ansi_removes_colour_and_cursor_codes() -> None:
     assert strip_ansi("\x1b[1;31mFAILED\x1b[0m x\x1b[2K\x1b]8;;http://a\x07link\x1b]8;;\x07") == "FAILED xlink"
+
+
+# -- declared guards through a run -------------------------------------------------------------------------
+def test_a_declared_guard_rejects_a_gain_that_makes_its_figure_worse(tmp_path: Path) -> None:
+    """score.py prints the score and a memory figure. Attempt 1 gains score at twice the memory: rejected with
+    both figures. Attempt 2 gains score within the 10% tolerance on memory: kept."""
+    from conftest import make_repo, results_rows, run_cli, write_goal
+
+    score = "import knob\nprint(f'score: {knob.SCORE}')\nprint(f'peak_mb: {knob.MB}')\n"
+    repo = make_repo(tmp_path / "proj", {"knob.py": "SCORE = 1\nMB = 100\n", "score.py": score})
+    goal = write_goal(tmp_path / "g.yaml", {
+        "repo": str(repo), "check": {"run": f"{sys.executable} score.py", "metric": r"^score:\s*(\S+)"},
+        "guards": [{"name": "peak_mb", "metric": r"^peak_mb:\s*(\S+)", "direction": "minimize", "tolerance": "10%"}],
+        "budget": {"iterations": 2},
+        "proposer": {"kind": "scripted", "steps": [
+            {"description": "faster, fatter", "files": {"knob.py": "SCORE = 2\nMB = 200\n"}},
+            {"description": "faster, a little fatter", "files": {"knob.py": "SCORE = 2\nMB = 105\n"}}]},
+    })
+    home = tmp_path / "home"
+    result = run_cli("run", str(goal), "--home", str(home), cwd=tmp_path)
+    rows = results_rows(next(p.parent for p in (home / "runs").glob("*/run.json")))
+    assert [r["verdict"] for r in rows] == ["baseline", "rejected", "keep"], result.output
+    assert "peak_mb got worse: 200, the kept state 100 (guard: peak_mb)" in result.stdout

@@ -274,3 +274,39 @@ def test_clean_removes_a_run_whose_process_died_before_its_baseline(tmp_path: Pa
     assert not git(repo, "branch", "--list", "goalloop/dead-*")
     assert git(repo, "branch", "--list", "goalloop/live-*")
     assert [p.name.split("-")[0] for p in (home / "runs").glob("*") if (p / "run.json").exists()] == ["live"]
+
+
+# -- init for other package managers, doctor on a noisy metric ---------------------------------------------
+@pytest.mark.parametrize("lock, expected", [
+    ("uv.lock", "PYTHONPATH=src uv run --quiet python -m pytest -q"),
+    ("poetry.lock", "poetry install --quiet --no-interaction && PYTHONPATH=src poetry run python -m pytest -q"),
+])
+def test_init_writes_the_check_for_uv_and_poetry_projects(tmp_path: Path, lock: str, expected: str) -> None:
+    repo = make_repo(tmp_path / "proj", {**SRC, lock: "# lock\n"})
+    _, goal = init_goal(repo)
+    assert goal["check"]["run"] == expected
+
+
+def test_init_reads_pytest_testpaths(tmp_path: Path) -> None:
+    files = {**TABULATE, "tox.ini": "[pytest]\ntestpaths = checks\n", "checks/run_all.py": "def test_x(): pass\n",
+             "test/test_output.py": TABULATE["test/test_output.py"]}
+    repo = make_repo(tmp_path / "proj", files)
+    _, goal = init_goal(repo)
+    assert goal["protected"][:2] == ["checks/**", "test/**"] and "tox.ini" in goal["protected"]
+
+
+NOISY_METRIC = "import random\nprint(f'score: {random.gauss(10, 1):.4f}')\n"
+
+
+def test_doctor_measures_the_noise_and_says_when_gains_would_be_single_measurements(tmp_path: Path) -> None:
+    repo = make_repo(tmp_path / "proj", {"score.py": NOISY_METRIC, "model.py": "X = 1\n"})
+    base = {"repo": str(repo), "check": {"run": f"{sys.executable} score.py", "metric": r"^score:\s*(\S+)"},
+            "proposer": {"kind": "scripted", "steps": [FIX]}}
+    single = run_cli("doctor", str(write_goal(tmp_path / "one.yaml", base)), cwd=tmp_path)
+    assert single.exit_code == 1, single.output
+    assert "the metric changed between two runs of the same code" in single.stdout
+    assert "fix: set keep.repeats: 3" in single.stdout
+    repeated = run_cli("doctor", str(write_goal(tmp_path / "three.yaml", {**base, "keep": {"repeats": 3}})),
+                       cwd=tmp_path)
+    assert "noise: 3 runs of base gave" in repeated.stdout and "keep.confidence 0.95" in repeated.stdout
+    assert "did not notice" in repeated.stdout, "score.py ignores model.py: the broken source goes unnoticed"

@@ -307,6 +307,7 @@ def _write_ci_files(record: RunRecord, outcome: RunOutcome) -> None:
     output_path = os.environ.get("GITHUB_OUTPUT")
     if output_path:
         best = outcome.best.metric if outcome.best and outcome.best.metric is not None else ""
+        best = outcome.confirmed if outcome.confirmed is not None else best
         with open(output_path, "a", encoding="utf-8") as stream:
             stream.write(
                 f"target_met={'true' if outcome.exit_code == 0 else 'false'}\n"

@@ -66,14 +66,14 @@ def diagnose(goal: Goal, target: RepoTarget, rules: PathRules, env: dict[str, st
         base = _check(goal, worktree, env, logs, "base")
         if not _runs(goal, target, base, found):
             return found
-        _noise(goal, worktree, env, logs, base, found)
+        samples = _noise(goal, worktree, env, logs, base, found)
         broken = _break_sources(worktree, rules, _tracked(worktree))
         if not broken:
             found.add("note", "no editable source file to break, so whether the check tests the worktree was "
                       "not tried", "name the sources under `editable:` so doctor can break them")
             return found
         after = _check(goal, worktree, env, logs, "broken")
-        if _noticed(goal, base, after):
+        if _noticed(goal, base, after, samples):
             found.add("ok", f"the check noticed when {len(broken)} source file(s) were broken on purpose: it "
                       "tests the worktree")
         else:
@@ -134,16 +134,18 @@ def _runs(goal: Goal, target: RepoTarget, base: CheckResult, found: Diagnosis) -
     return True
 
 
-def _noise(goal: Goal, worktree: Path, env: dict[str, str], logs: Path, base: CheckResult, found: Diagnosis) -> None:
+def _noise(goal: Goal, worktree: Path, env: dict[str, str], logs: Path, base: CheckResult,
+           found: Diagnosis) -> list[float]:
+    """The metric measured on base (keep.repeats times, at least twice), with a finding about its noise."""
     if not goal.is_metric_goal or base.metric is None:
-        return
+        return []
     times = max(goal.keep.repeats, 2)
     samples = [base.metric] + [r.metric for n in range(2, times + 1)
                                if (r := _check(goal, worktree, env, logs, f"noise.{n}")).metric is not None]
     if len(samples) < times:
         found.add("problem", "the check crashed when run again on the same code",
                   "make the check deterministic enough to finish every time")
-        return
+        return samples
     sd = statistics.stdev(samples)
     shown = ", ".join(f"{s:.6g}" for s in samples)
     if goal.keep.repeats > 1:
@@ -154,6 +156,7 @@ def _noise(goal: Goal, worktree: Path, env: dict[str, str], logs: Path, base: Ch
                   "single measurement", "set keep.repeats: 3 so only gains beyond the noise are kept")
     else:
         found.add("ok", f"two runs of base gave the same metric ({samples[0]:.6g})")
+    return samples
 
 
 def _tracked(worktree: Path) -> list[str]:
@@ -175,11 +178,16 @@ def _break_sources(worktree: Path, rules: PathRules, files: list[str]) -> list[s
     return broken
 
 
-def _noticed(goal: Goal, base: CheckResult, after: CheckResult) -> bool:
+def _noticed(goal: Goal, base: CheckResult, after: CheckResult, samples: list[float]) -> bool:
+    """Whether the broken sources changed the check's verdict: a crash, the marker in its output, another
+    pass/fail result or failure, or a metric beyond 4 standard deviations of the noise on base."""
     if MARKER in after.process.excerpt():
         return True
     if goal.is_metric_goal:
-        return after.metric != base.metric
+        if after.metric is None or base.metric is None:
+            return after.metric != base.metric
+        spread = statistics.stdev(samples) if len(samples) > 1 else 0.0
+        return abs(after.metric - statistics.mean(samples or [base.metric])) > 4 * spread
     if base.passed != after.passed or base.process.exit_code != after.process.exit_code:
         return True
     return failure_reason(base.process.excerpt()) != failure_reason(after.process.excerpt())

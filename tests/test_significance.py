@@ -136,3 +136,42 @@ def test_confirm_false_turns_the_re_measurement_off(tmp_path: Path) -> None:
     code, rows, run_dir, out = _noisy_run(tmp_path, ["6"], confirm=False)
     events = [json.loads(line) for line in (run_dir / "events.jsonl").read_text().splitlines()]
     assert not [e for e in events if e["event"] == "confirm"], out
+
+
+HOLDOUT_SEQUENCE_PY = """\
+import os
+path = os.environ["HOLDOUT_COUNTER"]
+count = int(open(path).read())
+open(path, "w").write(str(count + 1))
+print(f"holdout: {os.environ['HOLDOUT_VALUES'].split()[count]}")
+"""
+EXACT_SCORE_PY = "import knob\nprint(f'score: {knob.X}')\n"
+
+
+@pytest.mark.parametrize("repeats, warned", [(3, False), (1, True)])
+def test_the_holdout_is_measured_as_often_as_the_check_and_warns_only_beyond_its_noise(
+        tmp_path: Path, repeats: int, warned: bool) -> None:
+    """The holdout reads 1.0, 1.2, 0.8 on the baseline and 0.95, 1.15, 0.75 on the kept state: 0.05 lower, a
+    quarter of its own noise. With repeats 3 no warning; with single measurements (1.0 -> 0.95) it warns."""
+    counter = tmp_path / "holdout.txt"
+    counter.write_text("0")
+    repo = make_repo(tmp_path / "proj", {"knob.py": "X = 1\n", "score.py": EXACT_SCORE_PY,
+                                         "holdout.py": HOLDOUT_SEQUENCE_PY})
+    goal = write_goal(tmp_path / "g.yaml", {
+        "repo": str(repo), "check": {"run": f"{sys.executable} score.py", "metric": r"^score:\s*(\S+)"},
+        "holdout": {"run": f"{sys.executable} holdout.py", "metric": r"^holdout:\s*(\S+)"},
+        "keep": {"repeats": repeats, "confirm": False}, "budget": {"iterations": 1},
+        "proposer": {"kind": "scripted", "steps": [{"description": "up", "files": {"knob.py": "X = 5\n"}}]},
+    })
+    home = tmp_path / "home"
+    values = "1.0 1.2 0.8 0.95 1.15 0.75" if repeats > 1 else "1.0 0.95"
+    result = run_cli("run", str(goal), "--home", str(home), cwd=tmp_path,
+                     env={"HOLDOUT_COUNTER": str(counter), "HOLDOUT_VALUES": values})
+    run_dir = next(p.parent for p in (home / "runs").glob("*/run.json"))
+    events = [json.loads(line) for line in (run_dir / "events.jsonl").read_text().splitlines()]
+    attempts = [e for e in events if e["event"] == "attempt"]
+    assert attempts[1]["verdict"] == "keep", result.output
+    if repeats > 1:
+        assert attempts[0]["holdout_samples"] == [1.0, 1.2, 0.8]
+        assert attempts[1]["holdout_samples"] == [0.95, 1.15, 0.75]
+    assert bool(attempts[1]["warning"]) is warned, attempts[1]

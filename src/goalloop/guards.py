@@ -127,26 +127,21 @@ def _go(lines: list[str]) -> int | None:
     return len(verbose) if verbose else None
 
 
-def _jest(lines: list[str]) -> int | None:
-    for line in lines:
-        match = _JEST.match(line)
-        if match:
-            counts = _counts(match.group(1))
-            return counts.get("passed", 0) + counts.get("failed", 0)
-    return None
+def _js_counter(summary: re.Pattern[str]):  # noqa: ANN202
+    """jest's and vitest's summaries differ only in layout: tests run = failed + passed."""
+    def count(lines: list[str]) -> int | None:
+        for line in lines:
+            match = summary.match(line)
+            if match:
+                counts = _counts(match.group(1))
+                return counts.get("passed", 0) + counts.get("failed", 0)
+        return None
+
+    return count
 
 
-def _vitest(lines: list[str]) -> int | None:
-    for line in lines:
-        match = _VITEST.match(line)
-        if match:
-            counts = _counts(match.group(1))
-            return counts.get("passed", 0) + counts.get("failed", 0)
-    return None
-
-
-_COUNTERS = {"pytest": _pytest, "unittest": _unittest, "cargo": _cargo, "go": _go, "jest": _jest,
-             "vitest": _vitest}
+_COUNTERS = {"pytest": _pytest, "unittest": _unittest, "cargo": _cargo, "go": _go, "jest": _js_counter(_JEST),
+             "vitest": _js_counter(_VITEST)}
 
 
 def _counts(text: str) -> dict[str, int]:

@@ -149,7 +149,7 @@ def _python_layout(root: Path, files: list[str]) -> Layout:
                       - set(TEST_DIR_NAMES))
     editable = ["src/**"] if src_layout else [f"{p}/**" for p in packages]
     notes = [f"tests found in {', '.join(roots) or 'no folder'}" + (" (pytest testpaths)" if testpaths else "")]
-    runner = "-m pytest -q" if config or _uses_pytest(root, files) else "-m unittest discover -s " + (
+    runner = "-m pytest -q" if config or not _unittest_only(root, files) else "-m unittest discover -s " + (
         tests[0] if tests and not tests[0].endswith(".py") else ".") + " -t ."
     prefix = "PYTHONPATH=src " if src_layout else ""
     if src_layout:
@@ -197,12 +197,13 @@ def _pytest_config(root: Path, files: list[str]) -> dict[str, list[str]]:
     return found
 
 
-def _uses_pytest(root: Path, files: list[str]) -> bool:
+def _unittest_only(root: Path, files: list[str]) -> bool:
+    """Whether the tests are unittest.TestCase classes and nothing in the project mentions pytest."""
     for name in ("pyproject.toml", "setup.cfg", "setup.py", "requirements-dev.txt", "requirements.txt", "tox.ini"):
         if name in files and "pytest" in (root / name).read_text(encoding="utf-8", errors="replace"):
-            return True
-    return any("import pytest" in (root / f).read_text(encoding="utf-8", errors="replace")
-               for f in _python_tests(files)[:50])
+            return False
+    texts = [(root / f).read_text(encoding="utf-8", errors="replace") for f in _python_tests(files)[:50]]
+    return bool(texts) and all("unittest" in t and "pytest" not in t for t in texts)
 
 
 def _node_layout(root: Path, files: list[str]) -> Layout:

@@ -105,7 +105,8 @@ def check_noise(history: Iterable[AttemptRecord], more: Iterable[list[float]] = 
 def significant_gain(goal: Goal, samples: list[float], kept: AttemptRecord,
                      history: Iterable[AttemptRecord]) -> tuple[bool, str]:
     """Whether the candidate's measurements beat the kept state's beyond min_delta and the noise; and why not."""
-    assert kept.metric is not None
+    if kept.metric is None:  # the kept state gave no metric (a crashed baseline): any measured value beats it
+        return True, ""
     before = kept.samples if len(kept.samples) > 1 else [kept.metric]
     noise = check_noise(history, [samples])
     delta = min_delta(goal, kept.metric)

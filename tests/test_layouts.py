@@ -310,3 +310,24 @@ def test_doctor_measures_the_noise_and_says_when_gains_would_be_single_measureme
                        cwd=tmp_path)
     assert "noise: 3 runs of base gave" in repeated.stdout and "keep.confidence 0.95" in repeated.stdout
     assert "did not notice" in repeated.stdout, "score.py ignores model.py: the broken source goes unnoticed"
+
+
+def test_init_runs_a_unittest_suite_with_unittest_and_guards_its_count(tmp_path: Path) -> None:
+    """TestCase classes and no word of pytest anywhere: init writes `python -m unittest discover`, whose
+    summary (Ran N tests) the count guard reads, so dropping a test from discovery is rejected."""
+    files = {"calc/__init__.py": "def double(x):\n    return x * 3\n",
+             "tests/__init__.py": "",
+             "tests/test_calc.py": "import unittest\nfrom calc import double\n\n\nclass T(unittest.TestCase):\n"
+                                   "    def test_double(self):\n        self.assertEqual(double(2), 4)\n\n"
+                                   "    def test_zero(self):\n        self.assertEqual(double(0), 0)\n",
+             "setup.py": "from setuptools import setup\nsetup(name='calc')\n"}
+    repo = make_repo(tmp_path / "calc", files)
+    _, goal = init_goal(repo)
+    assert goal["check"]["run"] == "python3 -m unittest discover -s tests -t ."
+    goal = {**goal, "repo": str(repo), "check": {"run": f"{sys.executable} -m unittest discover -s tests -t ."},
+            "protected": [], "editable": []}
+    hide = {"description": "rename the failing test", "files": {"tests/test_calc.py": files["tests/test_calc.py"]
+            .replace("def test_double", "def skipped_double")}}
+    code, rows, out = scripted_run(tmp_path, goal, [hide])
+    assert (code, rows[1]["verdict"]) == (1, "rejected"), out
+    assert "ran 1 tests, the kept state ran 2" in out

@@ -309,7 +309,6 @@ def test_doctor_measures_the_noise_and_says_when_gains_would_be_single_measureme
     repeated = run_cli("doctor", str(write_goal(tmp_path / "three.yaml", {**base, "keep": {"repeats": 3}})),
                        cwd=tmp_path)
     assert "noise: 3 runs of base gave" in repeated.stdout and "keep.confidence 0.95" in repeated.stdout
-    assert "did not notice" in repeated.stdout, "score.py ignores model.py: the broken source goes unnoticed"
 
 
 def test_init_runs_a_unittest_suite_with_unittest_and_guards_its_count(tmp_path: Path) -> None:

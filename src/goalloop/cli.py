@@ -37,7 +37,7 @@ from goalloop.report import findings, markdown_summary, write_report
 from goalloop.resume import reconcile
 from goalloop.sandbox import Bubblewrap, RunLayout, unavailable
 from goalloop.starter import PROPOSER_BLOCKS, starter_goal
-from goalloop.proposers.base import Proposer
+from goalloop.proposers.base import Proposer, Spend
 from goalloop.workspace import (
     PathRules, RepoTarget, RunLock, Workspace, remove_worktrees, resolve_repo, slot_worktrees,
 )
@@ -362,7 +362,8 @@ def status(
     if baseline and best:
         out.print(f"  best       {best.result_text(meta.metric_goal)} at attempt {best.iteration}"
                   f" (baseline {baseline.result_text(meta.metric_goal)})")
-    out.print(f"  spent      {format_duration(record.elapsed)}, ${record.cost_usd:.2f}, {record.tokens:,} tokens")
+    spent = Spend.of(record.attempts, record.elapsed)
+    out.print(f"  spent      {format_duration(record.elapsed)}, {spent.usd_text}, {spent.tokens_text}")
     for line in findings(record):
         out.print(f"  [yellow]{escape(line)}[/]")
     out.print(f"  branch     {meta.branch}  (in {meta.repo})")
@@ -600,7 +601,7 @@ def _print_summary(goal: Goal, meta: RunMeta, outcome: RunOutcome, run_dir: Path
     for note in outcome.notes:
         out.print(escape(note))
     spend = outcome.spend
-    out.print(f"spent {spend.iterations} attempts, {format_duration(spend.seconds)}, ${spend.usd:.2f}, {spend.tokens:,} tokens")
+    out.print(f"spent {spend.iterations} attempts, {format_duration(spend.seconds)}, {spend.usd_text}, {spend.tokens_text}")
     out.print(f"branch {meta.branch} in {meta.repo}")
     if best and best.iteration:
         out.print(f"  see it:  git -C {meta.repo} diff {meta.base_commit[:12]} {meta.branch}")

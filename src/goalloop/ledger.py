@@ -41,7 +41,9 @@ class AttemptRecord:
     passed: bool = False
     seconds: float = 0.0
     cost_usd: float | None = 0.0
-    tokens: int = 0
+    """None: the proposer reported no cost (shown "not tracked")."""
+    tokens: int | None = 0
+    """None: the proposer reported no token count."""
     added_lines: int = 0
     reason: str = ""
     """Why it was rejected, crashed or failed to propose; the stall detector reads this."""
@@ -133,7 +135,7 @@ class RunRecord:
 
     @property
     def tokens(self) -> int:
-        return sum(a.tokens for a in self.attempts)
+        return sum(a.tokens or 0 for a in self.attempts)
 
     @property
     def elapsed(self) -> float:

@@ -46,7 +46,7 @@ class LiveView:
         done = sum(1 for r in history if r.iteration > 0)
         elapsed = self._elapsed_before + time.monotonic() - self._started
         usd = sum(r.cost_usd or 0.0 for r in history)
-        tokens = sum(r.tokens for r in history)
+        tokens = sum(r.tokens or 0 for r in history)
         spend = [f"attempts {done}" + (f"/{budget.iterations}" if budget.iterations else ""),
                  f"time {format_duration(elapsed)}" + (f"/{format_duration(budget.time)}" if budget.time else "")]
         if usd or budget.usd is not None:

@@ -116,12 +116,7 @@ class Loop:
         return next(r for r in reversed(self.history) if r.verdict in ("baseline", "keep"))
 
     def spend(self) -> Spend:
-        return Spend(
-            iterations=sum(1 for r in self.history if r.iteration > 0),
-            seconds=self._elapsed(),
-            tokens=sum(r.tokens for r in self.history),
-            usd=sum(r.cost_usd or 0.0 for r in self.history),
-        )
+        return Spend.of(self.history, self._elapsed())
 
     def _round_size(self) -> int:
         """As many slots as the iteration budget and the patience have attempts left (at least one)."""

@@ -37,7 +37,7 @@ from goalloop.report import findings, markdown_summary, write_report
 from goalloop.resume import reconcile
 from goalloop.sandbox import Bubblewrap, RunLayout, unavailable
 from goalloop.starter import PROPOSER_BLOCKS, starter_goal
-from goalloop.proposers.base import Proposer, Spend
+from goalloop.proposers.base import Proposer, Spend, unenforced_budgets
 from goalloop.workspace import (
     PathRules, RepoTarget, RunLock, Workspace, remove_worktrees, resolve_repo, slot_worktrees,
 )
@@ -161,6 +161,8 @@ def run(
     show = Presentation.from_options(quiet, ci, log_format, push)
     goal, target, rules = _prepare(goal_file)
     proposer = make_proposer(goal, target)
+    for warning in unenforced_budgets(goal.budget, proposer):
+        err.print(f"[yellow]warning:[/] {escape(warning)}")
     place = Home(home.resolve())
     if resume_latest:
         mine = [p for p in list_runs(place.runs) if read_run(p).meta.goal_name == goal.run_name]
@@ -320,7 +322,7 @@ def _write_ci_files(record: RunRecord, outcome: RunOutcome) -> None:
 def validate(goal_file: Annotated[Path, typer.Argument(help="The goal file (YAML).")]) -> None:
     """Check a goal file and print what a run would do, without running anything."""
     goal, target, rules = _prepare(goal_file)
-    make_proposer(goal, target)
+    proposer = make_proposer(goal, target)
     budget = goal.budget
     limits = [
         f"{budget.iterations} attempts" if budget.iterations else "",
@@ -342,6 +344,8 @@ def validate(goal_file: Annotated[Path, typer.Argument(help="The goal file (YAML
     out.print(f"  editable   {escape(', '.join(goal.editable) or 'everything not protected')}")
     out.print(f"  a run creates branch goalloop/{goal.run_name}-<time> and a worktree under workspaces/")
     for warning in goal_warnings(goal, target, without_secrets(os.environ, goal.env.pass_)):
+        out.print(f"  [yellow]warning[/]    {escape(warning)}")
+    for warning in unenforced_budgets(goal.budget, proposer):
         out.print(f"  [yellow]warning[/]    {escape(warning)}")
     out.print(f"  next: `goalloop doctor {goal_file}` proves the check tests the worktree (runs it twice)")
 
@@ -533,6 +537,10 @@ def make_proposer(goal: Goal, target: RepoTarget) -> Proposer:
         from goalloop.proposers.command import CommandProposer
 
         return CommandProposer(config, without_secrets(os.environ, goal.env.pass_))
+    if config.kind in ("claude-code", "codex", "aider"):
+        from goalloop.proposers.agents import AGENTS
+
+        return AGENTS[config.kind](config, goal, dict(os.environ))
     if config.kind == "claude":
         from goalloop.proposers.claude import ClaudeProposer
 

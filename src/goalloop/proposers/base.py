@@ -127,6 +127,21 @@ class Proposal:
     """Model tokens it used (input, cache and output); None when nobody reported them."""
 
 
+SPEND_KINDS = frozenset({"usd", "tokens"})
+
+
+def unenforced_budgets(budget: Budget, proposer: object) -> list[str]:
+    """Warnings for budget.usd / budget.tokens that this proposer cannot report against.
+
+    A proposer says what it reports in `tracks` ("usd", "tokens"; all by default) and why not in
+    `untracked_hint`."""
+    tracks = getattr(proposer, "tracks", SPEND_KINDS)
+    hint = getattr(proposer, "untracked_hint", "this proposer does not report it")
+    limits = {"usd": budget.usd, "tokens": budget.tokens}
+    return [f"budget.{name} cannot be enforced: {hint}; the run stops on its other budgets only"
+            for name, limit in limits.items() if limit is not None and name not in tracks]
+
+
 class Proposer(Protocol):
     def propose(self, request: ProposalRequest) -> Proposal:
         """Edit files in `request.worktree` towards the goal."""

@@ -79,6 +79,11 @@ class AttemptFiles:
 
 
 class CommandProposer:
+    tracks: frozenset[str] = frozenset()
+    """What it can report of its spend (see base.unenforced_budgets): a plain command, only what it writes."""
+    untracked_hint = ("a command proposer's spend is unknown unless its command writes it to $GOALLOOP_COST_FILE "
+                      "(README: the cost protocol)")
+
     def __init__(self, config: CommandConfig, base_env: dict[str, str], *, network: bool = False) -> None:
         self.config = config
         self.base_env = base_env
@@ -96,7 +101,7 @@ class CommandProposer:
 
     def described(self, files: AttemptFiles) -> str:
         """The description when the command wrote no description file."""
-        return _last_line(read_capped(files.stdout, 8192))
+        return last_line(read_capped(files.stdout, 8192))
 
     # -- one proposal -----------------------------------------------------------------------------------------
     def propose(self, request: ProposalRequest) -> Proposal:
@@ -128,7 +133,7 @@ class CommandProposer:
             wrap=self._sandboxed(request, files),
         )
         spent = read_cost_file(files.cost) + self.reported(files, result)
-        description = _first_line(read_capped(files.description, 4096)) if files.description.exists() else ""
+        description = first_line(read_capped(files.description, 4096)) if files.description.exists() else ""
         description = description or self.described(files)
         failed = self._failure(files, result)
         if failed is None:
@@ -199,12 +204,13 @@ def _entry(entry: dict) -> Reported:
 
 
 def _why(files: AttemptFiles) -> str:
-    return _last_line(read_capped(files.stderr, 8192)) or _last_line(read_capped(files.stdout, 8192))
+    return last_line(read_capped(files.stderr, 8192)) or last_line(read_capped(files.stdout, 8192))
 
 
-def _first_line(text: str) -> str:
+def first_line(text: str) -> str:
+    """The first non-empty line, stripped and cut to DESCRIPTION_LIMIT characters."""
     return next((line.strip() for line in text.splitlines() if line.strip()), "")[:DESCRIPTION_LIMIT]
 
 
-def _last_line(text: str) -> str:
+def last_line(text: str) -> str:
     return next((line.strip() for line in reversed(text.splitlines()) if line.strip()), "")[:DESCRIPTION_LIMIT]

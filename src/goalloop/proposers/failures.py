@@ -28,7 +28,8 @@ class Known:
 
 _LOGIN = re.compile(
     r"not logged in|please (run )?(/login|.{0,20}\blogin\b)|invalid (x-)?api[ _-]?key|authentication_error"
-    r"|missing (an )?api key|no api key|api key (is )?(missing|not set|required)|401 unauthorized",
+    r"|missing (an )?api key|no api key|api key (is )?(missing|not set|required)|401 unauthorized"
+    r"|not able to authenticate you",
     re.IGNORECASE,
 )
 _BROWSER_WAIT = re.compile(r"waiting .{0,40}(browser|log ?in)|open(ing)? .{0,30}browser .{0,30}log ?in", re.IGNORECASE)

@@ -64,9 +64,9 @@ def test_a_cost_nobody_reported_is_not_tracked_never_zero(tmp_path: Path) -> Non
     assert run.exit_code == 1, run.cli.output
     assert [r["cost_usd"] for r in run.rows] == ["0.0000", "", ""]
     assert run.attempts[1]["cost_usd"] is None and run.attempts[1]["tokens"] is None
-    assert "not tracked, tokens not tracked" in run.cli.output and "$0.00" not in run.cli.output
+    assert "cost not tracked, tokens not tracked" in run.cli.output and "$0.00" not in run.cli.output
     status = run_cli("status", "--home", str(run.home), cwd=tmp_path)
-    assert "not tracked, tokens not tracked" in status.output and "$0.00" not in status.output
+    assert "cost not tracked, tokens not tracked" in status.output and "$0.00" not in status.output
 
 
 def test_an_unreadable_cost_file_is_unknown_not_zero(tmp_path: Path) -> None:

@@ -186,6 +186,50 @@ class CommandProposer(StrictModel):
     """Extra environment variables for the command."""
 
 
+class AgentCLI(StrictModel):
+    """What the agent CLI kinds (claude-code, codex, aider) share. See proposers/agents.py."""
+
+    model: str | None = None
+    """The model, passed as the CLI's --model; default: the CLI's own default."""
+    program: str | None = None
+    """The CLI's executable (a name on PATH or a path); default: claude, codex or aider on PATH."""
+    args: list[str] = []
+    """Extra arguments, appended to the command line the kind builds, for what it does not cover."""
+    keys: list[str] = []
+    """The variables holding its API key, passed to it (never to the check) by name; default: the ones
+    the CLI reads (claude-code: ANTHROPIC_API_KEY, ANTHROPIC_AUTH_TOKEN or CLAUDE_CODE_OAUTH_TOKEN; codex:
+    CODEX_API_KEY or OPENAI_API_KEY; aider: OPENAI_API_KEY, ANTHROPIC_API_KEY, OPENROUTER_API_KEY and the
+    other providers' keys). One of them must be set."""
+    base_url: str | None = None
+    """The model API's endpoint (a proxy, a gateway, a local server); default: the CLI's own."""
+    timeout: Duration = 1800.0
+    """Longest one proposal may take; then it is killed and the attempt fails."""
+    env: dict[str, str] = {}
+    """Extra environment variables for the CLI."""
+
+
+class ClaudeCodeProposer(AgentCLI):
+    """Claude Code (`claude -p`): edits accepted, Bash allowed for the goal's check command only."""
+
+    kind: Literal["claude-code"]
+    allow: list[str] = []
+    """More permission rules for --allowedTools, e.g. "Bash(pytest:*)" or "WebFetch"."""
+
+
+class CodexProposer(AgentCLI):
+    """OpenAI Codex (`codex exec`), in its own sandbox."""
+
+    kind: Literal["codex"]
+    sandbox: Literal["read-only", "workspace-write", "danger-full-access"] = "workspace-write"
+    """Codex's sandbox for the commands it runs: workspace-write lets it edit the worktree and nothing else."""
+
+
+class AiderProposer(AgentCLI):
+    """Aider (`aider --message-file`): one message a proposal, its edits applied, no commits of its own."""
+
+    kind: Literal["aider"]
+
+
 class ScriptedStep(StrictModel):
     """One prepared change: file contents, a patch, or a deliberate failure."""
 
@@ -314,7 +358,8 @@ class SearchProposer(StrictModel):
 
 
 ProposerConfig = Annotated[
-    Union[CommandProposer, ScriptedProposer, ClaudeProposer, SearchProposer],
+    Union[CommandProposer, ClaudeCodeProposer, CodexProposer, AiderProposer, ScriptedProposer, ClaudeProposer,
+          SearchProposer],
     Field(discriminator="kind"),
 ]
 
@@ -324,7 +369,8 @@ class Environment(StrictModel):
 
     pass_: list[str] = Field(default=[], alias="pass")
     """Secret-looking variables (names with KEY, TOKEN, SECRET, PASSWORD...) to pass through anyway,
-    e.g. ANTHROPIC_API_KEY for `claude -p`. All others are dropped."""
+    e.g. a token the check needs. All others are dropped. The claude, claude-code, codex and aider
+    proposers get their own key variables without it."""
 
 
 class Sandbox(StrictModel):

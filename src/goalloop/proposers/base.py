@@ -63,8 +63,8 @@ class Spend:
 
     @property
     def usd_text(self) -> str:
-        """`$1.23`, `not tracked` (no attempt reported a cost) or `$1.23 + 2 attempts not tracked`."""
-        return _tracked(f"${self.usd:.2f}", self.iterations, self.untracked_usd)
+        """`$1.23`, `cost not tracked` (no attempt reported one) or `$1.23 + 2 attempts not tracked`."""
+        return _tracked(f"${self.usd:.2f}", self.iterations, self.untracked_usd, "cost ")
 
     @property
     def tokens_text(self) -> str:

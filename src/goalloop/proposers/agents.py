@@ -81,7 +81,7 @@ class AgentProposer(CommandProposer):
 
     def __init__(self, config: Any, goal: Goal, environ: dict[str, str]) -> None:
         self.keys = tuple(config.keys) if config.keys else self.preset.keys
-        super().__init__(config, without_secrets(environ, [*goal.env.pass_, *self.keys]))
+        super().__init__(config, without_secrets(environ, [*goal.env.pass_, *self.keys]), network=self.preset.network)
         self.goal = goal
         self.tracks = self.preset.reports
         self.untracked_hint = f"{self.preset.kind} reports {' and '.join(sorted(self.tracks)) or 'nothing'} of its spend"

@@ -87,12 +87,15 @@ class Bench:
         log_dir = self.ledger.attempt_dir(iteration)
         metric_file = log_dir / f"{prefix}.metric.json" if self.goal.check.metric_file else None
         worktree = slot.workspace.worktree
-        return run_check(
+        slot.workspace.require()
+        result = run_check(
             self.goal.check.run, cwd=worktree, env=self.env(slot, iteration),
             timeout=self.goal.check.timeout, log_dir=log_dir, metric_pattern=self.goal.check.metric, prefix=prefix,
             pid_file=child_pid_file(self.ledger.run_dir, slot.index), metric_file=metric_file,
             wrap=self.sandbox.check(worktree, metric_file) if self.sandbox is not None else None,
         )
+        slot.workspace.require()  # a check that deleted its worktree measured nothing: stop, resumably
+        return result
 
     def repeat(self, slot: Slot, iteration: int, first: CheckResult) -> list[float]:
         """The first measurement and up to keep.repeats - 1 more; stops early at a crash."""

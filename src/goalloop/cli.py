@@ -38,6 +38,7 @@ from goalloop.resume import reconcile
 from goalloop.sandbox import Bubblewrap, RunLayout, unavailable
 from goalloop.starter import PROPOSER_BLOCKS, starter_goal
 from goalloop.proposers.base import Proposer, Spend, unenforced_budgets
+from goalloop.git_runner import GitFailed
 from goalloop.workspace import (
     PathRules, RepoTarget, RunLock, Workspace, remove_worktrees, resolve_repo, slot_worktrees,
 )
@@ -420,8 +421,9 @@ def clean(
             continue
         try:
             removed = remove_worktrees(Path(record.meta.repo), worktree)
-        except git.GitCommandError as exc:
-            err.print(f"[yellow]warning:[/] could not remove {worktree}: {escape(str(exc.stderr).strip())}")
+        except (git.GitCommandError, GitFailed) as exc:
+            why = exc.message if isinstance(exc, GitFailed) else str(exc.stderr)
+            err.print(f"[yellow]warning:[/] could not remove {worktree}: {escape(why.strip())}")
             continue
         out.print(f"removed {len(removed)} worktree(s) of {record.meta.run_id}; branch {record.meta.branch} kept")
 

@@ -16,6 +16,7 @@ from __future__ import annotations
 import csv
 import json
 import os
+import secrets
 from dataclasses import asdict, dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
@@ -220,13 +221,13 @@ class Ledger:
 
 
 def new_run_id(goal_name: str, runs_dir: Path) -> str:
+    """`<goal>-<date>-<time>-<random>`: unique even for runs started in the same second from two --home
+    folders on one repository (the branch `goalloop/<run-id>` is shared by all of them)."""
     stamp = datetime.now().strftime("%Y%m%d-%H%M%S")
-    run_id = f"{goal_name}-{stamp}"
-    suffix = 2
-    while (runs_dir / run_id).exists():
-        run_id = f"{goal_name}-{stamp}-{suffix}"
-        suffix += 1
-    return run_id
+    while True:
+        run_id = f"{goal_name}-{stamp}-{secrets.token_hex(3)}"
+        if not (runs_dir / run_id).exists():
+            return run_id
 
 
 def utc_now() -> str:

@@ -28,7 +28,7 @@ from goalloop import verdict
 from goalloop.attempt import Attempter, Bench, Candidate, Slot, baseline_judgement, told
 from goalloop.check import CheckResult, child_pid_files
 from goalloop.errors import BudgetExhausted
-from goalloop.executor import Executor, ThreadExecutor
+from goalloop.executor import Executor, ThreadExecutor, interrupts_held
 from goalloop.goal import Goal, format_duration
 from goalloop.ledger import AttemptRecord, Ledger
 from goalloop.prompt import build_prompt
@@ -104,12 +104,19 @@ class Loop:
         except BudgetExhausted as exc:
             return self._stop(BUDGET_SPENT, exc.reason)
         except KeyboardInterrupt:
-            kept_commit = self.kept.kept_commit if self.history else self.workspace.branch_head()
-            for slot, iteration in self._in_flight:
+            with interrupts_held():
+                self._save_interrupted()
+                return self._stop(INTERRUPTED, f"interrupted; resume with `goalloop resume {self.workspace.run_id}`")
+
+    def _save_interrupted(self) -> None:
+        """Commit what the round's unrecorded proposals left, then put every worktree at the kept commit."""
+        kept_commit = self.kept.kept_commit if self.history else self.workspace.branch_head()
+        recorded = {r.iteration for r in self.history}
+        for slot, iteration in self._in_flight:
+            if iteration not in recorded:
                 slot.workspace.save_unrecorded(iteration, kept_commit, "interrupted while proposing")
-            for slot in self.slots:
-                slot.workspace.reset_to(kept_commit)
-            return self._stop(INTERRUPTED, "interrupted; resume with `goalloop resume " + self.workspace.run_id + "`")
+        for slot in self.slots:
+            slot.workspace.reset_to(kept_commit)
 
     @property
     def kept(self) -> AttemptRecord:

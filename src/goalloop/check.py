@@ -14,6 +14,7 @@ import json
 import math
 import os
 import re
+import select
 import signal
 import subprocess
 import time
@@ -30,6 +31,8 @@ OUTPUT_EXCERPT_BYTES = 20_000
 KILL_GRACE_SECONDS = 5.0
 COMMAND_NOT_RUNNABLE = (126, 127)
 MAX_LINE_BYTES = 64 * 1024
+RECENT_SECONDS = 10.0
+"""A command that ran less than this cannot have seen the pid counter wrap around (see processes.py)."""
 CHILD_PID_FILE = "child.pgid"
 """Holds the process group and tag of a running check or proposer, so a resume can end what a killed run
 left behind."""
@@ -121,17 +124,13 @@ def run_process(
             pid_file.write_text(f"{proc.pid} {tag}", encoding="utf-8")
         timed_out = False
         try:
-            proc.wait(timeout=timeout)
-        except subprocess.TimeoutExpired:
-            timed_out = True
-            _kill_group(proc, grace)
+            timed_out = not wait_for_exit(proc, timeout)
+            _kill_group(proc, grace, only_leftovers=not timed_out)
         except BaseException:
             _kill_group(proc, grace)
             raise
-        else:
-            _kill_group(proc, 0, only_leftovers=True)
         finally:
-            kill_leftovers(tag, proc.pid)
+            kill_leftovers(tag, proc.pid, recent=time.monotonic() - started < RECENT_SECONDS)
             if pid_file is not None:
                 pid_file.unlink(missing_ok=True)
     return ProcessResult(
@@ -151,15 +150,34 @@ def _kill_group(proc: subprocess.Popen[bytes], grace: float, only_leftovers: boo
         return
     if only_leftovers:
         return
-    try:
-        proc.wait(timeout=grace)
-    except subprocess.TimeoutExpired:
-        pass
+    wait_for_exit(proc, grace)
     try:
         os.killpg(proc.pid, signal.SIGKILL)
     except (ProcessLookupError, PermissionError):
         pass
     proc.wait()
+
+
+def wait_for_exit(proc: subprocess.Popen[bytes], timeout: float) -> bool:
+    """Block until `proc` exits (True, reaped) or `timeout` seconds pass (False), woken by the exit itself
+    (a pidfd, Linux) rather than by polling; `Popen.wait(timeout)` sleeps in steps up to 50 ms."""
+    try:
+        pidfd = os.pidfd_open(proc.pid)
+    except (AttributeError, OSError):  # not Linux, or already reaped
+        try:
+            proc.wait(timeout=timeout)
+            return True
+        except subprocess.TimeoutExpired:
+            return False
+    try:
+        poller = select.poll()
+        poller.register(pidfd, select.POLLIN)
+        if not poller.poll(max(0, math.ceil(timeout * 1000))):
+            return False
+    finally:
+        os.close(pidfd)
+    proc.wait()
+    return True
 
 
 def run_check(

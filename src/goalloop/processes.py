@@ -8,7 +8,9 @@ A daemon that calls `setsid`, a double fork, a `setpgid` leave that group. To fi
 - goalloop makes itself a child subreaper (Linux `prctl(PR_SET_CHILD_SUBREAPER)`), so a descendant whose
   parent dies is re-parented to goalloop instead of init, and goalloop can reap it once killed;
 - at the end of a command (and at its timeout) every process that carries the tag or is still in its
-  session, and all their descendants, are killed with SIGKILL, over and over until none is left.
+  session, and all their descendants, are killed with SIGKILL, over and over until none is left. Only
+  pids allocated since the command started are looked at (its descendants can have no other), unless
+  the pid counter may have wrapped around meanwhile; then every process is.
 
 Linux only: elsewhere (macOS) only the process group is killed, and a process that calls `setsid` there
 outlives the check. On Linux a process escapes only by both leaving the session and clearing its
@@ -29,6 +31,7 @@ from pathlib import Path
 TAG_VARIABLE = "GOALLOOP_PROCESS_TAG"
 PR_SET_CHILD_SUBREAPER = 36
 PROC = Path("/proc")
+LAST_PID = PROC / "sys" / "kernel" / "ns_last_pid"
 KILL_PASSES = 50
 _subreaper: bool | None = None
 
@@ -60,15 +63,24 @@ class _Proc:
     zombie: bool
 
 
-def _table() -> dict[int, _Proc]:
-    """Every process /proc shows (empty where there is no /proc)."""
+def _table(first_pid: int | None = None) -> dict[int, _Proc]:
+    """Every process /proc shows (empty where there is no /proc); with `first_pid`, only those whose pid
+    was allocated at or after it, if the last pid allocated shows the counter has not wrapped since."""
     found = {}
     try:
         names = os.listdir(PROC)
     except OSError:
         return {}
+    low, high = 0, sys.maxsize
+    if first_pid is not None:
+        try:
+            last = int(LAST_PID.read_text())
+        except (OSError, ValueError):
+            last = -1
+        if last >= first_pid:
+            low, high = first_pid, last
     for name in names:
-        if not name.isdigit():
+        if not name.isdigit() or not low <= int(name) <= high:
             continue
         info = _stat(int(name))
         if info is not None:
@@ -84,13 +96,14 @@ def _tagged(pid: int, marker: bytes) -> bool:
         return False
 
 
-def leftovers(tag: str, sid: int, adopted_only: bool = False) -> list[_Proc]:
+def leftovers(tag: str, sid: int, adopted_only: bool = False, first_pid: int | None = None) -> list[_Proc]:
     """The processes of the command tagged `tag` whose session was `sid` (itself excluded), with descendants.
 
     `adopted_only`: read the tag only of this process's own children (enough once we are a subreaper:
-    whatever outlived its parent was re-parented to us), not of every process.
+    whatever outlived its parent was re-parented to us), not of every process. `first_pid`: the command's
+    own pid, when no descendant of it can have a lower one (see `_table`).
     """
-    table = _table()
+    table = _table(first_pid)
     me = os.getpid()
     marker = f"{TAG_VARIABLE}={tag}\0".encode()
     members = {p.pid for p in table.values()
@@ -108,14 +121,15 @@ def leftovers(tag: str, sid: int, adopted_only: bool = False) -> list[_Proc]:
     return [table[pid] for pid in sorted(members)]
 
 
-def kill_leftovers(tag: str, sid: int) -> list[int]:
+def kill_leftovers(tag: str, sid: int, recent: bool = False) -> list[int]:
     """SIGKILL everything `leftovers` finds until nothing is left; reap those re-parented to us. Returns
-    the pids killed (empty without /proc)."""
+    the pids killed (empty without /proc). `recent`: the command (pid `sid`) started so recently that the
+    pid counter cannot have gone all the way round since."""
     killed: set[int] = set()
     me = os.getpid()
     adopted_only = sid > 0 and become_subreaper()
     for attempt in range(KILL_PASSES):
-        found = leftovers(tag, sid, adopted_only)
+        found = leftovers(tag, sid, adopted_only, first_pid=sid if recent and sid > 0 else None)
         for p in found:
             if p.ppid == me and p.zombie:
                 killed.add(p.pid)  # died by itself after it was adopted: reaped below

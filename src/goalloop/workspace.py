@@ -16,6 +16,7 @@ no dependence on the user's identity, and a commit a proposer made itself is fol
 from __future__ import annotations
 
 import difflib
+import hashlib
 import os
 import shlex
 import shutil
@@ -223,17 +224,22 @@ class Workspace:
         self._repo = RepoGit(repo_root, run_id, env)
         self._git = WorktreeGit(self._repo, worktree, env)
         self._ignored_after_reset: set[str] = set()
+        self._index_written: bytes | None = None
+        """A hash of the worktree's index as goalloop last left it; the same bytes mean no proposer set
+        flags in it since."""
 
     def tool_env(self) -> dict[str, str]:
         """Environment for anything run in the worktree (checks, proposers, their git commands): goalloop's
         ignore rules, so an agent's own `git add -A` leaves caches out too, and no Python bytecode, which
         could otherwise be judged instead of a same-size edit made within the same second."""
-        return {
-            "GIT_CONFIG_COUNT": "1",
-            "GIT_CONFIG_KEY_0": "core.excludesFile",
-            "GIT_CONFIG_VALUE_0": str(self._exclude_file),
-            "PYTHONDONTWRITEBYTECODE": "1",
+        settings = {
+            "core.excludesFile": str(self._exclude_file),
+            "feature.manyFiles": "true",  # index v4 and the untracked cache: quicker on large trees
         }
+        env = {"GIT_CONFIG_COUNT": str(len(settings)), "PYTHONDONTWRITEBYTECODE": "1"}
+        for n, (key, value) in enumerate(settings.items()):
+            env[f"GIT_CONFIG_KEY_{n}"], env[f"GIT_CONFIG_VALUE_{n}"] = key, value
+        return env
 
     def attempt_ref(self, iteration: int) -> str:
         return f"{REF_PREFIX}{self.run_id}/{iteration}"
@@ -337,7 +343,8 @@ class Workspace:
         An empty change (the tree equals the parent's) makes no commit. Anything the proposer committed
         itself is folded in: the attempt's parent is always the last kept commit.
         """
-        self._unhide_from_git()
+        if self._index_written is None or self._index_stamp() != self._index_written:
+            self._unhide_from_git()
         stray = sorted(self.ignored_paths() - self._ignored_after_reset)
         for rel in stray:
             _remove(self.worktree / rel)
@@ -348,6 +355,7 @@ class Workspace:
         tree = self._run("write-tree")
         numstat = self._run("diff-tree", "-r", "--numstat", "--no-renames", "-z", parent, tree)
         changed = _parse_numstat(numstat)
+        self._index_written = self._index_stamp()
         if not changed:
             return AttemptCommit(sha=None, removed_ignored=stray)
         sha = self._run("commit-tree", tree, "-p", parent, "-m", message)
@@ -393,6 +401,14 @@ class Workspace:
         self._run("reset", "--quiet", "--hard", sha)
         self._run("clean", "-d", "--force", "--force", "--quiet")
         self._ignored_after_reset = self.ignored_paths()
+        self._index_written = self._index_stamp()
+
+    def _index_stamp(self) -> bytes | None:
+        """A hash of the worktree's index file (a millisecond for 20,000 entries; `ls-files -v` takes 50x)."""
+        try:
+            return hashlib.blake2b((self._git.gitdir() / "index").read_bytes(), digest_size=16).digest()
+        except FileNotFoundError:
+            return None
 
     def ignored_paths(self) -> set[str]:
         """Untracked files and folders that git ignores (folders collapsed to `dir/`)."""
@@ -407,6 +423,11 @@ class Workspace:
         return self._repo.run("rev-parse", "--verify", f"refs/heads/{self.branch}")
 
     def head(self) -> str:
+        """The worktree's HEAD commit: read from its HEAD file when detached (always, but for a proposer
+        that checked out a branch), else asked of git."""
+        text = (self._git.gitdir() / "HEAD").read_text(encoding="utf-8", errors="replace").strip()
+        if len(text) in (40, 64) and all(c in "0123456789abcdef" for c in text):
+            return text
         return self._run("rev-parse", "--verify", "HEAD")
 
     def attempt_refs(self) -> dict[int, str]:

@@ -10,6 +10,15 @@ Every request body is recorded in `requests` (and its headers in `headers`) so t
 was sent; every usage reported is in `usages`. When the script runs out the server answers 400
 "loopback script exhausted", which the proposer turns into a clear error.
 
+A request with `"stream": true` (the anthropic SDK's streaming, and every call Claude Code makes) gets the
+same reply as server-sent events: message_start, one content block at a time (text_delta, or the tool
+input as input_json_delta chunks), message_delta with the stop reason and usage, message_stop; sent with
+chunked transfer encoding. A `Fault(status=200, mid_stream=True)` sends message_start and then an
+`error` event, as the real API does when it is overloaded part way. `side` answers requests without
+consuming the script (an agent CLI's own side calls: titles, summaries), `HEAD /` answers 200 (a
+connectivity probe), `POST /v1/messages/count_tokens` counts by the rule below, `GET /v1/models` lists
+the models asked for so far. Every method and path is recorded in `paths`.
+
 Usage is computed, not invented. Tokens are counted by a fixed rule: each block (a tool definition, a
 system block, a message content block) serialised as canonical JSON without its `cache_control`, one
 token per four characters. Blocks are taken in the order the real API caches them: tools, system,
@@ -19,8 +28,8 @@ one, ending at or before the request's last breakpoint; a request without breakp
 Tokens from the end of the read prefix to the request's last breakpoint are a cache write
 (`cache_creation_input_tokens`); the rest is `input_tokens`. The cache is per model.
 
-Not covered: streaming, the 1024-token minimum cacheable prefix, cache expiry (5 minutes), token counts
-that match the real tokenizer, and any endpoint other than POST /v1/messages.
+Not covered: the 1024-token minimum cacheable prefix, cache expiry (5 minutes), token counts that match
+the real tokenizer, and any endpoint not named above.
 """
 
 from __future__ import annotations
@@ -28,10 +37,11 @@ from __future__ import annotations
 import hashlib
 import itertools
 import json
-import threading
 from dataclasses import dataclass, field
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from typing import Any, Callable, Iterable, Union
+from http.server import BaseHTTPRequestHandler
+from typing import Any, Callable, Union
+
+from loopback_http import EXHAUSTED, EventHandler, ScriptedServer
 
 EDITOR = "str_replace_based_edit_tool"
 ERROR_TYPES = {
@@ -71,6 +81,8 @@ class Fault:
     raw_body: str | None = None
     retry_after_ms: int | None = 10
     """Sent as `retry-after-ms` so the SDK's own retries are quick (the real API sends retry-after on 429)."""
+    mid_stream: bool = False
+    """For a streaming request: start the message, then send an `error` event with `message`."""
 
 
 ScriptItem = Union[Reply, Fault, Callable[[dict[str, Any]], Union[Reply, Fault]]]
@@ -172,52 +184,34 @@ class PromptCache:
 
 # -- the server -------------------------------------------------------------------------------------------
 @dataclass
-class LoopbackAPI:
+class LoopbackAPI(ScriptedServer):
     script: list[ScriptItem]
     requests: list[dict[str, Any]] = field(default_factory=list)
     headers: list[dict[str, str]] = field(default_factory=list)
     usages: list[dict[str, int]] = field(default_factory=list)
+    side: Callable[[dict[str, Any]], Reply | None] | None = None
+    """Answers a request itself (returns a Reply) without taking a script item; None: the script answers."""
+    paths: list[str] = field(default_factory=list)
 
     def __post_init__(self) -> None:
-        self._queue = list(self.script)
         self._cache = PromptCache()
-        self._lock = threading.Lock()
-        self._server = ThreadingHTTPServer(("127.0.0.1", 0), _handler_for(self))
-        self._thread = threading.Thread(target=self._server.serve_forever, daemon=True)
-
-    @property
-    def url(self) -> str:
-        host, port = self._server.server_address[:2]
-        return f"http://{host}:{port}"
+        self._serve(self.script, _handler_for(self))
 
     def env(self, api_key: str = "sk-ant-loopback-dummy") -> dict[str, str]:
         """The environment a goalloop process needs to talk to this server."""
         return {"ANTHROPIC_BASE_URL": self.url, "ANTHROPIC_API_KEY": api_key}
 
-    def __enter__(self) -> LoopbackAPI:
-        self._thread.start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self._server.shutdown()
-        self._server.server_close()
-
-    def extend(self, items: Iterable[ScriptItem]) -> None:
-        with self._lock:
-            self._queue.extend(items)
-
-    @property
-    def remaining(self) -> int:
-        return len(self._queue)
-
     def next_reply(self, body: dict[str, Any], headers: dict[str, str]) -> Reply | Fault:
-        with self._lock:
+        answer = self.side(body) if self.side is not None else None
+        if answer is not None:
+            return answer
+
+        def record() -> None:
             self.requests.append(body)
             self.headers.append(headers)
-            if not self._queue:
-                return status(400, "loopback script exhausted: the test scripted fewer replies than were asked for")
-            item = self._queue.pop(0)
-        return item(body) if callable(item) else item
+
+        answer = self._take(body, record)
+        return status(400, EXHAUSTED) if answer is None else answer
 
     def message_for(self, body: dict[str, Any], reply: Reply) -> dict[str, Any]:
         with self._lock:
@@ -267,44 +261,95 @@ def tool_result_text(block: dict[str, Any]) -> str:
 
 
 def _handler_for(api: LoopbackAPI) -> type[BaseHTTPRequestHandler]:
-    class Handler(BaseHTTPRequestHandler):
-        protocol_version = "HTTP/1.1"
+    class Handler(EventHandler):
+        paths = api.paths
 
-        def log_message(self, format: str, *args: Any) -> None:  # noqa: A002 - the stdlib's name
-            pass
+        def do_GET(self) -> None:  # noqa: N802 - the stdlib's name
+            api.paths.append(f"GET {self.path}")
+            if self.path.split("?")[0] == "/v1/models":
+                models = sorted({str(body.get("model")) for body in api.requests if body.get("model")})
+                data = [{"type": "model", "id": m, "display_name": m, "created_at": "2025-01-01T00:00:00Z"} for m in models]
+                self._send_json(200, {"data": data, "has_more": False, "first_id": None, "last_id": None})
+                return
+            self._send_json(404, _error_body(404, f"loopback does not serve GET {self.path}"))
 
         def do_POST(self) -> None:  # noqa: N802 - the stdlib's name
             length = int(self.headers.get("content-length", 0))
             raw = self.rfile.read(length)
-            if self.path.split("?")[0] != "/v1/messages":
+            path = self.path.split("?")[0]
+            api.paths.append(f"POST {self.path}")
+            if path == "/v1/messages/count_tokens":
+                body = json.loads(raw or b"{}")
+                self._send_json(200, {"input_tokens": prefix_tokens(body, len(_blocks(body)))})
+                return
+            if path != "/v1/messages":
                 self._send_json(404, _error_body(404, f"loopback serves only /v1/messages, not {self.path}"))
                 return
             body = json.loads(raw or b"{}")
             reply = api.next_reply(body, {k.lower(): v for k, v in self.headers.items()})
             if isinstance(reply, Reply):
-                self._send_json(200, api.message_for(body, reply))
+                message = api.message_for(body, reply)
+                if body.get("stream"):
+                    self._stream(message)
+                else:
+                    self._send_json(200, message)
             elif reply.status is None:
                 self.close_connection = True
+            elif reply.mid_stream:
+                self._stream(api.message_for(body, Reply([])), error=reply.message or "Overloaded")
             elif reply.raw_body is not None:
                 self._send_raw(reply.status, reply.raw_body.encode(), {})
             else:
                 extra = {"retry-after-ms": str(reply.retry_after_ms)} if reply.retry_after_ms is not None else {}
                 self._send_raw(reply.status, json.dumps(_error_body(reply.status, reply.message)).encode(), extra)
 
+        def _stream(self, message: dict[str, Any], error: str | None = None) -> None:
+            """The message as the API streams it: server-sent events, chunked."""
+            self.send_events(list(stream_events(message, error)), headers=self._request_id())
+
         def _send_json(self, code: int, payload: dict[str, Any]) -> None:
             self._send_raw(code, json.dumps(payload).encode(), {})
 
         def _send_raw(self, code: int, payload: bytes, extra_headers: dict[str, str]) -> None:
-            self.send_response(code)
-            self.send_header("content-type", "application/json")
-            self.send_header("content-length", str(len(payload)))
-            self.send_header("request-id", f"req_loopback_{len(api.requests):04d}")
-            for name, value in extra_headers.items():
-                self.send_header(name, value)
-            self.end_headers()
-            self.wfile.write(payload)
+            self.send_bytes(code, payload, {**self._request_id(), **extra_headers})
+
+        @staticmethod
+        def _request_id() -> dict[str, str]:
+            return {"request-id": f"req_loopback_{len(api.requests):04d}"}
 
     return Handler
+
+
+STREAM_CHUNK = 40
+"""Characters of text or tool input per delta event."""
+
+
+def stream_events(message: dict[str, Any], error: str | None = None) -> list[tuple[str, dict[str, Any]]]:
+    """The server-sent events of a message: start, each block in deltas, the stop reason and usage, stop."""
+    usage = dict(message["usage"])
+    start = dict(message, content=[], stop_reason=None, stop_sequence=None, usage=dict(usage, output_tokens=1))
+    events: list[tuple[str, dict[str, Any]]] = [("message_start", {"type": "message_start", "message": start})]
+    if error is not None:
+        events.append(("error", {"type": "error", "error": {"type": "overloaded_error", "message": error}}))
+        return events
+    for index, block in enumerate(message["content"]):
+        if block["type"] == "tool_use":
+            opened, key, kind, whole = dict(block, input={}), "partial_json", "input_json_delta", json.dumps(block["input"])
+        elif block["type"] == "thinking":
+            opened, key, kind, whole = dict(block, thinking=""), "thinking", "thinking_delta", block["thinking"]
+        else:
+            opened, key, kind, whole = dict(block, text=""), "text", "text_delta", block.get("text", "")
+        events.append(("content_block_start", {"type": "content_block_start", "index": index, "content_block": opened}))
+        for at in range(0, len(whole), STREAM_CHUNK):
+            delta = {"type": kind, key: whole[at:at + STREAM_CHUNK]}
+            events.append(("content_block_delta", {"type": "content_block_delta", "index": index, "delta": delta}))
+        events.append(("content_block_stop", {"type": "content_block_stop", "index": index}))
+    events.append(("message_delta", {
+        "type": "message_delta", "delta": {"stop_reason": message["stop_reason"], "stop_sequence": None},
+        "usage": {"output_tokens": usage["output_tokens"]},
+    }))
+    events.append(("message_stop", {"type": "message_stop"}))
+    return events
 
 
 def _error_body(code: int, message: str) -> dict[str, Any]:

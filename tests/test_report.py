@@ -449,13 +449,13 @@ def test_the_warned_keep_is_marked_in_chart_table_and_markdown(overfit_run: Path
     rows = {attrs["id"]: attrs for tag, attrs in page.tags if tag == "tr" and "id" in attrs}
     assert rows["attempt-1"].get("class") == "warned"
     assert not any(rows[f"attempt-{n}"].get("class") for n in (0, 2, 3, 6))
-    assert '<div class="warning">⚠ holdout got worse (5 -&gt; 4): overfitting the visible check?</div>' in html
+    assert '<div class="warning">⚠ holdout got worse beyond its noise (5 -&gt; 4, p=0): overfitting the visible check?</div>' in html
     assert html.count('<div class="warning">') == 1
     assert "raise X to 2 &lt;b&gt;and&lt;/b&gt; lower Y" in html and "<b>and" not in html
 
     header, md_rows = _markdown_table((overfit_run / "report.md").read_text(encoding="utf-8"), "## Attempts")
     description = header.index("description")
-    assert "⚠ holdout got worse (5 -> 4)" in md_rows[1][description]
+    assert "⚠ holdout got worse beyond its noise (5 -> 4" in md_rows[1][description]
     assert not any("⚠" in row[description] for i, row in enumerate(md_rows) if i != 1)
 
 
@@ -480,7 +480,7 @@ def test_findings_list_noise_stall_confirm_and_warnings(overfit_run: Path) -> No
     assert "- noise: the baseline measured 3 times, spread 0.02\n" in findings
     assert re.search(r"- confirm: the best measured again: 3(\.0\d)?, drift [+-]\d", findings), findings
     assert findings.count("- stalled: check exited with code #") == 1, "each distinct stall once"
-    assert "- warning: attempt 1: holdout got worse (5 -> 4): overfitting the visible check?" in findings
+    assert "- warning: attempt 1: holdout got worse beyond its noise (5 -> 4, p=0): overfitting the visible check?" in findings
     assert summary.split("\n", 2)[2] in (overfit_run / "report.md").read_text(encoding="utf-8"), "report.md starts with it"
     page, html = _page(overfit_run)
     assert "<h2>Findings</h2>" in html
@@ -493,8 +493,9 @@ def test_a_run_without_holdout_or_repeats_has_no_extra_columns(metric_run: Path)
     header, _ = _markdown_table((metric_run / "report.md").read_text(encoding="utf-8"), "## Attempts")
     assert header[-1] == "added lines"
     html = (metric_run / "report.html").read_text(encoding="utf-8")
-    for absent in ('class="holdout', '<th class="n">holdout', "<h2>Findings", 'class="samples"', 'class="warned'):
+    for absent in ('class="holdout', '<th class="n">holdout', 'class="samples"', 'class="warned'):
         assert absent not in html, absent
+    assert "gains are single measurements (keep.repeats: 1)" in html, "the only finding: no repeats"
 
 
 def test_a_holdout_far_from_the_metric_gets_its_own_scale_and_stays_escaped(tmp_path: Path) -> None:

@@ -319,8 +319,7 @@ def test_a_daemon_started_by_the_check_does_not_outlive_it(place: Path, hang: bo
     goal = attack_goal(model, None)
     goal["check"]["timeout"] = "3s"
     run_in(place, goal)
-    assert _daemons(), "without the sandbox the daemon outlives the check"
-    _kill_daemons()
+    assert not _daemons(), "without the sandbox, goalloop's own sweep (processes.py) ends the daemon too"
     shutil.rmtree(place / "home")
 
     goal["sandbox"] = True
@@ -353,8 +352,7 @@ def test_a_check_dies_with_goalloop_when_goalloop_is_killed(place: Path) -> None
         deadline = time.monotonic() + 10
         while _daemons() and time.monotonic() < deadline:
             time.sleep(0.1)
-        if sandbox is None:
-            assert _daemons(), "without the sandbox the check outlives goalloop"
+        if sandbox is None:  # goalloop's own sweep may or may not have reached it before the kill
             _kill_daemons()
             shutil.rmtree(place / "home")
         else:

@@ -346,7 +346,7 @@ def test_only_a_candidate_that_looks_better_is_measured_again_and_its_median_is_
     steps = [step("worse", {"knob.py": "X = -10\n"}), step("better", {"knob.py": "X = 11\n"})]
     run = noisy_run(tmp_path, steps, start=0, repeats=3)
     assert [v for _, _, v in run.table()[1:]] == ["discard", "keep"], run.cli.output
-    assert (tmp_path / "counter.txt").read_text() == str(3 + 1 + 3), "check runs: baseline 3, worse 1, better 3"
+    assert (tmp_path / "counter.txt").read_text() == str(3 + 1 + 3 + 3), "runs: baseline 3, worse 1, better 3, confirm 3"
     better = [11 + noise(4 + i) for i in range(3)]
     assert run.attempts[2]["samples"] == pytest.approx(better, abs=1e-5)
     assert run.attempts[2]["metric"] == pytest.approx(statistics.median(better), abs=1e-5)

@@ -6,8 +6,9 @@ folder and process-group file, so slots can run in threads side by side.
 
 Judging, in order: a failed proposal is a `crash`; an empty change, a change to a protected or
 non-editable path, a pinned file that changed, or too many added lines is `rejected` without running the
-check; otherwise the check runs. A candidate that looks better is measured `keep.repeats` times and judged
-`keep` only if its median beats the kept median by more than `keep.min_delta`.
+check; otherwise the check runs. A candidate that looks better but makes a guarded figure worse (the
+count of tests run, a declared guard) is `rejected` with the figures named. A candidate that looks better
+is measured `keep.repeats` times and judged `keep` only if its gain is significant (verdict.py).
 """
 
 from __future__ import annotations
@@ -17,9 +18,11 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from goalloop import verdict
-from goalloop.check import CheckResult, child_pid_file, run_check
+from goalloop.check import COMMAND_NOT_RUNNABLE, CheckResult, child_pid_file, read_capped, run_check
 from goalloop.errors import BudgetExhausted, InfrastructureError
 from goalloop.goal import Goal
+from goalloop.guards import GuardSpec, broken_guards, count_tests, read_figures, runner_of
+from goalloop.reasons import failure_reason
 from goalloop.ledger import AttemptRecord, Ledger
 from goalloop.proposers.base import Proposal, ProposalRequest, Proposer
 from goalloop.resume import save_proposal
@@ -42,6 +45,7 @@ class Judgement:
     result: CheckResult | None = None
     metric: float | None = None
     samples: list[float] = field(default_factory=list)
+    figures: dict[str, float] = field(default_factory=dict)
 
 
 @dataclass
@@ -95,12 +99,15 @@ class Bench:
         log_dir = self.ledger.attempt_dir(iteration)
         metric_file = log_dir / f"{prefix}.metric.json" if self.goal.check.metric_file else None
         worktree = slot.workspace.worktree
-        return run_check(
+        slot.workspace.require()
+        result = run_check(
             self.goal.check.run, cwd=worktree, env=self.env(slot, iteration),
             timeout=self.goal.check.timeout, log_dir=log_dir, metric_pattern=self.goal.check.metric, prefix=prefix,
             pid_file=child_pid_file(self.ledger.run_dir, slot.index), metric_file=metric_file,
             wrap=self.sandbox.check(worktree, metric_file) if self.sandbox is not None else None,
         )
+        slot.workspace.require()  # a check that deleted its worktree measured nothing: stop, resumably
+        return result
 
     def repeat(self, slot: Slot, iteration: int, first: CheckResult) -> list[float]:
         """The first measurement and up to keep.repeats - 1 more; stops early at a crash."""
@@ -112,19 +119,53 @@ class Bench:
             samples.append(again.metric)
         return samples
 
-    def holdout(self, slot: Slot, iteration: int) -> float | None:
-        """The holdout check's metric for the worktree as it is; its output is never shown to the proposer."""
+    def holdout(self, slot: Slot, iteration: int) -> list[float]:
+        """The holdout check's metric for the worktree as it is, measured keep.repeats times (stopping at the
+        first that gives none); its output is never shown to the proposer."""
         holdout = self.goal.holdout
-        if holdout is None:
-            return None
-        self.phase(slot, iteration, "holdout check")
-        result = run_check(
-            holdout.run, cwd=slot.workspace.worktree, env=self.env(slot, iteration), timeout=holdout.timeout,
-            log_dir=self.ledger.attempt_dir(iteration), metric_pattern=holdout.metric, prefix="holdout",
-            pid_file=child_pid_file(self.ledger.run_dir, slot.index),
-            wrap=self.sandbox.holdout(slot.workspace.worktree) if self.sandbox is not None else None,
+        samples: list[float] = []
+        if holdout is not None:
+            self.phase(slot, iteration, "holdout check")
+        for repeat in range(1, (self.goal.keep.repeats if holdout else 0) + 1):
+            assert holdout is not None
+            result = run_check(
+                holdout.run, cwd=slot.workspace.worktree, env=self.env(slot, iteration), timeout=holdout.timeout,
+                log_dir=self.ledger.attempt_dir(iteration), metric_pattern=holdout.metric,
+                prefix="holdout" if repeat == 1 else f"holdout.{repeat}",
+                pid_file=child_pid_file(self.ledger.run_dir, slot.index),
+                wrap=self.sandbox.holdout(slot.workspace.worktree) if self.sandbox is not None else None,
+            )
+            if result.metric is None:
+                break
+            samples.append(result.metric)
+        return samples
+
+
+def baseline_judgement(goal: Goal, result: CheckResult, specs: list[GuardSpec]) -> tuple[str, dict[str, float]]:
+    """The baseline's reason (why it fails, in a line a person can act on) and its guarded figures.
+
+    Raises the goal's error when the check could not run at all: a command that is not there, or a test
+    runner that is not installed, so no budget is spent on a check that cannot say anything."""
+    output = result.process.excerpt()
+    if result.process.exit_code in COMMAND_NOT_RUNNABLE:
+        stderr = read_capped(result.process.stderr_path, 2000)
+        raise goal.error(
+            ("check", "run"),
+            f"the check command could not run (exit {result.process.exit_code}): {failure_reason(stderr)}",
+            fix="make sure the command exists in the repository or on PATH, and that scripts are executable",
         )
-        return result.metric
+    runner = runner_of(goal.check.run)
+    if runner is not None and count_tests(output) is None and "No module named" in output:
+        raise goal.error(("check", "run"), f"the check ran no test: {failure_reason(output)}",
+                         fix="install the test runner in the environment the check uses, or name that "
+                         "environment's python in check.run (e.g. /path/to/.venv/bin/python -m pytest); "
+                         "`goalloop doctor` tries the check without starting a run")
+    figures = read_figures(specs, result.process.stdout_path, output)
+    if result.crashed:
+        return f"check {result.problem}", figures
+    if not goal.is_metric_goal and not result.passed:
+        return failure_reason(output, f"exit code {result.process.exit_code}"), figures
+    return "", figures
 
 
 def told(result: CheckResult) -> str:
@@ -138,6 +179,7 @@ class Attempter:
 
     def __init__(self, goal: Goal, ledger: Ledger, proposer: Proposer, rules: PathRules, bench: Bench) -> None:
         self.goal, self.ledger, self.proposer, self.rules, self.bench = goal, ledger, proposer, rules, bench
+        self.guards = verdict.guard_specs(goal)
 
     def attempt(self, slot: Slot, request: ProposalRequest, kept: AttemptRecord, pins: dict[str, str]) -> Candidate:
         started = time.monotonic()
@@ -162,11 +204,11 @@ class Attempter:
         )
         if commit.patch:
             (attempt_dir / "diff.patch").write_text(commit.patch, encoding="utf-8")
-        judged, said = self._judge(slot, iteration, proposal, commit, kept, pins)
+        judged, said = self._judge(slot, iteration, proposal, commit, kept, pins, request.history)
         return Candidate(iteration, slot, proposal, commit, judged, time.monotonic() - started, said, stopped)
 
     def _judge(self, slot: Slot, iteration: int, proposal: Proposal, commit: AttemptCommit, kept: AttemptRecord,
-               pins: dict[str, str]) -> tuple[Judgement, str]:
+               pins: dict[str, str], history: tuple[AttemptRecord, ...]) -> tuple[Judgement, str]:
         if proposal.failed:
             return _refuse("crash", f"proposal failed: {proposal.failed}", "The proposal failed")
         if commit.sha is None:
@@ -186,26 +228,31 @@ class Attempter:
         if result.crashed:
             why = f"check {result.problem}"
             if result.process.exit_code not in (0, None):  # the same exit code can hide different failures
-                lines = result.process.excerpt(4000).strip().splitlines()
-                why += f": {lines[-1].strip()}" if lines else ""
+                why += f": {failure_reason(result.process.excerpt())}"
             return Judgement("crash", why, result), said
         if not self._better(result, kept):
             why = "not better than the kept state"
             if not self.goal.is_metric_goal:
-                lines = result.process.excerpt(4000).strip().splitlines()
-                why = f"check failed: {lines[-1].strip() if lines else 'exit code ' + str(result.process.exit_code)}"
+                why = "check failed: " + failure_reason(result.process.excerpt(),
+                                                        f"exit code {result.process.exit_code}")
             return Judgement("discard", why, result, result.metric), said
+        figures = read_figures(self.guards, result.process.stdout_path, result.process.excerpt())
+        broken = broken_guards(self.guards, figures, kept.figures)
+        if broken:
+            return Judgement("rejected", "; ".join(broken), result, result.metric, figures=figures), \
+                f"{said}\nThe attempt was rejected: {'; '.join(broken)}."
         if not self.goal.is_metric_goal or self.goal.keep.repeats == 1:
-            return Judgement("keep", "", result, result.metric), said
+            return Judgement("keep", "", result, result.metric, figures=figures), said
         samples = self.bench.repeat(slot, iteration, result)
         if len(samples) < self.goal.keep.repeats:
             return Judgement("crash", f"check crashed when measured again ({len(samples)} of "
                              f"{self.goal.keep.repeats} runs)", result, None, samples), said
         median = verdict.median(samples)
-        if not verdict.beats(self.goal, median, kept.metric):
-            return Judgement("discard", f"looked better once; the median of {len(samples)} runs is not",
+        gained, why_not = verdict.significant_gain(self.goal, samples, kept, history)
+        if not gained:
+            return Judgement("discard", f"looked better once; measured {len(samples)} times, the {why_not}",
                              result, median, samples), said
-        return Judgement("keep", "", result, median, samples), said
+        return Judgement("keep", "", result, median, samples, figures), said
 
     def _better(self, result: CheckResult, kept: AttemptRecord) -> bool:
         if not self.goal.is_metric_goal:

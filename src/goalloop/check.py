@@ -3,7 +3,9 @@
 Used for the objective check and for command proposers. Output goes straight to log files (a check that
 prints gigabytes costs disk, not memory); what the ledger and the next prompt see is a capped excerpt,
 head and tail, decoded with replacement so binary output never crashes the run. At the timeout the whole
-process group gets SIGTERM, then SIGKILL after a grace period, so children and grandchildren die too.
+process group gets SIGTERM, then SIGKILL after a grace period, so children and grandchildren die too; at
+the timeout and at the end of every command, whatever left the group (a `setsid` daemon, a double fork)
+is found and killed as well (processes.py says how, and where it cannot be).
 """
 
 from __future__ import annotations
@@ -12,6 +14,7 @@ import json
 import math
 import os
 import re
+import select
 import signal
 import subprocess
 import time
@@ -19,14 +22,20 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
+from goalloop.errors import InfrastructureError
 from goalloop.goal import format_duration
+from goalloop.reasons import strip_ansi
+from goalloop.processes import PROC, TAG_VARIABLE, become_subreaper, kill_leftovers, kill_tagged, new_tag
 
 OUTPUT_EXCERPT_BYTES = 20_000
 KILL_GRACE_SECONDS = 5.0
 COMMAND_NOT_RUNNABLE = (126, 127)
 MAX_LINE_BYTES = 64 * 1024
+RECENT_SECONDS = 10.0
+"""A command that ran less than this cannot have seen the pid counter wrap around (see processes.py)."""
 CHILD_PID_FILE = "child.pgid"
-"""Holds the process group of a running check or proposer, so a resume can end one a killed run left behind."""
+"""Holds the process group and tag of a running check or proposer, so a resume can end what a killed run
+left behind."""
 
 
 def child_pid_file(run_dir: Path, slot: int = 0) -> Path:
@@ -87,38 +96,41 @@ def run_process(
     pid_file: Path | None = None,
     wrap: Callable[[list[str]], list[str]] | None = None,
 ) -> ProcessResult:
-    """Run `command` with /bin/sh in a new session; kill its whole group at `timeout` or on interrupt.
+    """Run `command` with /bin/sh in a new session; kill its whole group at `timeout` or on interrupt, and
+    at the end whatever it left running, inside the group or not.
 
-    With `pid_file`, the group id is written there while the command runs. With `wrap`, the command runs
-    as `wrap(["/bin/sh", "-c", command])` (the sandbox puts bubblewrap in front).
+    With `pid_file`, the group id and the command's tag are written there while the command runs. With
+    `wrap`, the command runs as `wrap(["/bin/sh", "-c", command])` (the sandbox puts bubblewrap in front).
     """
     stdout_path.parent.mkdir(parents=True, exist_ok=True)
+    become_subreaper()
+    tag = new_tag()
+    if not Path(cwd).is_dir():
+        raise InfrastructureError(f"cannot run `{command[:80]}`: its folder {cwd} does not exist (deleted during the run?)",
+                                  fix="resume the run, which recreates its worktree")
     started = time.monotonic()
     with open(stdout_path, "wb") as out, open(stderr_path, "wb") as err:
         proc = subprocess.Popen(
             command if wrap is None else wrap(["/bin/sh", "-c", command]),
             shell=wrap is None,
             cwd=cwd,
-            env=env,
+            env={**env, TAG_VARIABLE: tag},
             stdin=subprocess.DEVNULL,
             stdout=out,
             stderr=err,
             start_new_session=True,
         )
         if pid_file is not None:
-            pid_file.write_text(str(proc.pid), encoding="utf-8")
+            pid_file.write_text(f"{proc.pid} {tag}", encoding="utf-8")
         timed_out = False
         try:
-            proc.wait(timeout=timeout)
-        except subprocess.TimeoutExpired:
-            timed_out = True
-            _kill_group(proc, grace)
+            timed_out = not wait_for_exit(proc, timeout)
+            _kill_group(proc, grace, only_leftovers=not timed_out)
         except BaseException:
             _kill_group(proc, grace)
             raise
-        else:
-            _kill_group(proc, 0, only_leftovers=True)
         finally:
+            kill_leftovers(tag, proc.pid, recent=time.monotonic() - started < RECENT_SECONDS)
             if pid_file is not None:
                 pid_file.unlink(missing_ok=True)
     return ProcessResult(
@@ -138,15 +150,34 @@ def _kill_group(proc: subprocess.Popen[bytes], grace: float, only_leftovers: boo
         return
     if only_leftovers:
         return
-    try:
-        proc.wait(timeout=grace)
-    except subprocess.TimeoutExpired:
-        pass
+    wait_for_exit(proc, grace)
     try:
         os.killpg(proc.pid, signal.SIGKILL)
     except (ProcessLookupError, PermissionError):
         pass
     proc.wait()
+
+
+def wait_for_exit(proc: subprocess.Popen[bytes], timeout: float) -> bool:
+    """Block until `proc` exits (True, reaped) or `timeout` seconds pass (False), woken by the exit itself
+    (a pidfd, Linux) rather than by polling; `Popen.wait(timeout)` sleeps in steps up to 50 ms."""
+    try:
+        pidfd = os.pidfd_open(proc.pid)
+    except (AttributeError, OSError):  # not Linux, or already reaped
+        try:
+            proc.wait(timeout=timeout)
+            return True
+        except subprocess.TimeoutExpired:
+            return False
+    try:
+        poller = select.poll()
+        poller.register(pidfd, select.POLLIN)
+        if not poller.poll(max(0, math.ceil(timeout * 1000))):
+            return False
+    finally:
+        os.close(pidfd)
+    proc.wait()
+    return True
 
 
 def run_check(
@@ -244,10 +275,14 @@ def last_match(path: Path, pattern: re.Pattern[str]) -> str | None:
 
 
 def kill_leftover_group(pid_file: Path) -> None:
-    """SIGKILL the process group recorded in `pid_file` by a process that died without cleaning up."""
+    """SIGKILL what the command recorded in `pid_file` left running: every process carrying its tag (where
+    /proc shows them), else its process group (a group id alone may since have been reused)."""
     try:
-        pgid = int(pid_file.read_text(encoding="utf-8").strip())
-        os.killpg(pgid, signal.SIGKILL)
+        pgid, _, tag = pid_file.read_text(encoding="utf-8").strip().partition(" ")
+        if tag and PROC.is_dir():
+            kill_tagged(tag)
+        else:
+            os.killpg(int(pgid), signal.SIGKILL)
     except (OSError, ValueError):
         pass
     pid_file.unlink(missing_ok=True)
@@ -257,7 +292,7 @@ def output_excerpt(stdout_path: Path, stderr_path: Path, limit: int = OUTPUT_EXC
     """stdout and stderr, each cut to head and tail so both fit in `limit` bytes."""
     parts = []
     for label, path in (("stdout", stdout_path), ("stderr", stderr_path)):
-        text = read_capped(path, limit // 2)
+        text = strip_ansi(read_capped(path, limit // 2))
         if text.strip():
             parts.append(f"--- {label} ---\n{text.rstrip()}")
     return "\n".join(parts)

@@ -29,18 +29,21 @@ from goalloop import __version__
 from goalloop.environment import without_secrets
 from goalloop.errors import GoalloopError, UsageError
 from goalloop.check import output_excerpt
+from goalloop.cleanup import holds_nothing, remove_run
+from goalloop.doctor import diagnose
+from goalloop.preflight import goal_warnings
 from goalloop.goal import Goal, format_duration, goal_json_schema, load_goal, parse_goal, resolve_deadline
 from goalloop.ledger import AttemptRecord, Ledger, RunMeta, RunRecord, find_run, list_runs, new_run_id, read_run, utc_now
 from goalloop.loop import Loop, RunOutcome
 from goalloop.live import VERDICT_STYLE, LiveView
 from goalloop.prompt import describe_check
 from goalloop.report import ci, write_report
-from goalloop.report.data import NOT_TRACKED, Totals
 from goalloop.report.standing import Standing
 from goalloop.resume import reconcile
 from goalloop.sandbox import Bubblewrap, RunLayout, unavailable
 from goalloop.starter import PROPOSER_BLOCKS, starter_goal
-from goalloop.proposers.base import Proposer
+from goalloop.proposers.base import Proposer, unenforced_budgets
+from goalloop.git_runner import GitFailed
 from goalloop.workspace import (
     PathRules, RepoTarget, RunLock, Workspace, remove_worktrees, resolve_repo, slot_worktrees,
 )
@@ -259,6 +262,8 @@ def run(
     show = Presentation.from_options(quiet, ci, log_format, push)
     goal, target, rules = _prepare(goal_file)
     proposer = make_proposer(goal, target)
+    for warning in unenforced_budgets(goal.budget, proposer):
+        err.print(f"[yellow]warning:[/] {escape(warning)}")
     place = Home(home.resolve())
     if resume_latest:
         mine = [p for p in list_runs(place.runs) if read_run(p).meta.goal_name == goal.run_name]
@@ -286,7 +291,14 @@ def run(
             if show.progress:
                 slots = f" ({goal.parallel} worktrees, parallel)" if goal.parallel > 1 else ""
                 out.print(f"run [bold]{run_id}[/]  branch {pool[0].branch}  worktree {worktree}{slots}")
+            if show.progress:
+                out.print(f"[dim]tip: `goalloop doctor {goal_file}` proves the check tests the worktree[/]")
             outcome = _watch(_loop(goal, pool, ledger, proposer, rules, [], show, meta), show, run_id)
+        except GoalloopError as exc:
+            ledger.close()
+            if exc.exit_code == 2 and holds_nothing(read_run(place.runs / run_id)):
+                remove_run(target.root, worktree, run_id, place.runs / run_id)
+            raise
         finally:
             ledger.close()
     _finish(goal, meta, outcome, place.runs / run_id, show)
@@ -405,6 +417,7 @@ def _write_ci_files(record: RunRecord, outcome: RunOutcome, show: Presentation) 
     output_path = os.environ.get("GITHUB_OUTPUT")
     if output_path:
         best = outcome.best.metric if outcome.best and outcome.best.metric is not None else ""
+        best = outcome.confirmed if outcome.confirmed is not None else best
         with open(output_path, "a", encoding="utf-8") as stream:
             stream.write(
                 f"target_met={'true' if outcome.exit_code == 0 else 'false'}\n"
@@ -417,7 +430,7 @@ def _write_ci_files(record: RunRecord, outcome: RunOutcome, show: Presentation) 
 def validate(goal_file: GoalArgument) -> None:
     """Check a goal file and print what a run would do, without running anything."""
     goal, target, rules = _prepare(goal_file)
-    make_proposer(goal, target)
+    proposer = make_proposer(goal, target)
     budget = goal.budget
     limits = [
         f"{budget.iterations} attempts" if budget.iterations else "",
@@ -438,6 +451,11 @@ def validate(goal_file: GoalArgument) -> None:
         out.print(f"  sandbox    {escape(goal.sandbox.summary())}")
     out.print(f"  editable   {escape(', '.join(goal.editable) or 'everything not protected')}")
     out.print(f"  a run creates branch goalloop/{goal.run_name}-<time> and a worktree under workspaces/")
+    for warning in goal_warnings(goal, target, without_secrets(os.environ, goal.env.pass_)):
+        out.print(f"  [yellow]warning[/]    {escape(warning)}")
+    for warning in unenforced_budgets(goal.budget, proposer):
+        out.print(f"  [yellow]warning[/]    {escape(warning)}")
+    out.print(f"  next: `goalloop doctor {goal_file}` proves the check tests the worktree (runs it twice)")
 
 
 JsonOption = Annotated[bool, typer.Option("--json", help="Print JSON instead of text, for scripts.")]
@@ -528,6 +546,13 @@ def clean(
     for run_dir in list_runs(place.runs):
         record = read_run(run_dir)
         worktree = Path(record.meta.worktree)
+        if holds_nothing(record) and _state(record) != "running":
+            if dry_run:
+                out.print(f"would remove {record.meta.run_id}: it never recorded a baseline (worktree, branch, record)")
+            else:
+                remove_run(Path(record.meta.repo), worktree, record.meta.run_id, run_dir)
+                out.print(f"removed {record.meta.run_id}: it never recorded a baseline")
+            continue
         if not record.finished or _state(record) == "running" or not worktree.exists():
             continue
         if dry_run:
@@ -535,8 +560,9 @@ def clean(
             continue
         try:
             removed = remove_worktrees(Path(record.meta.repo), worktree)
-        except git.GitCommandError as exc:
-            err.print(f"[yellow]warning:[/] could not remove {worktree}: {escape(str(exc.stderr).strip())}")
+        except (git.GitCommandError, GitFailed) as exc:
+            why = exc.message if isinstance(exc, GitFailed) else str(exc.stderr)
+            err.print(f"[yellow]warning:[/] could not remove {worktree}: {escape(why.strip())}")
             continue
         out.print(f"removed {len(removed)} worktree(s) of {record.meta.run_id}; branch {record.meta.branch} kept")
 
@@ -580,6 +606,21 @@ def init(
     if not schema_path.exists():
         schema_path.write_text(schema_text(), encoding="utf-8")
     out.print(f"wrote {goal_path}\nnext: edit it, then `goalloop validate {goal_path}` and `goalloop run {goal_path}`")
+
+
+@command(epilog=_help("goalloop doctor goals/fix-tests.yaml"))
+def doctor(goal_file: GoalArgument) -> None:
+    """Prove the check tests the worktree: run it on base, then on deliberately broken sources, in a scratch
+    worktree. Exit 0: nothing wrong found; 1: a finding needs fixing. Your checkout is not touched."""
+    goal, target, rules = _prepare(goal_file)
+    out.print(f"doctor {goal_file}: the check in a scratch worktree at {target.base_commit[:12]}")
+    diagnosis = diagnose(goal, target, rules, without_secrets(os.environ, goal.env.pass_))
+    style = {"ok": "[green]ok[/]     ", "note": "[cyan]note[/]   ", "problem": "[bold red]problem[/]"}
+    for finding in diagnosis.findings:
+        out.print(f"  {style[finding.level]} {escape(finding.text)}")
+        if finding.fix:
+            out.print(f"           fix: {escape(finding.fix)}")
+    raise typer.Exit(1 if diagnosis.problems else 0)
 
 
 @command(epilog=_help("goalloop schema > goals/goal.schema.json"))
@@ -638,6 +679,10 @@ def make_proposer(goal: Goal, target: RepoTarget) -> Proposer:
         from goalloop.proposers.command import CommandProposer
 
         return CommandProposer(config, without_secrets(os.environ, goal.env.pass_))
+    if config.kind in ("claude-code", "codex", "aider"):
+        from goalloop.proposers.agents import AGENTS
+
+        return AGENTS[config.kind](config, goal, dict(os.environ))
     if config.kind == "claude":
         from goalloop.proposers.claude import ClaudeProposer
 
@@ -726,8 +771,7 @@ def _print_summary(goal: Goal, meta: RunMeta, outcome: RunOutcome, run_dir: Path
     for note in outcome.notes:
         out.print(escape(note))
     spend = outcome.spend
-    cost = Totals.of(read_run(run_dir)).spent()
-    out.print(f"spent {spend.iterations} attempts, {format_duration(spend.seconds)}, {'cost ' if cost == NOT_TRACKED else ''}{cost}")
+    out.print(f"spent {spend.iterations} attempts, {format_duration(spend.seconds)}, {spend.usd_text}, {spend.tokens_text}")
     out.print(f"branch {meta.branch} in {meta.repo}")
     if best and best.iteration:
         out.print(f"  see it:  git -C {meta.repo} diff {meta.base_commit[:12]} {meta.branch}")

@@ -40,7 +40,7 @@ class InfrastructureError(GoalloopError):
     exit_code = 3
     cost_usd: float | None = 0.0
     """What the attempt under way had spent when this happened, so the budget still counts it."""
-    tokens: int = 0
+    tokens: int | None = 0
 
 
 class LockHeld(InfrastructureError):
@@ -50,7 +50,7 @@ class LockHeld(InfrastructureError):
 class BudgetExhausted(Exception):
     """A budget is spent, or the next step would pass it. Ends the run cleanly with exit 1."""
 
-    def __init__(self, reason: str, *, cost_usd: float = 0.0, tokens: int = 0) -> None:
+    def __init__(self, reason: str, *, cost_usd: float | None = 0.0, tokens: int | None = 0) -> None:
         super().__init__(reason)
         self.reason = reason
         self.cost_usd = cost_usd

@@ -8,14 +8,17 @@ Ctrl-C reaches only the main thread. On KeyboardInterrupt the thread executor ki
 the slots recorded (their `child*.pgid` files), again and again until every worker thread has ended (a
 worker that goes on to its next command finds it killed too), then re-raises: the loop then saves what
 the proposals left, as for a single attempt. A round of one runs in the calling thread, exactly as a
-single attempt always has.
+single attempt always has. A second Ctrl-C while the slots are being stopped is noted, not raised: it
+would leave workers running beside the loop's own clean-up (`interrupts_held`).
 """
 
 from __future__ import annotations
 
+import signal
 import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Protocol, TypeVar
 
@@ -54,14 +57,16 @@ class ThreadExecutor:
 
         threads = [threading.Thread(target=work, args=(i,), name=f"goalloop-slot-{i}", daemon=True)
                    for i in range(len(tasks))]
-        for thread in threads:
-            thread.start()
         try:
+            with interrupts_held(raise_after=True):  # a thread caught half-started would look not alive
+                for thread in threads:
+                    thread.start()
             for thread in threads:
                 while thread.is_alive():
                     thread.join(0.2)
         except KeyboardInterrupt:
-            self._stop(threads)
+            with interrupts_held():
+                self._stop(threads)
             raise
         for error in errors:
             if error is not None:
@@ -76,3 +81,23 @@ class ThreadExecutor:
                 kill_leftover_group(pid_file)
             for thread in threads:
                 thread.join(0.05)
+
+
+@contextmanager
+def interrupts_held(raise_after: bool = False) -> Iterator[None]:
+    """Inside, SIGINT and SIGTERM do not interrupt: they are dropped (the run is already stopping), or with
+    `raise_after` raised as KeyboardInterrupt once the block is done. Outside the main thread, a no-op."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    received: list[int] = []
+    previous = {sig: signal.getsignal(sig) for sig in (signal.SIGINT, signal.SIGTERM)}
+    for sig in previous:
+        signal.signal(sig, lambda signum, frame: received.append(signum))
+    try:
+        yield
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+    if received and raise_after:
+        raise KeyboardInterrupt

@@ -17,6 +17,7 @@ import contextlib
 import csv
 import json
 import os
+import secrets
 import signal
 import threading
 from collections.abc import Iterator
@@ -45,7 +46,9 @@ class AttemptRecord:
     passed: bool = False
     seconds: float = 0.0
     cost_usd: float | None = 0.0
-    tokens: int = 0
+    """None: the proposer reported no cost (shown "not tracked")."""
+    tokens: int | None = 0
+    """None: the proposer reported no token count."""
     added_lines: int = 0
     reason: str = ""
     """Why it was rejected, crashed or failed to propose; the stall detector reads this."""
@@ -59,6 +62,10 @@ class AttemptRecord:
     """The holdout check's metric, for the baseline and kept attempts."""
     warning: str = ""
     """Something a person should look at, e.g. a keep that made the holdout worse."""
+    figures: dict[str, float] = field(default_factory=dict)
+    """The guarded figures the check printed (e.g. "tests run"), for the baseline and kept attempts."""
+    holdout_samples: list[float] = field(default_factory=list)
+    """Every measurement of the holdout when it was measured more than once (`holdout` is their median)."""
 
     @property
     def checked(self) -> bool:
@@ -133,7 +140,7 @@ class RunRecord:
 
     @property
     def tokens(self) -> int:
-        return sum(a.tokens for a in self.attempts)
+        return sum(a.tokens or 0 for a in self.attempts)
 
     @property
     def elapsed(self) -> float:
@@ -242,13 +249,13 @@ def _signals_held() -> Iterator[None]:
 
 
 def new_run_id(goal_name: str, runs_dir: Path) -> str:
+    """`<goal>-<date>-<time>-<random>`: unique even for runs started in the same second from two --home
+    folders on one repository (the branch `goalloop/<run-id>` is shared by all of them)."""
     stamp = datetime.now().strftime("%Y%m%d-%H%M%S")
-    run_id = f"{goal_name}-{stamp}"
-    suffix = 2
-    while (runs_dir / run_id).exists():
-        run_id = f"{goal_name}-{stamp}-{suffix}"
-        suffix += 1
-    return run_id
+    while True:
+        run_id = f"{goal_name}-{stamp}-{secrets.token_hex(3)}"
+        if not (runs_dir / run_id).exists():
+            return run_id
 
 
 def utc_now() -> str:

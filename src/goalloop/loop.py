@@ -25,10 +25,10 @@ from datetime import datetime
 from typing import Callable
 
 from goalloop import verdict
-from goalloop.attempt import Attempter, Bench, Candidate, Slot, told
-from goalloop.check import COMMAND_NOT_RUNNABLE, CheckResult, child_pid_files, read_capped
+from goalloop.attempt import Attempter, Bench, Candidate, Slot, baseline_judgement, told
+from goalloop.check import CheckResult, child_pid_files
 from goalloop.errors import BudgetExhausted
-from goalloop.executor import Executor, ThreadExecutor
+from goalloop.executor import Executor, ThreadExecutor, interrupts_held
 from goalloop.goal import Goal, format_duration
 from goalloop.ledger import AttemptRecord, Ledger
 from goalloop.prompt import build_prompt
@@ -50,6 +50,8 @@ class RunOutcome:
     spend: Spend
     notes: list[str] = field(default_factory=list)
     """Findings for the summary: the check's noise, a stall, the confirmation of the best result."""
+    confirmed: float | None = None
+    """The best state's metric measured again at the end (the median of keep.repeats fresh runs)."""
 
 
 class Loop:
@@ -102,24 +104,26 @@ class Loop:
         except BudgetExhausted as exc:
             return self._stop(BUDGET_SPENT, exc.reason)
         except KeyboardInterrupt:
-            kept_commit = self.kept.kept_commit if self.history else self.workspace.branch_head()
-            for slot, iteration in self._in_flight:
+            with interrupts_held():
+                self._save_interrupted()
+                return self._stop(INTERRUPTED, f"interrupted; resume with `goalloop resume {self.workspace.run_id}`")
+
+    def _save_interrupted(self) -> None:
+        """Commit what the round's unrecorded proposals left, then put every worktree at the kept commit."""
+        kept_commit = self.kept.kept_commit if self.history else self.workspace.branch_head()
+        recorded = {r.iteration for r in self.history}
+        for slot, iteration in self._in_flight:
+            if iteration not in recorded:
                 slot.workspace.save_unrecorded(iteration, kept_commit, "interrupted while proposing")
-            for slot in self.slots:
-                slot.workspace.reset_to(kept_commit)
-            return self._stop(INTERRUPTED, "interrupted; resume with `goalloop resume " + self.workspace.run_id + "`")
+        for slot in self.slots:
+            slot.workspace.reset_to(kept_commit)
 
     @property
     def kept(self) -> AttemptRecord:
         return next(r for r in reversed(self.history) if r.verdict in ("baseline", "keep"))
 
     def spend(self) -> Spend:
-        return Spend(
-            iterations=sum(1 for r in self.history if r.iteration > 0),
-            seconds=self._elapsed(),
-            tokens=sum(r.tokens for r in self.history),
-            usd=sum(r.cost_usd or 0.0 for r in self.history),
-        )
+        return Spend.of(self.history, self._elapsed())
 
     def _round_size(self) -> int:
         """As many slots as the iteration budget and the patience have attempts left (at least one)."""
@@ -163,13 +167,7 @@ class Loop:
         verdict.save_pins(self.ledger.run_dir / PINS_FILE, self._pins)
         result = self.bench.check(slot, 0)
         self.last_output = told(result)
-        if result.process.exit_code in COMMAND_NOT_RUNNABLE:
-            stderr = read_capped(result.process.stderr_path, 2000).strip().splitlines()
-            raise self.goal.error(
-                ("check", "run"),
-                f"the check command could not run (exit {result.process.exit_code}): {stderr[-1] if stderr else ''}",
-                fix="make sure the command exists in the repository or on PATH, and that scripts are executable",
-            )
+        reason, figures = baseline_judgement(self.goal, result, self.attempter.guards)
         samples = self.bench.repeat(slot, 0, result) if result.metric is not None else []
         metric = verdict.median(samples) if len(samples) > 1 else result.metric
         if len(samples) > 1:
@@ -180,8 +178,9 @@ class Loop:
         self.workspace.reset_to(base)
         self._record(AttemptRecord(
             iteration=0, verdict="baseline", description="baseline", commit=base, metric=metric,
-            passed=result.passed, seconds=result.seconds, reason=self._problem(result), kept_commit=base,
-            samples=samples if len(samples) > 1 else [], holdout=holdout,
+            passed=result.passed, seconds=result.seconds, reason=reason, kept_commit=base,
+            samples=samples if len(samples) > 1 else [], holdout=_median(holdout), figures=figures,
+            holdout_samples=holdout if len(holdout) > 1 else [],
         ))
 
     def _round(self, first: int, size: int) -> AttemptRecord | None:
@@ -242,7 +241,7 @@ class Loop:
             reason = f"{reason}; removed files git ignores: {', '.join(commit.removed_ignored[:5])}".lstrip("; ")
         keep = candidate is winner
         started = time.monotonic()
-        holdout = self.bench.holdout(candidate.slot, candidate.iteration) if keep else None
+        holdout = self.bench.holdout(candidate.slot, candidate.iteration) if keep else []
         seconds = candidate.seconds + time.monotonic() - started
         after = winner.commit.sha if winner is not None and candidate.iteration >= winner.iteration else None
         return AttemptRecord(
@@ -251,16 +250,11 @@ class Loop:
             passed=bool(judged.result and judged.result.passed),
             seconds=seconds, cost_usd=candidate.proposal.cost_usd, tokens=candidate.proposal.tokens,
             added_lines=commit.added_lines, reason=reason, kept_commit=after or kept.kept_commit,
-            samples=judged.samples, holdout=holdout, warning=self._holdout_warning(kept, holdout) if keep else "",
+            samples=judged.samples, holdout=_median(holdout), holdout_samples=holdout if len(holdout) > 1 else [],
+            figures=judged.figures if keep else {}, warning=verdict.holdout_warning(
+                self.goal, kept.holdout_samples or ([kept.holdout] if kept.holdout is not None else []), holdout,
+                self.history) if keep else "",
         )
-
-    def _holdout_warning(self, kept: AttemptRecord, holdout: float | None) -> str:
-        if self.goal.holdout is None or kept.holdout is None:
-            return ""
-        if holdout is None:
-            return "holdout check gave no result on this kept state"
-        worse = holdout < kept.holdout if self.goal.target.direction == "maximize" else holdout > kept.holdout
-        return f"holdout got worse ({kept.holdout:.6g} -> {holdout:.6g}): overfitting the visible check?" if worse else ""
 
     # -- verdict rules --------------------------------------------------------------------------------------
     def _meets_target(self, record: AttemptRecord) -> bool:
@@ -286,10 +280,6 @@ class Loop:
         return [f"# Stalled\nThe last {times} attempts failed the same way:\n    {line}\n"
                 "Do not repeat it: change approach."]
 
-    @staticmethod
-    def _problem(result: CheckResult) -> str:
-        return f"check {result.problem}" if result.problem else ""
-
     # -- the record ---------------------------------------------------------------------------------------
     def _record(self, record: AttemptRecord) -> None:
         record.elapsed = self._elapsed()
@@ -300,10 +290,11 @@ class Loop:
     def _stop(self, exit_code: int, reason: str) -> RunOutcome:
         scored = [r for r in self.history if r.verdict in ("baseline", "keep")]
         best = scored[-1] if scored else None
-        if exit_code != INTERRUPTED and best is not None and self.goal.keep.confirm and self.goal.is_metric_goal:
-            self._confirm(best)
+        confirmed = None
+        if exit_code != INTERRUPTED and best is not None and verdict.confirms(self.goal) and self.goal.is_metric_goal:
+            confirmed = self._confirm(best)
         outcome = RunOutcome(exit_code, reason, self.history[0] if self.history else None, best, self.spend(),
-                             self.notes)
+                             self.notes, confirmed)
         state = {TARGET_MET: "target met", BUDGET_SPENT: "budget spent", INTERRUPTED: "interrupted"}[exit_code]
         self.ledger.event(
             "run_stopped", exit_code=exit_code, state=state, reason=reason, elapsed=outcome.spend.seconds,
@@ -311,14 +302,25 @@ class Loop:
         )
         return outcome
 
-    def _confirm(self, best: AttemptRecord) -> None:
-        """Measure the best kept state once more and note how far it drifted from what was recorded."""
-        result = self.bench.check(self.slots[0], best.iteration, repeat=self.goal.keep.repeats + 1)
+    def _confirm(self, best: AttemptRecord) -> float | None:
+        """Measure the best kept state afresh, keep.repeats times, so the best reported is not the luckiest
+        measurement; note how far it drifted from what was recorded."""
+        repeats = self.goal.keep.repeats
+        results = [self.bench.check(self.slots[0], best.iteration, repeat=repeats + n) for n in range(1, repeats + 1)]
         self.workspace.reset_to(best.kept_commit)
-        if result.metric is None or best.metric is None:
-            self.ledger.event("confirm", metric=None, drift=None, problem=result.problem)
-            self.notes.append(f"confirm: the best state gave no result when measured again ({result.problem})")
-            return
-        drift = result.metric - best.metric
-        self.ledger.event("confirm", metric=result.metric, drift=drift)
-        self.notes.append(f"confirm: the best state measured again gives {result.metric:.6g} (drift {drift:+.6g})")
+        samples = [r.metric for r in results if r.metric is not None]
+        if len(samples) < len(results) or best.metric is None:
+            problem = next((r.problem for r in results if r.metric is None), None)
+            self.ledger.event("confirm", metric=None, drift=None, problem=problem)
+            self.notes.append(f"confirm: the best state gave no result when measured again ({problem})")
+            return None
+        metric = verdict.median(samples)
+        drift = metric - best.metric
+        self.ledger.event("confirm", metric=metric, drift=drift, samples=samples)
+        self.notes.append(f"confirm: the best state measured again {len(samples)} times gives {metric:.6g} "
+                          f"(drift {drift:+.6g}); that is the best to believe")
+        return metric
+
+
+def _median(samples: list[float]) -> float | None:
+    return verdict.median(samples) if samples else None

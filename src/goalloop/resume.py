@@ -11,8 +11,12 @@ so a killed run can be in one of a few states, each repaired here:
 - a parallel round killed mid-way: every slot's worktree is handled as above (round.json says which
   attempt each slot was proposing), and an attempt number the round used without leaving a commit is
   recorded as lost too, so attempt numbers stay contiguous;
-- finally every worktree is put back exactly at the last kept commit, and the leftover process groups
-  of every slot are killed first.
+- a worktree that was deleted is recreated at the last kept commit; a proposal that had finished when
+  that happened (its proposal.json was saved, it has no commit) is recorded as lost with its cost;
+- lock files a killed git left in the run's own metadata and refs are removed (logged), once no live git
+  process works there; the user's own locks are never looked at;
+- finally every worktree is put back exactly at the last kept commit, and what the dead run left running
+  in every slot is killed first.
 
 Lost attempts are not re-checked: a verdict needs the proposal's context, which died with the process.
 """
@@ -65,7 +69,10 @@ def reconcile(workspaces: list[Workspace], ledger: Ledger, history: list[Attempt
     for pid_file in child_pid_files(ledger.run_dir):
         kill_leftover_group(pid_file)
     for workspace in workspaces:
-        workspace.reopen(base_commit)
+        for lock in workspace.remove_stale_locks():
+            ledger.event("stale_lock_removed", path=str(lock))
+        for note in workspace.reopen(base_commit):
+            ledger.event("worktree_repaired", worktree=str(workspace.worktree), note=note)
     first = workspaces[0]
     history = list(history)
     kept = next((r for r in reversed(history) if r.verdict in ("baseline", "keep")), None)
@@ -90,6 +97,9 @@ def reconcile(workspaces: list[Workspace], ledger: Ledger, history: list[Attempt
         if commit.sha:
             lost[iteration] = (commit.sha, "killed while proposing")
 
+    if history:  # a finished proposal whose commit never happened (its worktree vanished): its cost counts
+        for iteration in _proposed_unrecorded(ledger, recorded | set(lost)):
+            lost[iteration] = (None, "stopped after proposing, before the change was committed")
     if history and lost:  # a parallel round killed mid-way can leave a slot with nothing to show: a gap
         for iteration in range(1, max(lost)):
             if iteration not in recorded and iteration not in lost:
@@ -103,6 +113,16 @@ def reconcile(workspaces: list[Workspace], ledger: Ledger, history: list[Attempt
     for workspace in workspaces:
         workspace.reset_to(kept_commit)
     return history
+
+
+def _proposed_unrecorded(ledger: Ledger, known: set[int]) -> list[int]:
+    """Attempts with a saved proposal.json but neither a row nor a commit."""
+    found = []
+    for saved in (ledger.run_dir / "attempts").glob(f"*/{PROPOSAL_FILE}"):
+        name = saved.parent.name
+        if name.isdigit() and int(name) > 0 and int(name) not in known:
+            found.append(int(name))
+    return sorted(found)
 
 
 def _lost(ledger: Ledger, iteration: int, sha: str | None, kept_commit: str, how: str) -> AttemptRecord:

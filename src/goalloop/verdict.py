@@ -1,8 +1,12 @@
 """The rules that make a verdict trustworthy, each enforced by the runner rather than asked of the proposer.
 
 - Check integrity: the check's own files are hashed when the run starts and verified before every check.
-- Noise: a candidate that looks better is measured again; it is kept only if the median of its
-  measurements beats the kept median by more than `keep.min_delta`.
+- Noise: a candidate that looks better is measured again (`keep.repeats`); it is kept only when its gain
+  over the kept state beats `keep.min_delta` at `keep.confidence` by a one-sided t-test against the
+  check's noise pooled over every repeated measurement of the run (stats.py). The best state is measured
+  again at the end (`keep.confirm`, on by default with repeats) and that is the best reported. The
+  holdout warns only when it got worse beyond its own noise.
+- Guards: figures besides the metric that must not get worse (guards.py), the count of tests run first.
 - Stalls: the same failure, normalised, several times in a row is named, so the next prompt says so.
 
 What this does not cover: a check whose result depends on something outside the repository (the network,
@@ -17,9 +21,15 @@ import os
 import re
 import statistics
 from pathlib import Path
+from typing import Iterable
 
+from goalloop import stats
 from goalloop.goal import Goal
+from goalloop.guards import TESTS_RUN, GuardSpec
+from goalloop.ledger import AttemptRecord
 from goalloop.workspace import PathRules
+
+DEFAULT_CONFIDENCE = 0.95
 
 
 # -- integrity ------------------------------------------------------------------------------------------
@@ -79,6 +89,64 @@ def beats(goal: Goal, candidate: float, kept: float | None) -> bool:
     if goal.target.direction == "maximize":
         return candidate > kept + margin
     return candidate < kept - margin
+
+
+def confirms(goal: Goal) -> bool:
+    """Whether the best state is measured again at the end: `keep.confirm`, by default when repeats are on."""
+    confirm = goal.keep.confirm
+    return goal.keep.repeats > 1 if confirm is None else confirm
+
+
+def check_noise(history: Iterable[AttemptRecord], more: Iterable[list[float]] = ()) -> stats.Noise:
+    """The check's noise pooled over every state of the run measured more than once (and `more`)."""
+    return stats.pooled_noise([r.samples for r in history if len(r.samples) > 1] + list(more))
+
+
+def significant_gain(goal: Goal, samples: list[float], kept: AttemptRecord,
+                     history: Iterable[AttemptRecord]) -> tuple[bool, str]:
+    """Whether the candidate's measurements beat the kept state's beyond min_delta and the noise; and why not."""
+    if kept.metric is None:  # the kept state gave no metric (a crashed baseline): any measured value beats it
+        return True, ""
+    before = kept.samples if len(kept.samples) > 1 else [kept.metric]
+    noise = check_noise(history, [samples])
+    delta = min_delta(goal, kept.metric)
+    found = stats.compare(samples, before, noise, min_delta=delta, maximize=goal.target.direction == "maximize")
+    if found.significant(goal.keep.confidence):
+        return True, ""
+    beyond = f" beyond min_delta {delta:.3g}" if delta else ""
+    return False, (f"gain {found.gain:+.3g}{beyond} is within the noise (p={found.p_value:.2f} > "
+                   f"{1 - goal.keep.confidence:.2g}; noise sd {noise.sd:.3g} from {noise.df} degrees of freedom)")
+
+
+def holdout_warning(goal: Goal, before: list[float], after: list[float], history: Iterable[AttemptRecord]) -> str:
+    """A warning when the holdout got worse on a kept state: beyond its own noise when it was measured
+    repeatedly, and saying it is one measurement when it was not."""
+    if not before:
+        return ""
+    if not after:
+        return "holdout check gave no result on this kept state"
+    maximize = goal.target.direction == "maximize"
+    worse = sum(after) / len(after) < sum(before) / len(before) if maximize else \
+        sum(after) / len(after) > sum(before) / len(before)
+    if not worse:
+        return ""
+    shown = f"{statistics.median(before):.6g} -> {statistics.median(after):.6g}"
+    if len(before) < 2 and len(after) < 2:
+        return f"holdout got worse ({shown}, single measurements): overfitting the visible check?"
+    noise = stats.pooled_noise([r.holdout_samples for r in history if len(r.holdout_samples) > 1] + [before, after])
+    loss = stats.compare(before, after, noise, min_delta=0.0, maximize=maximize)
+    if not loss.significant(goal.keep.confidence):
+        return ""
+    return f"holdout got worse beyond its noise ({shown}, p={loss.p_value:.2g}): overfitting the visible check?"
+
+
+def guard_specs(goal: Goal) -> list[GuardSpec]:
+    """The goal's guards, and for a pass/fail goal the count of tests run (guarded when the baseline's output
+    has a known runner's summary; see guards.py)."""
+    specs = [GuardSpec(g.name, g.metric, g.direction == "maximize", g.tolerance) for g in goal.guards]
+    if goal.keep.guard_tests and not goal.is_metric_goal:
+        specs.insert(0, GuardSpec(TESTS_RUN, None, maximize=True))
+    return specs
 
 
 def median(values: list[float]) -> float:

@@ -6,6 +6,9 @@ The user's checkout is never touched. A run adds only:
   - a worktree (detached HEAD) under `workspaces/`, and git's metadata for it; with `parallel: N`, one
     worktree a slot (`workspaces/<run-id>/0` .. `N-1`), all sharing the branch and the refs.
 
+Every git command goes through the guarded runners of git_runner.py: named repository and work tree,
+the worktree checked to be the run's before each command, refs limited to the run's own.
+
 Attempts are committed with plumbing (`write-tree`, `commit-tree`, `update-ref`): no hooks, no signing,
 no dependence on the user's identity, and a commit a proposer made itself is folded into the attempt.
 """
@@ -13,10 +16,11 @@ no dependence on the user's identity, and a commit a proposer made itself is fol
 from __future__ import annotations
 
 import difflib
+import hashlib
 import os
 import shlex
 import shutil
-import tempfile
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -25,7 +29,9 @@ import pathspec
 from filelock import FileLock, Timeout
 
 from goalloop.errors import InfrastructureError, LockHeld
+from goalloop.git_runner import GitFailed, RepoGit, WorktreeGit, WorktreeMissing
 from goalloop.goal import Goal
+from goalloop.processes import git_processes_near
 
 BRANCH_PREFIX = "goalloop/"
 REF_PREFIX = "refs/goalloop/"
@@ -194,9 +200,7 @@ def check_script_paths(command: str, target: RepoTarget) -> list[str]:
             candidates.add(rel)
     if not candidates:
         return []
-    listing = git.Git(str(target.root)).execute(
-        ["git", "ls-tree", "-r", "--name-only", target.base_commit, "--", *sorted(candidates)]
-    )
+    listing = RepoGit(target.root, None).run("ls-tree", "-r", "--name-only", target.base_commit, "--", *sorted(candidates))
     return sorted(candidates & set(listing.splitlines()))
 
 
@@ -216,24 +220,26 @@ class Workspace:
         self.run_id = run_id
         self.branch = BRANCH_PREFIX + run_id
         self._exclude_file = exclude_file
-        self._git = self._runner(worktree if worktree.exists() else repo_root)
+        env = {**COMMIT_IDENTITY, **self.tool_env()}
+        self._repo = RepoGit(repo_root, run_id, env)
+        self._git = WorktreeGit(self._repo, worktree, env)
         self._ignored_after_reset: set[str] = set()
-
-    def _runner(self, cwd: Path) -> git.Git:
-        runner = git.Git(str(cwd))
-        runner.update_environment(**COMMIT_IDENTITY, **self.tool_env())
-        return runner
+        self._index_written: bytes | None = None
+        """A hash of the worktree's index as goalloop last left it; the same bytes mean no proposer set
+        flags in it since."""
 
     def tool_env(self) -> dict[str, str]:
         """Environment for anything run in the worktree (checks, proposers, their git commands): goalloop's
         ignore rules, so an agent's own `git add -A` leaves caches out too, and no Python bytecode, which
         could otherwise be judged instead of a same-size edit made within the same second."""
-        return {
-            "GIT_CONFIG_COUNT": "1",
-            "GIT_CONFIG_KEY_0": "core.excludesFile",
-            "GIT_CONFIG_VALUE_0": str(self._exclude_file),
-            "PYTHONDONTWRITEBYTECODE": "1",
+        settings = {
+            "core.excludesFile": str(self._exclude_file),
+            "feature.manyFiles": "true",  # index v4 and the untracked cache: quicker on large trees
         }
+        env = {"GIT_CONFIG_COUNT": str(len(settings)), "PYTHONDONTWRITEBYTECODE": "1"}
+        for n, (key, value) in enumerate(settings.items()):
+            env[f"GIT_CONFIG_KEY_{n}"], env[f"GIT_CONFIG_VALUE_{n}"] = key, value
+        return env
 
     def attempt_ref(self, iteration: int) -> str:
         return f"{REF_PREFIX}{self.run_id}/{iteration}"
@@ -245,9 +251,8 @@ class Workspace:
         _write_excludes(exclude_file, target.root)
         space = cls(target.root, worktree, run_id, exclude_file)
         worktree.parent.mkdir(parents=True, exist_ok=True)
-        space._run("branch", space.branch, target.base_commit)
-        space._run("worktree", "add", "--detach", "--quiet", str(worktree), target.base_commit)
-        space._git = space._runner(worktree)
+        space._repo.run("branch", space.branch, target.base_commit)
+        space._repo.run("worktree", "add", "--detach", "--quiet", str(worktree), target.base_commit)
         return space
 
     @classmethod
@@ -257,21 +262,79 @@ class Workspace:
         pool = [cls.create(target, paths[0], run_id, exclude_file)]
         for path in paths[1:]:
             space = cls(target.root, path, run_id, exclude_file)
-            space._run("worktree", "add", "--detach", "--quiet", str(path), target.base_commit)
-            space._git = space._runner(path)
+            space._repo.run("worktree", "add", "--detach", "--quiet", str(path), target.base_commit)
             pool.append(space)
         return pool
 
-    def reopen(self, base_commit: str) -> None:
-        """Make sure the branch and the worktree exist (a run killed while starting, a deleted worktree)."""
-        root = self._runner(self.repo_root)
+    def reopen(self, base_commit: str) -> list[str]:
+        """Make sure the branch and the worktree exist (a run killed while starting, a deleted worktree).
+
+        A missing worktree is recreated at the branch head (the last kept commit); what was left at its path
+        is moved aside, never deleted. Returns what was repaired, for the log.
+        """
+        repaired = []
         if not self.ref_exists(f"refs/heads/{self.branch}"):
-            root.execute(["git", "branch", self.branch, base_commit])
-        if not (self.worktree / ".git").exists():
-            root.execute(["git", "worktree", "prune"])
-            self.worktree.parent.mkdir(parents=True, exist_ok=True)
-            root.execute(["git", "worktree", "add", "--detach", "--quiet", str(self.worktree), self.branch_head()])
-        self._git = self._runner(self.worktree)
+            self._repo.run("branch", self.branch, base_commit)
+            repaired.append(f"created the missing branch {self.branch} at {base_commit[:12]}")
+        try:
+            self._git.gitdir()
+        except WorktreeMissing as exc:
+            repaired += self._recreate_worktree(exc.message.split(";")[0])
+        return repaired
+
+    def _recreate_worktree(self, why: str) -> list[str]:
+        notes = [why]
+        for meta in self._own_worktree_metadata():
+            shutil.rmtree(meta, ignore_errors=True)
+        if self.worktree.exists() or self.worktree.is_symlink():
+            aside = self.worktree.with_name(f"{self.worktree.name}.remnant-{time.strftime('%Y%m%d-%H%M%S')}")
+            self.worktree.rename(aside)
+            notes.append(f"moved what was left at {self.worktree} to {aside}")
+        self.worktree.parent.mkdir(parents=True, exist_ok=True)
+        head = self.branch_head()
+        self._repo.run("worktree", "add", "--detach", "--quiet", str(self.worktree), head)
+        notes.append(f"recreated the worktree {self.worktree} at the last kept commit {head[:12]}")
+        return notes
+
+    def _own_worktree_metadata(self) -> list[Path]:
+        """git's metadata folders (`.git/worktrees/<name>`) that record this worktree's path, and only those."""
+        found = []
+        dotgit = (self.worktree / ".git").resolve()
+        for meta in sorted((self._repo.common_dir / "worktrees").glob("*/gitdir")):
+            try:
+                recorded = meta.read_text(encoding="utf-8", errors="replace").strip()
+            except OSError:
+                continue
+            if (meta.parent / recorded).resolve() == dotgit:
+                found.append(meta.parent)
+        return found
+
+    def stale_locks(self) -> list[Path]:
+        """Lock files in the run's own git metadata and refs (a git killed mid-write leaves them): the
+        worktree's index.lock and HEAD.lock, the run's branch and attempt refs. Never a lock of the user's."""
+        candidates = [meta / name for meta in self._own_worktree_metadata() for name in ("index.lock", "HEAD.lock")]
+        refs = self._repo.common_dir / "refs"
+        candidates.append(refs / "heads" / f"{self.branch}.lock")
+        candidates += sorted((refs / "goalloop" / self.run_id).rglob("*.lock"))
+        return [path for path in candidates if path.is_file()]
+
+    def remove_stale_locks(self, wait: float = 2.0) -> list[Path]:
+        """Remove the run's stale lock files (see `stale_locks`) once no live git process is working in the
+        repository or the worktree; raise InfrastructureError naming the process if one still is."""
+        locks = self.stale_locks()
+        if not locks:
+            return []
+        deadline = time.monotonic() + wait
+        while busy := git_processes_near([self.repo_root, self.worktree, self._repo.common_dir], locks):
+            if time.monotonic() > deadline:
+                raise InfrastructureError(
+                    f"{locks[0]} is locked and git (pid {busy[0]}) is still working in {self.repo_root}",
+                    fix=f"wait for pid {busy[0]} to finish (or stop it), then resume the run",
+                )
+            time.sleep(0.1)
+        for lock in locks:
+            lock.unlink(missing_ok=True)
+        return locks
 
     # -- attempts -------------------------------------------------------------------------------------
     def commit_attempt(self, iteration: int, parent: str, message: str) -> AttemptCommit:
@@ -280,16 +343,19 @@ class Workspace:
         An empty change (the tree equals the parent's) makes no commit. Anything the proposer committed
         itself is folded in: the attempt's parent is always the last kept commit.
         """
-        self._unhide_from_git()
+        if self._index_written is None or self._index_stamp() != self._index_written:
+            self._unhide_from_git()
         stray = sorted(self.ignored_paths() - self._ignored_after_reset)
         for rel in stray:
             _remove(self.worktree / rel)
-        if self.head() != parent:  # the proposer committed: start the index from the kept tree again
+        if self.head() != parent or not self._git.head_is_detached():  # the proposer committed or checked out
+            self._detach(self.head())
             self._run("reset", "--quiet", "--mixed", parent)
         self._run("add", "--all")
         tree = self._run("write-tree")
         numstat = self._run("diff-tree", "-r", "--numstat", "--no-renames", "-z", parent, tree)
         changed = _parse_numstat(numstat)
+        self._index_written = self._index_stamp()
         if not changed:
             return AttemptCommit(sha=None, removed_ignored=stray)
         sha = self._run("commit-tree", tree, "-p", parent, "-m", message)
@@ -330,24 +396,43 @@ class Workspace:
 
     def reset_to(self, sha: str) -> None:
         """Put the worktree exactly at `sha`: tracked files restored, new files removed."""
+        if not self._git.head_is_detached():  # a proposer checked out a branch: leave that branch alone
+            self._detach(sha)
         self._run("reset", "--quiet", "--hard", sha)
         self._run("clean", "-d", "--force", "--force", "--quiet")
         self._ignored_after_reset = self.ignored_paths()
+        self._index_written = self._index_stamp()
+
+    def _index_stamp(self) -> bytes | None:
+        """A hash of the worktree's index file (a millisecond for 20,000 entries; `ls-files -v` takes 50x)."""
+        try:
+            return hashlib.blake2b((self._git.gitdir() / "index").read_bytes(), digest_size=16).digest()
+        except FileNotFoundError:
+            return None
 
     def ignored_paths(self) -> set[str]:
         """Untracked files and folders that git ignores (folders collapsed to `dir/`)."""
         listing = self._run("ls-files", "--others", "--ignored", "--exclude-standard", "--directory", "-z", strip=False)
         return {p for p in listing.split("\0") if p}
 
+    def _detach(self, sha: str) -> None:
+        """Point the worktree's HEAD at `sha` directly, off any branch a proposer checked out there."""
+        self._run("update-ref", "--no-deref", "HEAD", sha)
+
     def branch_head(self) -> str:
-        return self._run("rev-parse", "--verify", f"refs/heads/{self.branch}")
+        return self._repo.run("rev-parse", "--verify", f"refs/heads/{self.branch}")
 
     def head(self) -> str:
+        """The worktree's HEAD commit: read from its HEAD file when detached (always, but for a proposer
+        that checked out a branch), else asked of git."""
+        text = (self._git.gitdir() / "HEAD").read_text(encoding="utf-8", errors="replace").strip()
+        if len(text) in (40, 64) and all(c in "0123456789abcdef" for c in text):
+            return text
         return self._run("rev-parse", "--verify", "HEAD")
 
     def attempt_refs(self) -> dict[int, str]:
         """Attempt number -> commit, for every attempt ref of this run."""
-        listing = self._run("for-each-ref", "--format=%(refname) %(objectname)", f"{REF_PREFIX}{self.run_id}/")
+        listing = self._repo.run("for-each-ref", "--format=%(refname) %(objectname)", f"{REF_PREFIX}{self.run_id}/")
         refs = {}
         for line in listing.splitlines():
             name, sha = line.split()
@@ -361,38 +446,27 @@ class Workspace:
 
     def move_branch(self, sha: str) -> None:
         """Point the run's branch at `sha` whatever it points at now (used when resuming)."""
-        self._run("update-ref", f"refs/heads/{self.branch}", sha)
+        self._repo.run("update-ref", f"refs/heads/{self.branch}", sha)
 
     def ref_exists(self, ref: str) -> bool:
         try:
-            self._run("rev-parse", "--verify", "--quiet", ref)
+            self._repo.run("rev-parse", "--verify", "--quiet", ref)
             return True
-        except InfrastructureError:
+        except GitFailed:
             return False
 
     def read_at(self, commit: str, path: str) -> str | None:
         try:
-            return self._run("show", f"{commit}:{path}", strip=False)
-        except InfrastructureError:
+            return self._repo.run("show", f"{commit}:{path}", strip=False)
+        except GitFailed:
             return None
 
+    def require(self) -> None:
+        """Raise WorktreeMissing if the worktree is gone (checked after a check, which may have deleted it)."""
+        self._git.gitdir()
+
     def _run(self, *args: str, input: str | None = None, strip: bool = True) -> str:
-        stdin = None
-        if input is not None:
-            stdin = tempfile.TemporaryFile()
-            stdin.write(input.encode())
-            stdin.seek(0)
-        try:
-            return self._git.execute(["git", *args], istream=stdin, strip_newline_in_stdout=strip)
-        except git.GitCommandError as exc:
-            stderr = (exc.stderr or "").strip().removeprefix("stderr: ").strip("'\n ")
-            raise InfrastructureError(
-                f"git {' '.join(args[:2])} failed in {self._git.working_dir}: {stderr or exc}",
-                fix="check the repository with `git status` and `git worktree list`; the run can be resumed",
-            ) from None
-        finally:
-            if stdin is not None:
-                stdin.close()
+        return self._git.run(*args, input=input, strip=strip)
 
 
 def slot_worktrees(root: Path, parallel: int) -> list[Path]:
@@ -402,8 +476,8 @@ def slot_worktrees(root: Path, parallel: int) -> list[Path]:
 
 def remove_worktrees(repo_root: Path, under: Path) -> list[Path]:
     """Remove every worktree of `repo_root` at or below `under` (branches and refs stay). Returns them."""
-    runner = git.Git(str(repo_root))
-    listing = runner.execute(["git", "worktree", "list", "--porcelain"])
+    runner = RepoGit(repo_root, None)
+    listing = runner.run("worktree", "list", "--porcelain")
     under = under.resolve()
     removed = []
     for line in listing.splitlines():
@@ -411,9 +485,8 @@ def remove_worktrees(repo_root: Path, under: Path) -> list[Path]:
             continue
         path = Path(line.removeprefix("worktree ")).resolve()
         if path == under or under in path.parents:
-            runner.execute(["git", "worktree", "remove", "--force", str(path)])
+            runner.run("worktree", "remove", "--force", str(path))
             removed.append(path)
-    runner.execute(["git", "worktree", "prune"])
     if under.is_dir() and not any(under.iterdir()):
         under.rmdir()
     return removed
@@ -441,8 +514,8 @@ def _write_excludes(exclude_file: Path, repo_root: Path) -> None:
     """Our cache excludes plus the user's own global ignore file, so their rules still apply."""
     lines = list(DEFAULT_EXCLUDES)
     try:
-        user_file = git.Git(str(repo_root)).execute(["git", "config", "--path", "--get", "core.excludesFile"])
-    except git.GitCommandError:
+        user_file = RepoGit(repo_root, None).run("config", "--path", "--get", "core.excludesFile")
+    except GitFailed:
         xdg = os.environ.get("XDG_CONFIG_HOME") or str(Path.home() / ".config")
         user_file = str(Path(xdg) / "git" / "ignore")
     try:

@@ -152,7 +152,10 @@ def _stray_colon(text_lines: list[str], index: int, column: int) -> tuple[str, s
 
 # -- explaining validation errors ---------------------------------------------------------------------------
 _PROPOSER_KINDS = {
-    "command": "an agent CLI such as Claude Code, Codex or Aider",
+    "claude-code": "Claude Code, the claude CLI",
+    "codex": "OpenAI's Codex CLI",
+    "aider": "Aider",
+    "command": "any other agent CLI or script",
     "claude": "Claude through the API",
     "search": "a numeric search over knobs",
     "scripted": "a list of prepared changes",
@@ -165,16 +168,17 @@ _NUMBER_WORDS = {w: i for i, w in enumerate(
 )} | {"thirty": 30, "forty": 40, "fifty": 50, "hundred": 100}
 _EXAMPLES = {
     ("check", "run"): "python3 -m pytest -q",
-    ("proposer", "run"): 'claude -p "$(cat "$GOALLOOP_PROMPT_FILE")" --permission-mode acceptEdits',
+    ("proposer", "run"): 'my-agent < "$GOALLOOP_PROMPT_FILE" (Claude Code, Codex, Aider: use kind: claude-code, codex or aider)',
 }
 _MISSING_FIX = {
     ("check",): "add `check:` and below it, indented, `run:` with the command that tells whether the goal is met, "
     "such as run: python3 -m pytest -q",
     ("check", "run"): "add `run:` under check: with the shell command to run, such as run: python3 -m pytest -q",
-    ("proposer",): "add a proposer: `proposer:` and below it, indented, `kind: command` and "
-    "`run: <your agent's command>` (or kind: claude, search or scripted)",
-    ("proposer", "run"): "add `run:` under proposer: with the agent's command, such as "
-    'run: claude -p "$(cat "$GOALLOOP_PROMPT_FILE")" --permission-mode acceptEdits',
+    ("proposer",): "add a proposer: `proposer:` and below it, indented, `kind: claude-code` (or codex, aider, "
+    "claude, search, scripted, or kind: command with `run: <your agent's command>`)",
+    ("proposer", "run"): "add `run:` under proposer: with the agent's command, the prompt on its stdin, such as "
+    'run: my-agent < "$GOALLOOP_PROMPT_FILE" (for Claude Code, Codex or Aider, kind: claude-code, codex or aider '
+    "need no run:)",
     ("proposer", "steps"): "add `steps:` under proposer: with a list of changes, each `- files: {path: content}`",
     ("proposer", "params"): "add `params:` under proposer: with the knobs to search, such as "
     "lr: {file: train.py, pattern: 'LR = ([0-9.e-]+)', low: 1.0e-4, high: 0.1}",
@@ -315,13 +319,13 @@ def _proposer_kind(kind: str, got: Any) -> tuple[str, str]:
     if kind == "union_tag_not_found":
         return "kind: is missing", f"add `kind:` under proposer:, one of: {kinds}"
     tag = str(got.get("kind") if isinstance(got, dict) else got)
-    if any(word in tag.lower() for word in _AGENT_CLI_WORDS) and tag not in _PROPOSER_KINDS:
+    close = difflib.get_close_matches(tag, list(_PROPOSER_KINDS), n=1, cutoff=0.6)
+    if not close and any(word in tag.lower() for word in _AGENT_CLI_WORDS):
         return (
             f"'{tag}' is not a kind of proposer",
-            "an agent CLI runs as kind: command, with its command line under run: "
-            '(Claude Code: run: claude -p "$(cat "$GOALLOOP_PROMPT_FILE")" --permission-mode acceptEdits)',
+            "Claude Code, Codex and Aider are kind: claude-code, codex and aider; any other agent CLI runs as "
+            'kind: command, with its command line under run:, the prompt on its stdin: run: my-agent < "$GOALLOOP_PROMPT_FILE"',
         )
-    close = difflib.get_close_matches(tag, list(_PROPOSER_KINDS), n=1, cutoff=0.6)
     return (
         f"'{tag}' is not a kind of proposer",
         f"did you mean '{close[0]}'? (kinds: {', '.join(_PROPOSER_KINDS)})" if close else f"write one of: {kinds}",

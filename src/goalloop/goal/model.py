@@ -83,9 +83,17 @@ class Keep(StrictModel):
     min_delta: float | Annotated[str, Field(pattern=r"^\s*\d+(\.\d+)?\s*%\s*$")] = Field(default=0.0)
     """The smallest improvement that counts: a number in the metric's units, or a share such as "1%"."""
     repeats: int = Field(default=1, ge=1, le=100)
-    """Measure the baseline, and any candidate that looks better, this many times; compare medians."""
-    confirm: bool = False
-    """Measure the best kept state once more before the run ends, and report any drift."""
+    """Measure the baseline, and any candidate that looks better, this many times; a candidate is kept only
+    when its gain is significant at `confidence`. 1: every gain is a single measurement."""
+    confidence: float = Field(default=0.95, gt=0.5, lt=1.0)
+    """With repeats: how sure a gain must be to count. A one-sided t-test of the candidate's gain beyond
+    min_delta against the check's noise, pooled over every state measured repeatedly in the run."""
+    confirm: bool | None = None
+    """Measure the best kept state again (repeats times) before the run ends and report that as the best,
+    with its drift; default: on when repeats > 1."""
+    guard_tests: bool = True
+    """For a pass/fail goal: reject a pass that ran fewer tests than the kept state, read from the summary
+    of pytest, unittest, cargo test, go test -v, jest or vitest."""
     max_added_lines: int | None = Field(default=None, ge=1)
     """Reject an attempt that adds more lines than this, whatever its gain."""
 
@@ -111,12 +119,34 @@ class Holdout(StrictModel):
     @field_validator("metric")
     @classmethod
     def _metric_compiles(cls, pattern: str) -> str:
-        try:
-            re.compile(pattern)
-        except re.error as exc:
-            raise Mistake(f"metric is not a valid regular expression: {exc}",
-                          fix="write a Python regex in single quotes, with a group around the number: '^acc:\\s*(\\S+)'") from None
-        return pattern
+        return _number_regex(pattern, "'^acc:\\s*(\\S+)'")
+
+
+class Guard(StrictModel):
+    """A figure besides the metric that must not get worse for an attempt to be kept or to pass."""
+
+    name: str = Field(min_length=1)
+    """What the figure is called in reasons, e.g. peak_mb."""
+    metric: str
+    """Regex read from the check's stdout like check.metric (the last matching line, group 1)."""
+    direction: Literal["maximize", "minimize"] = "maximize"
+    """Which way is better for this figure; the guard fails when it moves the other way."""
+    tolerance: float | Annotated[str, Field(pattern=r"^\s*\d+(\.\d+)?\s*%\s*$")] = 0.0
+    """How much worse is still allowed: in the figure's units, or a share such as "5%"."""
+
+    @field_validator("metric")
+    @classmethod
+    def _metric_compiles(cls, pattern: str) -> str:
+        return _number_regex(pattern, "'^peak_mb:\\s*(\\S+)'")
+
+
+def _number_regex(pattern: str, example: str) -> str:
+    try:
+        re.compile(pattern)
+    except re.error as exc:
+        raise Mistake(f"metric is not a valid regular expression: {exc}",
+                      fix=f"write a Python regex in single quotes, with a group around the number: {example}") from None
+    return pattern
 
 
 class Budget(StrictModel):
@@ -154,6 +184,50 @@ class CommandProposer(StrictModel):
     """Longest one proposal may take; then it is killed and the attempt fails."""
     env: dict[str, str] = {}
     """Extra environment variables for the command."""
+
+
+class AgentCLI(StrictModel):
+    """What the agent CLI kinds (claude-code, codex, aider) share. See proposers/agents.py."""
+
+    model: str | None = None
+    """The model, passed as the CLI's --model; default: the CLI's own default."""
+    program: str | None = None
+    """The CLI's executable (a name on PATH or a path); default: claude, codex or aider on PATH."""
+    args: list[str] = []
+    """Extra arguments, appended to the command line the kind builds, for what it does not cover."""
+    keys: list[str] = []
+    """The variables holding its API key, passed to it (never to the check) by name; default: the ones
+    the CLI reads (claude-code: ANTHROPIC_API_KEY, ANTHROPIC_AUTH_TOKEN or CLAUDE_CODE_OAUTH_TOKEN; codex:
+    CODEX_API_KEY or OPENAI_API_KEY; aider: OPENAI_API_KEY, ANTHROPIC_API_KEY, OPENROUTER_API_KEY and the
+    other providers' keys). One of them must be set."""
+    base_url: str | None = None
+    """The model API's endpoint (a proxy, a gateway, a local server); default: the CLI's own."""
+    timeout: Duration = 1800.0
+    """Longest one proposal may take; then it is killed and the attempt fails."""
+    env: dict[str, str] = {}
+    """Extra environment variables for the CLI."""
+
+
+class ClaudeCodeProposer(AgentCLI):
+    """Claude Code (`claude -p`): edits accepted, Bash allowed for the goal's check command only."""
+
+    kind: Literal["claude-code"]
+    allow: list[str] = []
+    """More permission rules for --allowedTools, e.g. "Bash(pytest:*)" or "WebFetch"."""
+
+
+class CodexProposer(AgentCLI):
+    """OpenAI Codex (`codex exec`), in its own sandbox."""
+
+    kind: Literal["codex"]
+    sandbox: Literal["read-only", "workspace-write", "danger-full-access"] = "workspace-write"
+    """Codex's sandbox for the commands it runs: workspace-write lets it edit the worktree and nothing else."""
+
+
+class AiderProposer(AgentCLI):
+    """Aider (`aider --message-file`): one message a proposal, its edits applied, no commits of its own."""
+
+    kind: Literal["aider"]
 
 
 class ScriptedStep(StrictModel):
@@ -284,7 +358,8 @@ class SearchProposer(StrictModel):
 
 
 ProposerConfig = Annotated[
-    Union[CommandProposer, ScriptedProposer, ClaudeProposer, SearchProposer],
+    Union[CommandProposer, ClaudeCodeProposer, CodexProposer, AiderProposer, ScriptedProposer, ClaudeProposer,
+          SearchProposer],
     Field(discriminator="kind"),
 ]
 
@@ -294,7 +369,8 @@ class Environment(StrictModel):
 
     pass_: list[str] = Field(default=[], alias="pass")
     """Secret-looking variables (names with KEY, TOKEN, SECRET, PASSWORD...) to pass through anyway,
-    e.g. ANTHROPIC_API_KEY for `claude -p`. All others are dropped."""
+    e.g. a token the check needs. All others are dropped. The claude, claude-code, codex and aider
+    proposers get their own key variables without it."""
 
 
 class Sandbox(StrictModel):
@@ -357,6 +433,8 @@ class Goal(StrictModel):
     budget: Budget = Budget()
     keep: Keep = Keep()
     holdout: Holdout | None = None
+    guards: list[Guard] = []
+    """Figures that must not get worse for a keep or a pass, besides the count of tests run."""
     env: Environment = Environment()
     sandbox: Annotated[Sandbox | None, BeforeValidator(_sandbox_switch), Field(json_schema_extra=_also_boolean)] = None
     """`true` (or a mapping of settings) runs the check and the proposer's commands inside bubblewrap;

@@ -8,6 +8,7 @@ proposer that fails returns `Proposal(failed=...)` instead of raising; it raises
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Protocol
@@ -34,12 +35,40 @@ class Prompt:
 
 @dataclass
 class Spend:
-    """What a run has used so far, resumes included."""
+    """What a run has used so far, resumes included.
+
+    `usd` and `tokens` add up what was reported; an attempt whose cost (or tokens) nobody reported counts
+    in `untracked_usd` (or `untracked_tokens`) instead, never as 0.
+    """
 
     iterations: int = 0
     seconds: float = 0.0
     tokens: int = 0
     usd: float = 0.0
+    untracked_usd: int = 0
+    """Attempts whose cost is unknown."""
+    untracked_tokens: int = 0
+    """Attempts whose token count is unknown."""
+
+    @classmethod
+    def of(cls, records: Iterable[AttemptRecord], seconds: float) -> Spend:
+        """The spend of these ledger rows (the baseline costs nothing and is not an attempt)."""
+        attempts = [r for r in records if r.iteration > 0]
+        return cls(
+            iterations=len(attempts), seconds=seconds,
+            tokens=sum(r.tokens or 0 for r in attempts), usd=sum(r.cost_usd or 0.0 for r in attempts),
+            untracked_usd=sum(1 for r in attempts if r.cost_usd is None),
+            untracked_tokens=sum(1 for r in attempts if r.tokens is None),
+        )
+
+    @property
+    def usd_text(self) -> str:
+        """`$1.23`, `cost not tracked` (no attempt reported one) or `$1.23 + 2 attempts not tracked`."""
+        return _tracked(f"${self.usd:.2f}", self.iterations, self.untracked_usd, "cost ")
+
+    @property
+    def tokens_text(self) -> str:
+        return _tracked(f"{self.tokens:,} tokens", self.iterations, self.untracked_tokens, "tokens ")
 
     def exhausted(self, budget: Budget) -> str | None:
         """Why no further attempt may start, or None."""
@@ -80,15 +109,37 @@ class ProposalRequest:
     """With `sandbox:` in the goal: every command the proposer runs must run through `sandbox.wrap(...)`."""
 
 
+def _tracked(known: str, attempts: int, untracked: int, what: str = "") -> str:
+    if attempts and untracked == attempts:
+        return f"{what}not tracked"
+    return f"{known} + {untracked} attempt{'s' if untracked > 1 else ''} not tracked" if untracked else known
+
+
 @dataclass
 class Proposal:
     """What a proposer did. Its files are in the worktree; `failed` says why it produced nothing usable."""
 
     description: str = ""
     failed: str | None = None
-    cost_usd: float | None = 0.0
-    """None when the cost is unknown (a model missing from the price table)."""
-    tokens: int = 0
+    cost_usd: float | None = None
+    """What the proposal cost in dollars; None when nobody reported it (never 0 for "unknown")."""
+    tokens: int | None = None
+    """Model tokens it used (input, cache and output); None when nobody reported them."""
+
+
+SPEND_KINDS = frozenset({"usd", "tokens"})
+
+
+def unenforced_budgets(budget: Budget, proposer: object) -> list[str]:
+    """Warnings for budget.usd / budget.tokens that this proposer cannot report against.
+
+    A proposer says what it reports in `tracks` ("usd", "tokens"; all by default) and why not in
+    `untracked_hint`."""
+    tracks = getattr(proposer, "tracks", SPEND_KINDS)
+    hint = getattr(proposer, "untracked_hint", "this proposer does not report it")
+    limits = {"usd": budget.usd, "tokens": budget.tokens}
+    return [f"budget.{name} cannot be enforced: {hint}; the run stops on its other budgets only"
+            for name, limit in limits.items() if limit is not None and name not in tracks]
 
 
 class Proposer(Protocol):

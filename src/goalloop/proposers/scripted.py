@@ -28,16 +28,16 @@ class ScriptedProposer:
     def propose(self, request: ProposalRequest) -> Proposal:
         step = self.step_for(request.iteration)
         if step is None:
-            return Proposal(failed=f"the script has only {len(self.config.steps)} steps")
+            return Proposal(failed=f"the script has only {len(self.config.steps)} steps", cost_usd=0.0, tokens=0)
         if step.sleep:
             time.sleep(step.sleep)
         description = step.description or f"scripted step {request.iteration}"
         if step.fail is not None:
-            return Proposal(description=description, failed=step.fail, cost_usd=step.cost_usd)
+            return Proposal(description=description, failed=step.fail, cost_usd=step.cost_usd, tokens=0)
         for rel_path, content in step.files.items():
             target = _inside(request.worktree, rel_path)
             if target is None:
-                return Proposal(description=description, failed=f"{rel_path} is outside the worktree", cost_usd=step.cost_usd)
+                return Proposal(description=description, failed=f"{rel_path} is outside the worktree", cost_usd=step.cost_usd, tokens=0)
             if content is None:
                 target.unlink(missing_ok=True)
             else:
@@ -52,8 +52,8 @@ class ScriptedProposer:
             )
             if applied.returncode != 0:
                 error = applied.stderr.decode(errors="replace").strip()
-                return Proposal(description=description, failed=f"patch did not apply: {error}", cost_usd=step.cost_usd)
-        return Proposal(description=description, cost_usd=step.cost_usd)
+                return Proposal(description=description, failed=f"patch did not apply: {error}", cost_usd=step.cost_usd, tokens=0)
+        return Proposal(description=description, cost_usd=step.cost_usd, tokens=0)
 
     def observe(self, record: AttemptRecord) -> None:
         pass

@@ -56,6 +56,8 @@ SIGNIFICANT_DIGITS = 6
 DUPLICATE_TRIES = 50
 TPE_STARTUP_TRIALS = 5
 SCORED_VERDICTS = ("baseline", "keep", "discard")
+FREE = {"cost_usd": 0.0, "tokens": 0}
+"""A search proposal calls no model: it costs nothing, and that is known."""
 
 
 @dataclass(frozen=True)
@@ -138,10 +140,10 @@ class SearchProposer:
                     changed = self._write(request.worktree, texts)
                 except WriteError as exc:
                     study.tell(trial, state=TrialState.FAIL)
-                    return Proposal(description=_describe(texts), failed=str(exc))
+                    return Proposal(description=_describe(texts), failed=str(exc), **FREE)
                 if changed:
                     self._trial_of[request.iteration] = trial.number
-                    return Proposal(description=_describe(texts))
+                    return Proposal(description=_describe(texts), **FREE)
                 self._tell(study, trial.number, _kept(request.history))
         except OSError as exc:
             raise InfrastructureError(
@@ -151,7 +153,7 @@ class SearchProposer:
         return Proposal(failed=(
             f"{DUPLICATE_TRIES} samples in a row equalled the kept values: the search space looks exhausted "
             "(widen low/high or add choices)"
-        ))
+        ), **FREE)
 
     def observe(self, record: AttemptRecord) -> None:
         with self._lock:

@@ -111,6 +111,11 @@ def _look_commands(record: RunRecord) -> list[tuple[str, str]]:
 def findings(record: RunRecord) -> list[str]:
     """What the trust rules noticed: the check's noise, stalls, drift on confirmation, holdout warnings."""
     found: list[str] = []
+    base = record.baseline
+    if base is not None and base.reason:
+        found.append(f"baseline: {base.reason}")
+    if record.meta.metric_goal and base is not None and base.metric is not None and not base.samples:
+        found.append("gains are single measurements (keep.repeats: 1): a lucky run of the check counts as a gain")
     for event in record.events:
         name = event.get("event")
         if name == "noise":

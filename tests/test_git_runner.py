@@ -1,0 +1,173 @@
+"""Every mutating git operation goalloop has, run with the run's worktree removed, from the user's checkout.
+
+The process's current directory is the user's repository (as when `goalloop run` is started from its
+root), their checkout is dirty, and the run's worktree has just been deleted. None of the operations may
+reach the user's files, index, HEAD or branches: each raises WorktreeMissing. The first test shows the
+attack is real: GitPython's `Git(missing_dir)`, which goalloop used to call, runs git in the current
+directory, so `add --all` there stages the user's untracked file.
+"""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import git as gitpython
+import pytest
+from conftest import git, make_repo
+
+from goalloop.git_runner import GitFailed, RepoGit, UnsafeGitCommand, WorktreeGit, WorktreeMissing
+from goalloop.workspace import RepoTarget, Workspace
+
+
+def user_state(repo: Path) -> dict:
+    files = {p.relative_to(repo).as_posix(): p.read_bytes() for p in sorted(repo.rglob("*"))
+             if p.is_file() and ".git" not in p.relative_to(repo).parts and "workspaces" not in p.parts}
+    return {
+        "files": files,
+        "index": (repo / ".git" / "index").read_bytes(),
+        "HEAD": (repo / ".git" / "HEAD").read_text(),
+        "branches": git(repo, "for-each-ref", "--format=%(refname) %(objectname)", "refs/heads/main",
+                        "refs/heads/feature"),
+        "reflog": (repo / ".git" / "logs" / "HEAD").read_text(),
+    }
+
+
+@pytest.fixture
+def setup(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
+    repo = make_repo(tmp_path / "proj", {"knob.py": "X = 1\n", "README.md": "readme\n"})
+    git(repo, "branch", "feature")
+    (repo / "README.md").write_text("edited, not committed\n")
+    (repo / "staged.txt").write_text("staged\n")
+    git(repo, "add", "staged.txt")
+    (repo / "notes.txt").write_text("untracked\n")
+    base = git(repo, "rev-parse", "HEAD")
+    worktree = repo / "workspaces" / "r1"
+    space = Workspace.create(RepoTarget(repo, base), worktree, "r1", tmp_path / "exclude")
+    (worktree / "knob.py").write_text("X = 2\n")
+    first = space.commit_attempt(1, base, "attempt 1")
+    assert first.sha
+    space.reset_to(base)
+    monkeypatch.chdir(repo)  # where git lands when it is not told where to go
+    return repo, worktree, space, base, first.sha
+
+
+def test_the_old_unguarded_runner_reaches_the_user_checkout(setup) -> None:
+    repo, worktree, _, _, _ = setup
+    shutil.rmtree(worktree)
+    before = user_state(repo)
+    gitpython.Git(str(worktree)).execute(["git", "add", "--all"])
+    assert user_state(repo)["index"] != before["index"], "GitPython ran `add --all` in the user's checkout"
+    assert "A  notes.txt" in git(repo, "status", "--porcelain")
+
+
+MUTATIONS = {
+    "commit an attempt": lambda space, base, sha: space.commit_attempt(2, base, "attempt 2"),
+    "save an unrecorded proposal": lambda space, base, sha: space.save_unrecorded(3, base, "interrupted"),
+    "keep": lambda space, base, sha: space.keep(sha, base),
+    "reset to the kept commit": lambda space, base, sha: space.reset_to(base),
+    "detach HEAD": lambda space, base, sha: space._detach(sha),
+    "raw reset --hard": lambda space, base, sha: space._run("reset", "--quiet", "--hard", sha),
+    "raw reset --mixed": lambda space, base, sha: space._run("reset", "--quiet", "--mixed", sha),
+    "raw add --all": lambda space, base, sha: space._run("add", "--all"),
+    "raw clean": lambda space, base, sha: space._run("clean", "-d", "--force", "--force", "--quiet"),
+    "raw update-ref HEAD": lambda space, base, sha: space._run("update-ref", "--stdin",
+                                                                input=f"option no-deref\nupdate HEAD {sha}\n"),
+    "raw update-index": lambda space, base, sha: space._run("update-index", "--no-skip-worktree", "--", "knob.py"),
+    "raw write-tree": lambda space, base, sha: space._run("write-tree"),
+}
+
+
+@pytest.mark.parametrize("operation", sorted(MUTATIONS))
+def test_no_mutating_operation_reaches_the_user_repo_once_the_worktree_is_gone(setup, operation: str) -> None:
+    repo, worktree, space, base, sha = setup
+    shutil.rmtree(worktree)
+    before = user_state(repo)
+    with pytest.raises(WorktreeMissing, match="was deleted during the run; nothing in your checkout was touched"):
+        MUTATIONS[operation](space, base, sha)
+    assert user_state(repo) == before
+    assert not (repo / ".git" / "ORIG_HEAD").exists()
+
+
+def test_a_worktree_replaced_by_another_checkout_is_refused(setup, tmp_path: Path) -> None:
+    """A folder at the worktree's path that is not that worktree (here: a clone) is never written."""
+    repo, worktree, space, base, sha = setup
+    shutil.rmtree(worktree)
+    git(repo.parent, "clone", "-q", str(repo), str(worktree))
+    (worktree / "mine.txt").write_text("someone's work\n")
+    with pytest.raises(WorktreeMissing, match="not a linked worktree"):
+        space.reset_to(base)
+    assert (worktree / "mine.txt").exists()
+
+
+def test_refs_other_than_the_runs_are_refused_where_git_is_called(setup) -> None:
+    repo, worktree, space, base, sha = setup
+    before = user_state(repo)
+    repo_git = RepoGit(repo, "r1")
+    refused = [
+        lambda: repo_git.run("update-ref", "refs/heads/main", sha),
+        lambda: repo_git.run("update-ref", "-m", "x", "refs/heads/feature", sha),
+        lambda: repo_git.run("update-ref", "HEAD", sha),
+        lambda: repo_git.run("update-ref", "--no-deref", "HEAD", sha),
+        lambda: repo_git.run("update-ref", "--stdin", input=f"update refs/heads/main {sha}\n"),
+        lambda: repo_git.run("update-ref", "--stdin", input=f"create refs/goalloop/r1/9 {sha}\ndelete refs/heads/feature\n"),
+        lambda: repo_git.run("update-ref", "refs/goalloop/r10/1", sha),
+        lambda: repo_git.run("branch", "-f", "main", sha),
+        lambda: repo_git.run("branch", "main2", sha),
+        lambda: repo_git.run("reset", "--hard", sha),
+        lambda: repo_git.run("clean", "-fd"),
+        lambda: repo_git.run("add", "--all"),
+        lambda: repo_git.run("checkout", "feature"),
+        lambda: repo_git.run("config", "user.name", "x"),
+        lambda: repo_git.run("worktree", "prune"),
+        lambda: space._run("update-ref", "refs/heads/main", sha),
+        lambda: space._run("update-ref", "HEAD", sha),  # without no-deref: would follow HEAD to a branch
+        lambda: space._run("checkout", "feature"),
+        lambda: space._run("commit", "-m", "x"),
+    ]
+    for attempt in refused:
+        with pytest.raises(UnsafeGitCommand):
+            attempt()
+    assert user_state(repo) == before
+    repo_git.run("update-ref", "refs/goalloop/r1/9", sha)  # the run's own refs are fine
+    assert git(repo, "rev-parse", "refs/goalloop/r1/9") == sha
+
+
+def test_a_branch_a_proposer_checked_out_in_the_worktree_is_never_moved(setup) -> None:
+    """A proposer that runs `git checkout -b` (or switches to the user's branch) in its worktree: the reset
+    that reverts the attempt detaches HEAD instead of moving that branch."""
+    repo, worktree, space, base, sha = setup
+    git(worktree, "checkout", "-q", "feature")
+    (worktree / "knob.py").write_text("X = 7\n")
+    with pytest.raises(UnsafeGitCommand):
+        WorktreeGit(RepoGit(repo, "r1"), worktree).run("reset", "--hard", sha)
+    space.reset_to(sha)
+    assert git(repo, "rev-parse", "refs/heads/feature") == base
+    assert git(worktree, "rev-parse", "HEAD") == sha
+    git(worktree, "checkout", "-q", "feature")
+    (worktree / "knob.py").write_text("X = 8\n")
+    git(worktree, "commit", "-qam", "the proposer's own commit, on feature")
+    moved = git(repo, "rev-parse", "refs/heads/feature")
+    commit = space.commit_attempt(4, base, "attempt 4")
+    assert commit.sha and git(repo, "rev-parse", "refs/heads/feature") == moved, "goalloop moved it no further"
+
+
+def test_git_redirecting_variables_are_ignored(setup, monkeypatch: pytest.MonkeyPatch) -> None:
+    """GIT_INDEX_FILE / GIT_DIR / GIT_WORK_TREE in goalloop's environment (run from a git hook, say) would
+    point the worktree's `add --all` at the user's index."""
+    repo, worktree, space, base, sha = setup
+    monkeypatch.setenv("GIT_INDEX_FILE", str(repo / ".git" / "index"))
+    monkeypatch.setenv("GIT_DIR", str(repo / ".git"))
+    monkeypatch.setenv("GIT_WORK_TREE", str(repo))
+    before = user_state(repo)
+    fresh = Workspace(repo, worktree, "r1", space._exclude_file)
+    (worktree / "knob.py").write_text("X = 9\n")
+    assert fresh.commit_attempt(5, base, "attempt 5").sha
+    fresh.reset_to(base)
+    assert user_state(repo) == before
+
+
+def test_a_failing_git_command_says_where_and_what(setup) -> None:
+    _, worktree, space, _, _ = setup
+    with pytest.raises(GitFailed, match=f"git reset --quiet --hard nosuchcommit failed in {worktree}"):
+        space._run("reset", "--quiet", "--hard", "nosuchcommit")

@@ -29,6 +29,7 @@ from goalloop.attempt import Attempter, Bench, Candidate, Slot, baseline_judgeme
 from goalloop.check import CheckResult, child_pid_files
 from goalloop.errors import BudgetExhausted
 from goalloop.executor import Executor, ThreadExecutor, interrupts_held
+from goalloop.executors import CheckRunner
 from goalloop.goal import Goal, format_duration
 from goalloop.ledger import AttemptRecord, Ledger
 from goalloop.prompt import build_prompt
@@ -70,11 +71,12 @@ class Loop:
         deadline: datetime | None = None,
         executor: Executor | None = None,
         sandbox: Bubblewrap | None = None,
+        checks: CheckRunner | None = None,
     ) -> None:
         self.goal, self.ledger, self.proposer, self.rules = goal, ledger, proposer, rules
         self.slots = [Slot(index, space) for index, space in enumerate(workspaces)]
         self.workspace = workspaces[0]
-        self.bench = Bench(goal, ledger, check_env, sandbox)
+        self.bench = Bench(goal, ledger, check_env, sandbox, checks)
         self.attempter = Attempter(goal, ledger, proposer, rules, self.bench)
         self.executor = executor or ThreadExecutor(lambda: child_pid_files(ledger.run_dir))
         self.history = list(history or [])

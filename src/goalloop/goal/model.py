@@ -409,6 +409,39 @@ def _also_boolean(schema: dict[str, Any]) -> None:
     schema["anyOf"] = [{"type": "boolean"}, *schema.get("anyOf", [])]
 
 
+class Executor(StrictModel):
+    """Where the checks run: `threads` on this machine (the default), or `ray`: each check and holdout a task
+    on a Ray cluster (pip install 'goalloop[ray]'). Proposals, git and the record stay on this machine."""
+
+    kind: Literal["threads", "ray"] = "threads"
+    address: str = "auto"
+    """ray: the cluster to join: auto ($RAY_ADDRESS, or the cluster `ray start --head` started on this
+    machine), the head's host:port (GCS, port 6379 by default), or ray://host:10001 (Ray Client)."""
+    num_cpus: float = Field(default=1.0, ge=0)
+    """ray: CPUs each check asks for; Ray runs no more checks on a node than its CPUs allow."""
+    num_gpus: float = Field(default=0.0, ge=0)
+    """ray: GPUs each check asks for; Ray sets CUDA_VISIBLE_DEVICES for the check to the GPUs it got."""
+    resources: dict[str, float] = {}
+    """ray: custom resources each check asks for, e.g. {imagenet: 1} to run only on nodes started with
+    `ray start --resources '{"imagenet": 1}'`."""
+    fetch_from: str | None = None
+    """ray: the goal's repository at a path every worker can read (a shared filesystem): workers read each
+    attempt from it instead of receiving it through Ray's object store."""
+    scratch: str | None = None
+    """ray: folder on the workers for the scratch checkouts (default: the worker's temp folder)."""
+    retries: int = Field(default=1, ge=0, le=3)
+    """ray: how many more times a check lost to the cluster (its worker or node died) is tried, on another
+    node when one can take it, before the attempt is a crash."""
+
+    @model_validator(mode="after")
+    def _ray_keys_need_ray(self) -> Executor:
+        ray_only = sorted(name for name in self.model_fields_set if name != "kind")
+        if self.kind == "threads" and ray_only:
+            raise Mistake(f"{', '.join(ray_only)} only apply to kind: ray", at=(ray_only[0],),
+                          fix="add kind: ray to run the checks on a Ray cluster, or delete them")
+        return self
+
+
 class Goal(StrictModel):
     """A goal file."""
 
@@ -442,6 +475,7 @@ class Goal(StrictModel):
     parallel: int = Field(default=1, ge=1, le=64)
     """Candidates proposed and checked at the same time each round, each in its own worktree; the best
     one that beats the kept state is kept. 1: one attempt at a time."""
+    executor: Executor = Executor()
     proposer: ProposerConfig
 
     _source: Path | None = PrivateAttr(default=None)

@@ -206,14 +206,6 @@ def test_a_check_no_node_can_fit_is_exit_3_naming_what_the_cluster_has(tmp_path:
     assert "fix: lower executor.num_cpus / num_gpus / resources" in run.cli.stderr
 
 
-def test_ray_keys_without_kind_ray_are_a_goal_error(tmp_path: Path) -> None:
-    repo = make_repo(tmp_path / "proj", {"knob.py": "X = 1\n", "score.py": SCORE_PY})
-    run = run_goal(tmp_path, repo, scripted(_knob_steps([2]), executor={"address": "auto", "num_gpus": 1}))
-    assert run.exit_code == 2, run.cli.output
-    assert "executor.address: address, num_gpus only apply to kind: ray" in run.cli.stderr
-    assert "fix: add kind: ray" in run.cli.stderr
-
-
 # -- helpers ----------------------------------------------------------------------------------------------
 def _marked_goal(tmp_path: Path, cluster, score: str, values: list[int], parallel: int) -> tuple[Path, Path, Path]:
     """A goal on a repo whose check `score.py MARKS` may leave marker files in MARKS for the test to see."""

@@ -344,6 +344,11 @@ def validate(goal_file: Annotated[Path, typer.Argument(help="The goal file (YAML
     out.print(f"  budget     {', '.join(x for x in limits if x) or 'none'}")
     out.print(f"  proposer   {goal.proposer.kind}"
               + (f", {goal.parallel} candidates at once a round (parallel)" if goal.parallel > 1 else ""))
+    if goal.executor.kind == "ray":
+        config = goal.executor
+        asks = ", ".join([f"{config.num_cpus:g} CPU"] + [f"{config.num_gpus:g} GPU"] * bool(config.num_gpus)
+                         + [f"{amount:g} {name}" for name, amount in config.resources.items()])
+        out.print(f"  checks     on the Ray cluster at {escape(config.address)}, each asking for {escape(asks)}")
     out.print(f"  protected  {escape(', '.join(p.lstrip('/') for p in rules.protected_patterns))}")
     if goal.sandbox is not None:
         out.print(f"  sandbox    {escape(goal.sandbox.summary())}")

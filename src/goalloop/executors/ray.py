@@ -183,9 +183,10 @@ class RayChecks:
         stream = _check_task.options(**options).remote(shipped, base)
         started = time.monotonic()
         node = placed
+        stand_in = _StandIn(job.pid_file)
         try:
-            node = self._next(stream, job.pid_file)
-            result = self._next(stream, job.pid_file)
+            node = stand_in.wait_for(stream)
+            result = stand_in.wait_for(stream)
             return Try(time.monotonic() - started, node=node, result=result)
         except _Stopping:
             ray.cancel(stream, force=True)
@@ -199,22 +200,8 @@ class RayChecks:
                     self._base_ref = None
             return Try(time.monotonic() - started, node=node,
                        fault=f"{type(exc).__name__}: {_first_line(exc)}")
-
-    def _next(self, stream: Any, pid_file: Path) -> Any:
-        """The task's next word; _Stopping if the loop kills the stand-in process meanwhile (Ctrl-C, SIGTERM)."""
-        stand_in = subprocess.Popen(["/bin/sh", "-c", "cat >/dev/null"], stdin=subprocess.PIPE,
-                                    start_new_session=True)
-        pid_file.write_text(str(stand_in.pid), encoding="utf-8")
-        try:
-            while not ray.wait([stream], timeout=WAIT_STEP_SECONDS)[0]:
-                if stand_in.poll() is not None:
-                    raise _Stopping
         finally:
-            pid_file.unlink(missing_ok=True)
-            if stand_in.stdin is not None:
-                stand_in.stdin.close()
-            stand_in.wait()
-        return ray.get(next(stream))
+            stand_in.end()
 
     # -- what travels -----------------------------------------------------------------------------------
     def _base(self) -> ray.ObjectRef:
@@ -266,6 +253,30 @@ class RayChecks:
             checked = CheckResult(ProcessResult(None, seconds, False, stdout_path, stderr_path), None, problem)
         (job.log_dir / f"{job.prefix}.ray.json").write_text(json.dumps(where, indent=2) + "\n", encoding="utf-8")
         return checked
+
+
+class _StandIn:
+    """A local process standing for a remote check: its group is in the slot's pid file, as a local check's
+    would be, so the loop's way of stopping a slot (killing that group) reaches the remote check too."""
+
+    def __init__(self, pid_file: Path) -> None:
+        self.pid_file = pid_file
+        self.process = subprocess.Popen(["/bin/sh", "-c", "cat >/dev/null"], stdin=subprocess.PIPE,
+                                        start_new_session=True)
+        pid_file.write_text(str(self.process.pid), encoding="utf-8")
+
+    def wait_for(self, stream: Any) -> Any:
+        """The task's next word; _Stopping if the stand-in is killed meanwhile (Ctrl-C, SIGTERM)."""
+        while not ray.wait([stream], timeout=WAIT_STEP_SECONDS)[0]:
+            if self.process.poll() is not None:
+                raise _Stopping
+        return ray.get(next(stream))
+
+    def end(self) -> None:
+        self.pid_file.unlink(missing_ok=True)
+        if self.process.stdin is not None:
+            self.process.stdin.close()  # its `cat` ends; so does it if goalloop dies
+        self.process.wait()
 
 
 class _Stopping(Exception):

@@ -101,6 +101,7 @@ def test_parallel_4_on_ray_reaches_the_same_best_as_threads(tmp_path: Path, clus
         attempt = on_ray.run_dir / "attempts" / f"{iteration:04d}"
         where = json.loads((attempt / "check.ray.json").read_text())
         assert where["tries"][-1]["node"] in nodes, "the check ran on a node of the cluster"
+        assert "runtime_resources" in where["goalloop_from"], "the worker runs the goalloop Ray was sent"
         cwd = (attempt / "check.stdout.log").read_text().splitlines()[0].removeprefix("cwd: ")
         assert Path(cwd).is_relative_to(tmp_path / "scratch"), "in a scratch checkout, not the slot's worktree"
     assert "cwd: " + str(threads.worktree) in (threads.run_dir / "attempts" / "0001" / "check.stdout.log").read_text()

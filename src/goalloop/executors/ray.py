@@ -241,7 +241,8 @@ class RayChecks:
             stdout_path.write_bytes(result.stdout)
             stderr_path.write_bytes(result.stderr)
             where.update(host=result.host, scratch=result.scratch, prepare_seconds=round(result.prepare_seconds, 3),
-                         base_extracted=result.base_extracted, check_seconds=round(result.seconds, 3))
+                         base_extracted=result.base_extracted, check_seconds=round(result.seconds, 3),
+                         goalloop_from=result.code_from)
             process = ProcessResult(result.exit_code, result.seconds, result.timed_out, stdout_path, stderr_path)
             checked = CheckResult(process, result.metric, result.problem)
         else:

@@ -27,6 +27,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
+import goalloop
 from goalloop.check import run_check
 from goalloop.environment import without_secrets
 
@@ -77,6 +78,8 @@ class ShippedResult:
     """Making the scratch checkout: extracting the base (first check of the slot on this node) or resetting
     it, then applying the diff."""
     base_extracted: bool
+    code_from: str
+    """The folder the worker imported goalloop from (Ray's copy of this machine's, when shipped)."""
 
 
 class ScratchError(RuntimeError):
@@ -109,7 +112,7 @@ def run_shipped(job: ShippedCheck, load_base: Callable[[], bytes]) -> ShippedRes
             exit_code=process.exit_code, seconds=process.seconds, timed_out=process.timed_out,
             metric=result.metric, problem=result.problem, stdout=_capped(process.stdout_path),
             stderr=_capped(process.stderr_path), host=socket.gethostname(), scratch=str(tree),
-            prepare_seconds=prepare_seconds, base_extracted=extracted,
+            prepare_seconds=prepare_seconds, base_extracted=extracted, code_from=str(Path(goalloop.__file__).parent),
         )
 
 

@@ -117,7 +117,6 @@ class Bench:
             samples.append(result.metric)
         return samples
 
-
     def _run(self, slot: Slot, iteration: int, command: str, timeout: float, metric: str | None,
              metric_file: bool, prefix: str) -> CheckResult:
         return self.runner.run(CheckJob(

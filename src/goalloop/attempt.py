@@ -16,7 +16,7 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass, field
 
-from goalloop import verdict
+from goalloop import faults, verdict
 from goalloop.check import COMMAND_NOT_RUNNABLE, CheckResult, child_pid_file, read_capped
 from goalloop.errors import BudgetExhausted, InfrastructureError
 from goalloop.executors import CheckJob, CheckRunner, LocalChecks
@@ -91,6 +91,10 @@ class Bench:
         result = self._run(slot, iteration, check.run, check.timeout, check.metric, check.metric_file,
                            "check" if repeat == 1 else f"check.{repeat}")
         slot.workspace.require()  # a check that deleted its worktree measured nothing: stop, resumably
+        # a check that ran out of disk may have failed for that alone: not judged, proposed again on resume
+        faults.require_space([self.ledger.attempt_dir(iteration), slot.workspace.worktree], faults.MIN_FREE_BYTES,
+                             slot.workspace.run_id,
+                             below=faults.NEARLY_FULL_BYTES)
         return result
 
     def repeat(self, slot: Slot, iteration: int, first: CheckResult) -> list[float]:

@@ -21,7 +21,7 @@ import typer
 from rich.console import Console
 from rich.markup import escape
 
-from goalloop import __version__
+from goalloop import __version__, faults
 from goalloop.environment import without_secrets
 from goalloop.errors import GoalloopError, InfrastructureError, UsageError
 from goalloop.executors import CheckRunner
@@ -93,7 +93,11 @@ def main() -> None:
     except KeyboardInterrupt:
         err.print("interrupted")
         sys.exit(130)
-    except Exception as exc:  # a bug: keep the traceback in a file, show the user one paragraph
+    except Exception as exc:  # a fault of the machine, named; else a bug: the traceback in a file, one paragraph
+        fault = faults.named(exc) if isinstance(exc, OSError) else None
+        if fault is not None:
+            err.print(f"[bold red]error:[/] {escape(str(fault))}")
+            sys.exit(fault.exit_code)
         report = Path(os.environ.get("TMPDIR", "/tmp")) / f"goalloop-crash-{os.getpid()}.txt"
         report.write_text(traceback.format_exc(), encoding="utf-8")
         err.print(
@@ -174,6 +178,7 @@ def run(
             return
         if show.progress:
             out.print(f"no earlier run of goal '{goal.run_name}' under {place.runs}; starting a new one")
+    faults.require_space([place.root, target.root], faults.MIN_FREE_BYTES)
     place.prepare()
     with place.goal_lock(goal.run_name) as lock:
         run_id = new_run_id(goal.run_name, place.runs)
@@ -233,6 +238,7 @@ def _resume(run_dir: Path, place: Home, show: Presentation, cluster: object | No
     target = RepoTarget(root=Path(meta.repo), base_commit=meta.base_commit)
     rules = PathRules.for_goal(goal, target)
     proposer = make_proposer(goal, target)
+    faults.require_space([run_dir, Path(meta.worktree), target.root], faults.MIN_FREE_BYTES, meta.run_id)
     cluster = cluster or connect_cluster(goal)
     with place.goal_lock(goal.run_name) as lock:
         lock.acquire(meta.run_id)

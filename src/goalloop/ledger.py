@@ -14,13 +14,17 @@ about a kept attempt.
 from __future__ import annotations
 
 import csv
+import io
 import json
 import os
 import secrets
+import signal
+import threading
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import IO, Any, Literal
+from typing import IO, Any, Iterator, Literal
 
 import structlog
 
@@ -153,17 +157,43 @@ class RunRecord:
         return str(self.stop.get("state", "stopped"))
 
 
+class _AppendOnly:
+    """A file that grows by whole lines, each written and fsynced at once. A write the disk refuses part-way
+    (full, read-only) is cut back off, so the next line after a resume never lands glued to half of one."""
+
+    def __init__(self, path: Path) -> None:
+        self.fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | getattr(os, "O_CLOEXEC", 0), 0o644)
+
+    def size(self) -> int:
+        return os.fstat(self.fd).st_size
+
+    def append(self, text: str) -> None:
+        data = text.encode("utf-8")
+        before = self.size()
+        try:
+            while data:
+                data = data[os.write(self.fd, data):]
+            os.fsync(self.fd)
+        except OSError:
+            try:
+                os.ftruncate(self.fd, before)
+            except OSError:
+                pass
+            raise
+
+    def close(self) -> None:
+        os.close(self.fd)
+
+
 class _DurableLines:
     """A structlog logger that appends each rendered event as a line, flushed and fsynced (and echoed)."""
 
-    def __init__(self, stream: IO[str], echo: IO[str] | None) -> None:
-        self._stream = stream
+    def __init__(self, file: _AppendOnly, echo: IO[str] | None) -> None:
+        self._file = file
         self._echo = echo
 
     def msg(self, message: str) -> None:
-        self._stream.write(message + "\n")
-        self._stream.flush()
-        os.fsync(self._stream.fileno())
+        self._file.append(message + "\n")
         if self._echo is not None:
             self._echo.write(message + "\n")
             self._echo.flush()
@@ -177,12 +207,12 @@ class Ledger:
     def __init__(self, run_dir: Path, echo: IO[str] | None = None) -> None:
         """`echo`: also write every event there (for `--log-format json`)."""
         self.run_dir = run_dir
-        self._events_stream = open(run_dir / "events.jsonl", "a", encoding="utf-8")
-        self._results_stream = open(run_dir / "results.tsv", "a", encoding="utf-8", newline="")
-        if self._results_stream.tell() == 0:
+        self._events_file = _AppendOnly(run_dir / "events.jsonl")
+        self._results_file = _AppendOnly(run_dir / "results.tsv")
+        if self._results_file.size() == 0:
             self._write_tsv(RESULTS_COLUMNS)
         self.log = structlog.wrap_logger(
-            _DurableLines(self._events_stream, echo),
+            _DurableLines(self._events_file, echo),
             processors=[
                 structlog.processors.TimeStamper(fmt="iso", utc=True, key="ts"),
                 structlog.processors.JSONRenderer(default=str),
@@ -206,18 +236,39 @@ class Ledger:
         self.log.info(name, **fields)
 
     def record(self, attempt: AttemptRecord) -> None:
-        """Append the attempt to results.tsv and events.jsonl, durably. Call before moving the branch."""
-        self._write_tsv(attempt.tsv_row())
-        self.event("attempt", **asdict(attempt))
+        """Append the attempt to results.tsv and events.jsonl, durably. Call before moving the branch.
+
+        An interrupt (Ctrl-C, SIGTERM) that arrives between the two writes waits until both are done, so the
+        two files never disagree about an attempt."""
+        with _interrupts_deferred():
+            self._write_tsv(attempt.tsv_row())
+            self.event("attempt", **asdict(attempt))
 
     def _write_tsv(self, row: list[str]) -> None:
-        csv.writer(self._results_stream, delimiter="\t", lineterminator="\n").writerow(row)
-        self._results_stream.flush()
-        os.fsync(self._results_stream.fileno())
+        line = io.StringIO()
+        csv.writer(line, delimiter="\t", lineterminator="\n").writerow(row)
+        self._results_file.append(line.getvalue())
 
     def close(self) -> None:
-        self._events_stream.close()
-        self._results_stream.close()
+        self._events_file.close()
+        self._results_file.close()
+
+
+@contextmanager
+def _interrupts_deferred() -> Iterator[None]:
+    """Hold SIGINT and SIGTERM until the block ends, then raise KeyboardInterrupt if one came."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    came: list[int] = []
+    previous = {sig: signal.signal(sig, lambda number, frame: came.append(number)) for sig in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        yield
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+    if came:
+        raise KeyboardInterrupt
 
 
 def new_run_id(goal_name: str, runs_dir: Path) -> str:

@@ -30,6 +30,7 @@ from goalloop.cleanup import holds_nothing, remove_run
 from goalloop.doctor import diagnose
 from goalloop.preflight import goal_warnings
 from goalloop.goal import Goal, format_duration, goal_json_schema, load_goal, parse_goal, resolve_deadline
+from goalloop.goal.paths import check_named_files
 from goalloop.ledger import AttemptRecord, Ledger, RunMeta, RunRecord, find_run, list_runs, new_run_id, read_run, utc_now
 from goalloop.loop import Loop, RunOutcome
 from goalloop.live import VERDICT_STYLE, LiveView
@@ -523,6 +524,7 @@ def _prepare(goal_file: Path) -> tuple[Goal, RepoTarget, PathRules]:
     """Everything that can be checked before anything is created on disk."""
     goal = load_goal(goal_file)
     target = resolve_repo(goal)
+    check_named_files(goal, target.root)
     goal.instructions_text()
     _require_sandbox(goal)
     return goal, target, PathRules.for_goal(goal, target)

@@ -27,7 +27,7 @@ from typing import Callable
 
 from goalloop import faults, verdict
 from goalloop.attempt import Attempter, Bench, Candidate, Slot, baseline_judgement, told
-from goalloop.check import CheckResult, child_pid_files
+from goalloop.check import child_pid_files
 from goalloop.errors import BudgetExhausted, InfrastructureError
 from goalloop.executor import Executor, ThreadExecutor, interrupts_held
 from goalloop.executors import CheckRunner
@@ -202,6 +202,9 @@ class Loop:
         result = self.bench.check(slot, 0)
         self.last_output = told(result)
         reason, figures = baseline_judgement(self.goal, result, self.attempter.guards)
+        if result.slow_pattern:
+            raise self.goal.error(("check", "metric"), f"the baseline's check {result.problem}",
+                                  fix=r"write a pattern that matches the metric's line directly, such as '^score:\s*(\S+)'")
         samples = self.bench.repeat(slot, 0, result) if result.metric is not None else []
         metric = verdict.median(samples) if len(samples) > 1 else result.metric
         if len(samples) > 1:

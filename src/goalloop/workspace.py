@@ -28,7 +28,6 @@ import git
 import pathspec
 from filelock import FileLock, Timeout
 
-from goalloop import faults
 from goalloop.errors import InfrastructureError, LockHeld
 from goalloop.git_runner import GitFailed, RepoGit, WorktreeGit, WorktreeMissing
 from goalloop.goal import Goal

@@ -182,7 +182,9 @@ class _AppendOnly:
             raise
 
     def close(self) -> None:
-        os.close(self.fd)
+        if self.fd >= 0:
+            os.close(self.fd)
+            self.fd = -1
 
 
 class _DurableLines:

@@ -82,6 +82,28 @@ def only_run_dir(home: Path) -> Path:
     return runs[0]
 
 
+def assert_ledger_and_git_agree(repo: Path, home: Path, run_dir: Path, iterations: int, slots: int) -> None:
+    """After a run that was killed and resumed: one row an attempt, every ref a row and every row with a
+    commit its ref, the kept rows are the branch in order, and every slot's worktree is clean at its head."""
+    run_id = run_dir.name
+    rows = results_rows(run_dir)
+    assert [int(r["iteration"]) for r in rows] == list(range(0, iterations + 1))
+    listing = git(repo, "for-each-ref", "--format=%(refname) %(objectname)", f"refs/goalloop/{run_id}/")
+    refs = {int(name.rsplit("/", 1)[1]): sha for name, sha in (line.split() for line in listing.splitlines())}
+    for row in rows[1:]:
+        if row["commit"]:
+            assert refs[int(row["iteration"])].startswith(row["commit"]), f"row {row['iteration']} has its ref"
+    assert set(refs) <= {int(r["iteration"]) for r in rows}, "every ref has a ledger row"
+    kept_rows = [r for r in rows[1:] if r["verdict"] == "keep"]
+    on_branch = git(repo, "rev-list", "--reverse", f"{rows[0]['commit']}..goalloop/{run_id}").splitlines()
+    assert [c[:12] for c in on_branch] == [r["commit"] for r in kept_rows], "kept rows are the branch, in order"
+    head = git(repo, "rev-parse", f"goalloop/{run_id}")
+    for slot in range(slots):
+        worktree = home / "workspaces" / run_id / str(slot)
+        assert git(worktree, "rev-parse", "HEAD") == head, f"slot {slot} is at the kept commit"
+        assert git(worktree, "status", "--porcelain") == ""
+
+
 SCORE_PY = """\
 import knob
 print(f"score: {knob.X}")

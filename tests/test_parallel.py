@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import git, make_repo, results_rows, write_goal
+from conftest import assert_ledger_and_git_agree, git, make_repo, write_goal
 from test_core_loop import PY, run_goal, scripted, step
 from test_resume import SLOW_SCORE_PY, VALUES, _kill_and_resume_until_done
 
@@ -101,23 +101,7 @@ def test_killed_parallel_run_resumes_and_git_agrees_with_ledger(tmp_path: Path, 
     assert kills >= 1
 
     run_dir = next(p.parent for p in (home / "runs").glob("crash-*/run.json"))
-    run_id = run_dir.name
-    rows = results_rows(run_dir)
-    assert [int(r["iteration"]) for r in rows] == list(range(0, iterations + 1))
-    listing = git(repo, "for-each-ref", "--format=%(refname) %(objectname)", f"refs/goalloop/{run_id}/")
-    refs = {int(name.rsplit("/", 1)[1]): sha for name, sha in (line.split() for line in listing.splitlines())}
-    for row in rows[1:]:
-        if row["commit"]:
-            assert refs[int(row["iteration"])].startswith(row["commit"]), f"row {row['iteration']} has its ref"
-    assert set(refs) <= {int(r["iteration"]) for r in rows}, "every ref has a ledger row"
-    kept_rows = [r for r in rows[1:] if r["verdict"] == "keep"]
-    on_branch = git(repo, "rev-list", "--reverse", f"{rows[0]['commit']}..goalloop/{run_id}").splitlines()
-    assert [c[:12] for c in on_branch] == [r["commit"] for r in kept_rows], "kept rows are the branch, in order"
-    head = git(repo, "rev-parse", f"goalloop/{run_id}")
-    for slot in range(3):
-        worktree = home / "workspaces" / run_id / str(slot)
-        assert git(worktree, "rev-parse", "HEAD") == head, f"slot {slot} is at the kept commit"
-        assert git(worktree, "status", "--porcelain") == ""
+    assert_ledger_and_git_agree(repo, home, run_dir, iterations, slots=3)
 
 
 # -- proposers in parallel ------------------------------------------------------------------------------------

@@ -17,9 +17,10 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-from goalloop import verdict
-from goalloop.check import COMMAND_NOT_RUNNABLE, CheckResult, child_pid_file, read_capped, run_check
+from goalloop import faults, verdict
+from goalloop.check import COMMAND_NOT_RUNNABLE, CheckResult, child_pid_file, read_capped
 from goalloop.errors import BudgetExhausted, InfrastructureError
+from goalloop.executors import CheckJob, CheckRunner, LocalChecks
 from goalloop.goal import Goal
 from goalloop.guards import GuardSpec, broken_guards, count_tests, read_figures, runner_of
 from goalloop.reasons import failure_reason
@@ -69,12 +70,13 @@ class Candidate:
 
 
 class Bench:
-    """Runs the check and the holdout in a slot's worktree, with that slot's environment and pid file,
-    inside the sandbox when the goal has one."""
+    """Runs the check and the holdout for a slot through a CheckRunner: in the worktree (inside the sandbox
+    when the goal has one), or on a cluster."""
 
-    def __init__(self, goal: Goal, ledger: Ledger, check_env: dict[str, str],
-                 sandbox: Bubblewrap | None = None) -> None:
+    def __init__(self, goal: Goal, ledger: Ledger, check_env: dict[str, str], sandbox: Bubblewrap | None = None,
+                 runner: CheckRunner | None = None) -> None:
         self.goal, self.ledger, self.check_env, self.sandbox = goal, ledger, check_env, sandbox
+        self.runner = runner or LocalChecks(check_env, sandbox)
         self.on_phase: Callable[[int, int, str], None] | None = None
         """Told (slot, iteration, phase) when an attempt enters a phase, for a live view."""
 
@@ -87,26 +89,24 @@ class Bench:
         if self.on_phase is not None:
             self.on_phase(slot.index, iteration, phase)
 
-    def env(self, slot: Slot, iteration: int) -> dict[str, str]:
+    def goal_env(self, slot: Slot, iteration: int) -> dict[str, str]:
+        """The variables goalloop and the goal add to the check's environment."""
         per_slot = {k: v.replace("{slot}", str(slot.index)) for k, v in self.goal.check.env_per_slot.items()}
-        return dict(self.check_env, **slot.workspace.tool_env(), **per_slot, GOALLOOP_ITERATION=str(iteration))
+        return dict(slot.workspace.tool_env(), **per_slot, GOALLOOP_ITERATION=str(iteration))
 
     def check(self, slot: Slot, iteration: int, repeat: int = 1) -> CheckResult:
-        prefix = "check" if repeat == 1 else f"check.{repeat}"
         repeats = self.goal.keep.repeats
         self.phase(slot, iteration, "checking" if repeat == 1 else f"repeat {repeat} of {repeats}"
                    if repeat <= repeats else "measuring the best again")
-        log_dir = self.ledger.attempt_dir(iteration)
-        metric_file = log_dir / f"{prefix}.metric.json" if self.goal.check.metric_file else None
-        worktree = slot.workspace.worktree
+        check = self.goal.check
         slot.workspace.require()
-        result = run_check(
-            self.goal.check.run, cwd=worktree, env=self.env(slot, iteration),
-            timeout=self.goal.check.timeout, log_dir=log_dir, metric_pattern=self.goal.check.metric, prefix=prefix,
-            pid_file=child_pid_file(self.ledger.run_dir, slot.index), metric_file=metric_file,
-            wrap=self.sandbox.check(worktree, metric_file) if self.sandbox is not None else None,
-        )
+        result = self._run(slot, iteration, check.run, check.timeout, check.metric, check.metric_file,
+                           "check" if repeat == 1 else f"check.{repeat}")
         slot.workspace.require()  # a check that deleted its worktree measured nothing: stop, resumably
+        # a check that ran out of disk may have failed for that alone: not judged, proposed again on resume
+        faults.require_space([self.ledger.attempt_dir(iteration), slot.workspace.worktree], faults.MIN_FREE_BYTES,
+                             slot.workspace.run_id,
+                             below=faults.NEARLY_FULL_BYTES)
         return result
 
     def repeat(self, slot: Slot, iteration: int, first: CheckResult) -> list[float]:
@@ -128,17 +128,21 @@ class Bench:
             self.phase(slot, iteration, "holdout check")
         for repeat in range(1, (self.goal.keep.repeats if holdout else 0) + 1):
             assert holdout is not None
-            result = run_check(
-                holdout.run, cwd=slot.workspace.worktree, env=self.env(slot, iteration), timeout=holdout.timeout,
-                log_dir=self.ledger.attempt_dir(iteration), metric_pattern=holdout.metric,
-                prefix="holdout" if repeat == 1 else f"holdout.{repeat}",
-                pid_file=child_pid_file(self.ledger.run_dir, slot.index),
-                wrap=self.sandbox.holdout(slot.workspace.worktree) if self.sandbox is not None else None,
-            )
+            result = self._run(slot, iteration, holdout.run, holdout.timeout, holdout.metric, False,
+                               "holdout" if repeat == 1 else f"holdout.{repeat}")
             if result.metric is None:
                 break
             samples.append(result.metric)
         return samples
+
+    def _run(self, slot: Slot, iteration: int, command: str, timeout: float, metric: str | None,
+             metric_file: bool, prefix: str) -> CheckResult:
+        return self.runner.run(CheckJob(
+            command=command, timeout=timeout, metric_pattern=metric, metric_file=metric_file, prefix=prefix,
+            log_dir=self.ledger.attempt_dir(iteration), worktree=slot.workspace.worktree,
+            goal_env=self.goal_env(slot, iteration), pid_file=child_pid_file(self.ledger.run_dir, slot.index),
+            slot=slot.index, iteration=iteration,
+        ))
 
 
 def baseline_judgement(goal: Goal, result: CheckResult, specs: list[GuardSpec]) -> tuple[str, dict[str, float]]:

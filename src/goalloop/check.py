@@ -13,17 +13,18 @@ from __future__ import annotations
 import json
 import math
 import os
-import re
 import select
 import signal
 import subprocess
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable
+from typing import Callable, Iterator
+
+import regex
 
 from goalloop.errors import InfrastructureError
-from goalloop.goal import format_duration
+from goalloop.goal import format_duration, patterns
 from goalloop.reasons import strip_ansi
 from goalloop.processes import PROC, TAG_VARIABLE, become_subreaper, kill_leftovers, kill_tagged, new_tag
 
@@ -70,6 +71,8 @@ class CheckResult:
     metric: float | None
     problem: str | None
     """Why the check produced no result (timeout, killed, metric missing or not finite); None if it did."""
+    slow_pattern: bool = False
+    """The metric pattern hit its time bound on the output (see goal/patterns.py): the goal's fault."""
 
     @property
     def passed(self) -> bool:
@@ -225,7 +228,10 @@ def run_check(
             return CheckResult(process, None, problem)
     else:
         assert metric_pattern is not None
-        raw = last_match(process.stdout_path, re.compile(metric_pattern))
+        try:
+            raw = last_match(process.stdout_path, patterns.compiled(metric_pattern))
+        except patterns.PatternTimeout as exc:
+            return CheckResult(process, None, f"gave no result in time: the metric {exc} of stdout", slow_pattern=True)
         if raw is None:
             return CheckResult(process, None, f"no line of stdout matched the metric pattern `{metric_pattern}`")
     try:
@@ -261,17 +267,31 @@ def _signal_name(number: int) -> str:
         return f"signal {number}"
 
 
-def last_match(path: Path, pattern: re.Pattern[str]) -> str | None:
+def last_match(path: Path, pattern: regex.Pattern[str]) -> str | None:
     """Group 1 (or the whole match) of the last matching line. Lines are read in pieces of at most
-    MAX_LINE_BYTES and split on \\r too, so a progress bar or one huge line costs no more memory than that."""
+    MAX_LINE_BYTES and split on \\r too, so a progress bar or one huge line costs no more memory than that.
+    Matching has the time bound of goal/patterns.py (PatternTimeout beyond it)."""
     found = None
+    for lines in _line_batches(path):
+        match = patterns.last_in_lines(pattern, lines)
+        if match:
+            found = match.group(1) if pattern.groups else match.group(0)
+    return found.strip() if found is not None else None
+
+
+def _line_batches(path: Path, size: int = 1 << 18) -> Iterator[list[str]]:
+    """The file's lines, decoded with replacement, in batches of about `size` bytes."""
+    batch: list[str] = []
+    held = 0
     with open(path, "rb") as stream:
         while raw := stream.readline(MAX_LINE_BYTES):
-            for line in raw.decode("utf-8", errors="replace").replace("\r", "\n").split("\n"):
-                match = pattern.search(line)
-                if match:
-                    found = match.group(1) if pattern.groups else match.group(0)
-    return found.strip() if found is not None else None
+            batch.extend(raw.decode("utf-8", errors="replace").replace("\r", "\n").split("\n"))
+            held += len(raw)
+            if held >= size:
+                yield batch
+                batch, held = [], 0
+    if batch:
+        yield batch
 
 
 def kill_leftover_group(pid_file: Path) -> None:

@@ -25,14 +25,16 @@ from rich.markup import escape
 from rich.table import Table
 from rich.text import Text
 
-from goalloop import __version__
+from goalloop import __version__, faults
 from goalloop.environment import without_secrets
-from goalloop.errors import GoalloopError, UsageError
+from goalloop.errors import GoalloopError, InfrastructureError, UsageError
+from goalloop.executors import CheckRunner
 from goalloop.check import output_excerpt
 from goalloop.cleanup import holds_nothing, remove_run
 from goalloop.doctor import diagnose
 from goalloop.preflight import goal_warnings
 from goalloop.goal import Goal, format_duration, goal_json_schema, load_goal, parse_goal, resolve_deadline
+from goalloop.goal.paths import check_named_files
 from goalloop.ledger import AttemptRecord, Ledger, RunMeta, RunRecord, find_run, list_runs, new_run_id, read_run, utc_now
 from goalloop.loop import Loop, RunOutcome
 from goalloop.live import VERDICT_STYLE, LiveView
@@ -139,7 +141,10 @@ def main() -> None:
         _error(exc.message, exc.fix, exc.exit_code)
     except KeyboardInterrupt:
         _error("interrupted", None, 130)
-    except Exception as exc:  # a bug: keep the traceback in a file, show the user one paragraph
+    except Exception as exc:  # a fault of the machine, named; else a bug: the traceback in a file, one paragraph
+        fault = faults.named(exc) if isinstance(exc, OSError) else None
+        if fault is not None:
+            _error(fault.message, fault.fix, fault.exit_code)
         report = Path(os.environ.get("TMPDIR", "/tmp")) / f"goalloop-crash-{os.getpid()}.txt"
         report.write_text(traceback.format_exc(), encoding="utf-8")
         err.print(
@@ -265,13 +270,15 @@ def run(
     for warning in unenforced_budgets(goal.budget, proposer):
         err.print(f"[yellow]warning:[/] {escape(warning)}")
     place = Home(home.resolve())
+    cluster = connect_cluster(goal)
     if resume_latest:
         mine = [p for p in list_runs(place.runs) if read_run(p).meta.goal_name == goal.run_name]
         if mine:
-            _resume(mine[-1], place, show)
+            _resume(mine[-1], place, show, cluster)
             return
         if show.progress:
             out.print(f"no earlier run of goal '{goal.run_name}' under {place.runs}; starting a new one")
+    faults.require_space([place.root, target.root], faults.MIN_FREE_BYTES)
     place.prepare()
     with place.goal_lock(goal.run_name) as lock:
         run_id = new_run_id(goal.run_name, place.runs)
@@ -293,7 +300,8 @@ def run(
                 out.print(f"run [bold]{run_id}[/]  branch {pool[0].branch}  worktree {worktree}{slots}")
             if show.progress:
                 out.print(f"[dim]tip: `goalloop doctor {goal_file}` proves the check tests the worktree[/]")
-            outcome = _watch(_loop(goal, pool, ledger, proposer, rules, [], show, meta), show, run_id)
+            checks = make_checks(goal, cluster, ledger, meta)
+            outcome = _watch(_loop(goal, pool, ledger, proposer, rules, [], show, meta, checks), show, run_id)
         except GoalloopError as exc:
             ledger.close()
             if exc.exit_code == 2 and holds_nothing(read_run(place.runs / run_id)):
@@ -319,7 +327,7 @@ def resume(
     _resume(find_run(place.runs, run_id), place, show)
 
 
-def _resume(run_dir: Path, place: Home, show: Presentation) -> None:
+def _resume(run_dir: Path, place: Home, show: Presentation, cluster: object | None = None) -> None:
     record = read_run(run_dir)
     meta = record.meta
     if record.finished:
@@ -330,6 +338,8 @@ def _resume(run_dir: Path, place: Home, show: Presentation) -> None:
     target = RepoTarget(root=Path(meta.repo), base_commit=meta.base_commit)
     rules = PathRules.for_goal(goal, target)
     proposer = make_proposer(goal, target)
+    faults.require_space([run_dir, Path(meta.worktree), target.root], faults.MIN_FREE_BYTES, meta.run_id)
+    cluster = cluster or connect_cluster(goal)
     with place.goal_lock(goal.run_name) as lock:
         lock.acquire(meta.run_id)
         ledger = Ledger(run_dir, echo=sys.stdout if show.json_events else None)
@@ -342,21 +352,22 @@ def _resume(run_dir: Path, place: Home, show: Presentation) -> None:
                 out.print(f"resuming [bold]{meta.run_id}[/] after attempt {history[-1].iteration if history else '-'}")
                 for lost in history[len(record.attempts):]:
                     out.print(_attempt_line(lost, goal.is_metric_goal))
-            outcome = _watch(_loop(goal, pool, ledger, proposer, rules, history, show, meta), show, meta.run_id)
+            checks = make_checks(goal, cluster, ledger, meta)
+            outcome = _watch(_loop(goal, pool, ledger, proposer, rules, history, show, meta, checks), show, meta.run_id)
         finally:
             ledger.close()
     _finish(goal, meta, outcome, run_dir, show)
 
 
 def _loop(goal: Goal, pool: list[Workspace], ledger: Ledger, proposer: Proposer, rules: PathRules,
-          history: list[AttemptRecord], show: Presentation, meta: RunMeta) -> Loop:
+          history: list[AttemptRecord], show: Presentation, meta: RunMeta, checks: CheckRunner | None) -> Loop:
     last_output = ""
     if history:
         attempt_dir = ledger.attempt_dir(history[-1].iteration)
         last_output = output_excerpt(attempt_dir / "check.stdout.log", attempt_dir / "check.stderr.log")
     return Loop(goal, pool, ledger, proposer, rules, without_secrets(os.environ, goal.env.pass_), history=history,
                 last_output=last_output, on_record=_progress_printer(goal, ledger, show.ci) if show.progress else None,
-                deadline=_deadline(goal, meta), sandbox=_sandbox(goal, rules, meta, ledger.run_dir))
+                deadline=_deadline(goal, meta), sandbox=_sandbox(goal, rules, meta, ledger.run_dir), checks=checks)
 
 
 def _sandbox(goal: Goal, rules: PathRules, meta: RunMeta, run_dir: Path) -> Bubblewrap | None:
@@ -446,6 +457,11 @@ def validate(goal_file: GoalArgument) -> None:
     out.print(f"  budget     {', '.join(x for x in limits if x) or 'none'}")
     out.print(f"  proposer   {goal.proposer.kind}"
               + (f", {goal.parallel} candidates at once a round (parallel)" if goal.parallel > 1 else ""))
+    if goal.executor.kind == "ray":
+        config = goal.executor
+        asks = ", ".join([f"{config.num_cpus:g} CPU"] + [f"{config.num_gpus:g} GPU"] * bool(config.num_gpus)
+                         + [f"{amount:g} {name}" for name, amount in config.resources.items()])
+        out.print(f"  checks     on the Ray cluster at {escape(config.address)}, each asking for {escape(asks)}")
     out.print(f"  protected  {escape(', '.join(p.lstrip('/') for p in rules.protected_patterns))}")
     if goal.sandbox is not None:
         out.print(f"  sandbox    {escape(goal.sandbox.summary())}")
@@ -647,6 +663,7 @@ def _prepare(goal_file: Path) -> tuple[Goal, RepoTarget, PathRules]:
     """Everything that can be checked before anything is created on disk."""
     goal = load_goal(goal_file)
     target = resolve_repo(goal)
+    check_named_files(goal, target.root)
     goal.instructions_text()
     _require_sandbox(goal)
     return goal, target, PathRules.for_goal(goal, target)
@@ -690,6 +707,32 @@ def make_proposer(goal: Goal, target: RepoTarget) -> Proposer:
     from goalloop.proposers.search import SearchProposer
 
     return SearchProposer(config, goal, target)
+
+
+def connect_cluster(goal: Goal) -> object | None:
+    """With `executor: {kind: ray}`, join the cluster before anything is created (exit 3 if it cannot)."""
+    if goal.executor.kind != "ray":
+        return None
+    if goal.sandbox is not None:
+        raise goal.error(("executor", "kind"), "the sandbox is not applied to checks on a Ray cluster",
+                         fix="delete sandbox:, or run the checks here (executor kind: threads)")
+    try:
+        from goalloop.executors import ray as ray_executor
+    except ModuleNotFoundError as exc:
+        if exc.name != "ray" and not str(exc.name).startswith("ray."):
+            raise
+        raise InfrastructureError(f"{goal.where('executor', 'kind')}: executor.kind is ray, but Ray is not installed",
+                                  fix="pip install 'goalloop[ray]' (the same Ray version as the cluster's)") from None
+    return ray_executor.connect(goal.executor, goal.parallel)
+
+
+def make_checks(goal: Goal, cluster: object | None, ledger: Ledger, meta: RunMeta) -> CheckRunner | None:
+    """Where the run's checks go: None (the slots' worktrees, here) or the joined Ray cluster."""
+    if cluster is None:
+        return None
+    from goalloop.executors.ray import RayChecks
+
+    return RayChecks(cluster, ledger, Path(meta.repo), meta.base_commit, meta.run_id, tuple(goal.env.pass_))
 
 
 # -- printing ---------------------------------------------------------------------------------------------

@@ -26,6 +26,7 @@ import subprocess
 from collections.abc import Mapping
 from pathlib import Path
 
+from goalloop import faults
 from goalloop.errors import InfrastructureError
 
 BRANCH_PREFIX = "refs/heads/goalloop/"
@@ -206,7 +207,7 @@ def _execute(argv: list[str], cwd: Path, env: dict[str, str], input: str | None,
         raise interrupted
     if proc.returncode != 0:
         message = err.decode(errors="replace").strip()
-        raise GitFailed(
+        raise faults.from_git(message, str(cwd)) or GitFailed(
             f"git {' '.join(a for a in argv[1:] if not a.startswith('--git-dir') and not a.startswith('--work-tree'))[:120]}"
             f" failed {where}: {message or f'exit code {proc.returncode}'}",
             fix="check the repository with `git status` and `git worktree list`; the run can be resumed",

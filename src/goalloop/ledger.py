@@ -13,18 +13,18 @@ about a kept attempt.
 
 from __future__ import annotations
 
-import contextlib
 import csv
+import io
 import json
 import os
 import secrets
 import signal
 import threading
-from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import IO, Any, Literal
+from typing import IO, Any, Iterator, Literal
 
 import structlog
 
@@ -157,23 +157,47 @@ class RunRecord:
         return str(self.stop.get("state", "stopped"))
 
 
+class _AppendOnly:
+    """A file that grows by whole lines, each written and fsynced at once. A write the disk refuses part-way
+    (full, read-only) is cut back off, so the next line after a resume never lands glued to half of one."""
+
+    def __init__(self, path: Path) -> None:
+        self.fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | getattr(os, "O_CLOEXEC", 0), 0o644)
+
+    def size(self) -> int:
+        return os.fstat(self.fd).st_size
+
+    def append(self, text: str) -> None:
+        data = text.encode("utf-8")
+        before = self.size()
+        try:
+            while data:
+                data = data[os.write(self.fd, data):]
+            os.fsync(self.fd)
+        except OSError:
+            try:
+                os.ftruncate(self.fd, before)
+            except OSError:
+                pass
+            raise
+
+    def close(self) -> None:
+        if self.fd >= 0:
+            os.close(self.fd)
+            self.fd = -1
+
+
 class _DurableLines:
     """A structlog logger that appends each rendered event as a line, flushed and fsynced (and echoed)."""
 
-    def __init__(self, stream: IO[str], echo: IO[str] | None) -> None:
-        self._stream = stream
+    def __init__(self, file: _AppendOnly, echo: IO[str] | None) -> None:
+        self._file = file
         self._echo = echo
         self._lock = threading.Lock()
         """Slots of a parallel round write events from their threads."""
 
     def msg(self, message: str) -> None:
-        with self._lock:
-            self._write(message)
-
-    def _write(self, message: str) -> None:
-        self._stream.write(message + "\n")
-        self._stream.flush()
-        os.fsync(self._stream.fileno())
+        self._file.append(message + "\n")
         if self._echo is not None:
             self._echo.write(message + "\n")
             self._echo.flush()
@@ -187,12 +211,12 @@ class Ledger:
     def __init__(self, run_dir: Path, echo: IO[str] | None = None) -> None:
         """`echo`: also write every event there (for `--log-format json`)."""
         self.run_dir = run_dir
-        self._events_stream = open(run_dir / "events.jsonl", "a", encoding="utf-8")
-        self._results_stream = open(run_dir / "results.tsv", "a", encoding="utf-8", newline="")
-        if self._results_stream.tell() == 0:
+        self._events_file = _AppendOnly(run_dir / "events.jsonl")
+        self._results_file = _AppendOnly(run_dir / "results.tsv")
+        if self._results_file.size() == 0:
             self._write_tsv(RESULTS_COLUMNS)
         self.log = structlog.wrap_logger(
-            _DurableLines(self._events_stream, echo),
+            _DurableLines(self._events_file, echo),
             processors=[
                 structlog.processors.TimeStamper(fmt="iso", utc=True, key="ts"),
                 structlog.processors.JSONRenderer(default=str),
@@ -218,34 +242,37 @@ class Ledger:
     def record(self, attempt: AttemptRecord) -> None:
         """Append the attempt to results.tsv and events.jsonl, durably. Call before moving the branch.
 
-        Ctrl-C, SIGTERM and SIGHUP wait until both are written, so a stop never leaves a row in one only.
-        """
-        with _signals_held():
+        An interrupt (Ctrl-C, SIGTERM) that arrives between the two writes waits until both are done, so the
+        two files never disagree about an attempt."""
+        with _interrupts_deferred():
             self._write_tsv(attempt.tsv_row())
             self.event("attempt", **asdict(attempt))
 
     def _write_tsv(self, row: list[str]) -> None:
-        csv.writer(self._results_stream, delimiter="\t", lineterminator="\n").writerow(row)
-        self._results_stream.flush()
-        os.fsync(self._results_stream.fileno())
+        line = io.StringIO()
+        csv.writer(line, delimiter="\t", lineterminator="\n").writerow(row)
+        self._results_file.append(line.getvalue())
 
     def close(self) -> None:
-        self._events_stream.close()
-        self._results_stream.close()
+        self._events_file.close()
+        self._results_file.close()
 
 
-@contextlib.contextmanager
-def _signals_held() -> Iterator[None]:
-    """Hold the stop signals back (in the main thread) until the block is done; they are delivered after."""
-    held = {signal.SIGINT, signal.SIGTERM, signal.SIGHUP}
+@contextmanager
+def _interrupts_deferred() -> Iterator[None]:
+    """Hold SIGINT, SIGTERM and SIGHUP until the block ends, then raise KeyboardInterrupt if one came."""
     if threading.current_thread() is not threading.main_thread():
         yield
         return
-    before = signal.pthread_sigmask(signal.SIG_BLOCK, held)
+    came: list[int] = []
+    previous = {sig: signal.signal(sig, lambda number, frame: came.append(number)) for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)}
     try:
         yield
     finally:
-        signal.pthread_sigmask(signal.SIG_SETMASK, before)
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+    if came:
+        raise KeyboardInterrupt
 
 
 def new_run_id(goal_name: str, runs_dir: Path) -> str:

@@ -20,15 +20,17 @@ ends a run early.
 from __future__ import annotations
 
 import time
+from contextlib import suppress
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Callable
 
-from goalloop import verdict
+from goalloop import faults, verdict
 from goalloop.attempt import Attempter, Bench, Candidate, Slot, baseline_judgement, told
-from goalloop.check import CheckResult, child_pid_files
-from goalloop.errors import BudgetExhausted
+from goalloop.check import child_pid_files
+from goalloop.errors import BudgetExhausted, InfrastructureError
 from goalloop.executor import Executor, ThreadExecutor, interrupts_held
+from goalloop.executors import CheckRunner
 from goalloop.goal import Goal, format_duration
 from goalloop.ledger import AttemptRecord, Ledger
 from goalloop.prompt import build_prompt
@@ -70,11 +72,12 @@ class Loop:
         deadline: datetime | None = None,
         executor: Executor | None = None,
         sandbox: Bubblewrap | None = None,
+        checks: CheckRunner | None = None,
     ) -> None:
         self.goal, self.ledger, self.proposer, self.rules = goal, ledger, proposer, rules
         self.slots = [Slot(index, space) for index, space in enumerate(workspaces)]
         self.workspace = workspaces[0]
-        self.bench = Bench(goal, ledger, check_env, sandbox)
+        self.bench = Bench(goal, ledger, check_env, sandbox, checks)
         self.attempter = Attempter(goal, ledger, proposer, rules, self.bench)
         self.executor = executor or ThreadExecutor(lambda: child_pid_files(ledger.run_dir))
         self.history = list(history or [])
@@ -86,6 +89,7 @@ class Loop:
         self._elapsed_before = max((r.elapsed for r in self.history), default=0.0)
         self._started = time.monotonic()
         self._in_flight: list[tuple[Slot, int]] = []
+        self._largest_attempt = 0
 
     # -- the run ------------------------------------------------------------------------------------------
     def run(self) -> RunOutcome:
@@ -98,11 +102,17 @@ class Loop:
                 reason = self.spend().exhausted(self.goal.budget) or self._out_of_patience() or self._too_late()
                 if reason:
                     return self._stop(BUDGET_SPENT, reason)
+                self._require_space()
                 kept = self._round(self.history[-1].iteration + 1, self._round_size())
                 if kept is not None and self._meets_target(kept):
                     return self._stop(TARGET_MET, f"target met by attempt {kept.iteration}")
         except BudgetExhausted as exc:
             return self._stop(BUDGET_SPENT, exc.reason)
+        except (faults.MachineFault, OSError) as exc:
+            fault = self._set_aside(exc)
+            if fault is None:
+                raise
+            raise fault from None
         except KeyboardInterrupt:
             with interrupts_held():
                 self._save_interrupted()
@@ -153,6 +163,30 @@ class Loop:
                     f"(check.timeout {format_duration(self.goal.check.timeout)})")
         return None
 
+    def _require_space(self) -> None:
+        """DiskFull unless every disk the next round writes to has room for an attempt as big as the biggest yet."""
+        last = self.history[-1].iteration if self.history else 0
+        self._largest_attempt = max(self._largest_attempt, faults.folder_bytes(self.ledger.attempt_dir(last)))
+        places = [self.ledger.run_dir, self.workspace.repo_root, *(slot.workspace.worktree for slot in self.slots)]
+        faults.require_space(places, faults.MIN_FREE_BYTES + self._largest_attempt, self.workspace.run_id)
+
+    def _set_aside(self, exc: BaseException) -> faults.MachineFault | None:
+        """For a fault of the machine (a full disk, a folder gone read-only): set the attempts under way aside,
+        unjudged, so a resume proposes them again, and note why the run stopped. None for any other error."""
+        fault = exc if isinstance(exc, faults.MachineFault) else faults.named(exc, self.workspace.run_id)  # type: ignore[arg-type]
+        if fault is None:
+            return None
+        kept_commit = self.kept.kept_commit if self.history else self.workspace.branch_head()
+        for slot, iteration in self._in_flight:
+            with suppress(InfrastructureError, OSError):
+                slot.workspace.set_aside(iteration, kept_commit)
+            with suppress(OSError):
+                folder = self.ledger.attempt_dir(iteration)
+                folder.rename(folder.with_name(f"{folder.name}.unjudged-{int(time.time())}"))
+        with suppress(OSError):
+            self.ledger.event("run_stopped", exit_code=3, state="stopped by a fault", reason=fault.message)
+        return fault
+
     def _read_at_base(self, path: str) -> str | None:
         return self.workspace.read_at(self.history[0].commit or "", path) if self.history else None
 
@@ -168,6 +202,9 @@ class Loop:
         result = self.bench.check(slot, 0)
         self.last_output = told(result)
         reason, figures = baseline_judgement(self.goal, result, self.attempter.guards)
+        if result.slow_pattern:
+            raise self.goal.error(("check", "metric"), f"the baseline's check {result.problem}",
+                                  fix=r"write a pattern that matches the metric's line directly, such as '^score:\s*(\S+)'")
         samples = self.bench.repeat(slot, 0, result) if result.metric is not None else []
         metric = verdict.median(samples) if len(samples) > 1 else result.metric
         if len(samples) > 1:

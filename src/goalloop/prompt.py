@@ -6,11 +6,14 @@ from pathlib import Path
 from typing import Callable
 
 from goalloop.goal import Goal, format_duration
+from goalloop.goal.paths import read_inside
 from goalloop.ledger import AttemptRecord
 from goalloop.proposers.base import Prompt
 from goalloop.workspace import PathRules
 
 CONTEXT_FILE_LIMIT = 50_000
+CONTEXT_FILE_BYTES = 4 * CONTEXT_FILE_LIMIT + 1
+"""Read no more of a context file than can be shown (UTF-8 takes at most 4 bytes a character)."""
 RECENT_ROWS = 40
 
 ROLE = """\
@@ -41,7 +44,7 @@ def build_prompt(
     identical prefix (cheap to cache) even when a kept attempt edits a context file; the current text of
     any context file that changed since follows in the recent part.
     """
-    context = [(path, read_at_base(path), _read(worktree / path)) for path in goal.context]
+    context = [(path, read_at_base(path), read_inside(worktree, path, CONTEXT_FILE_BYTES)) for path in goal.context]
     changed = [
         f"## Context file changed since the start: {path}\n```\n{_cap(now).rstrip()}\n```"
         for path, at_base, now in context
@@ -51,13 +54,6 @@ def build_prompt(
         stable=_stable_part(goal, rules, [(path, at_base) for path, at_base, _ in context]),
         recent=_recent_part(goal, history, last_output, changed + list(notes or [])),
     )
-
-
-def _read(path: Path) -> str | None:
-    try:
-        return path.read_text(encoding="utf-8", errors="replace")
-    except OSError:
-        return None
 
 
 def _cap(text: str | None) -> str:

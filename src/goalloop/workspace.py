@@ -389,6 +389,21 @@ class Workspace:
             return None
         return self.commit_attempt(iteration, parent, f"goalloop {self.run_id} #{iteration}: {why}").sha
 
+    def set_aside(self, iteration: int, parent: str) -> str | None:
+        """Keep attempt `iteration`, which a fault of the machine stopped before it was judged, under
+        `refs/goalloop/<run-id>/unjudged/<n>-<time>` (a ref a resume does not count as an attempt), and put
+        the worktree back at `parent`, so that a resume proposes attempt `iteration` afresh. Returns the
+        commit set aside, or None when the attempt had changed nothing."""
+        ref = self.attempt_ref(iteration)
+        sha = self._run("rev-parse", "--verify", ref) if self.ref_exists(ref) else None
+        if sha is None and (self.head() != parent or self.has_uncommitted_changes()):
+            sha = self.commit_attempt(iteration, parent, f"goalloop {self.run_id} #{iteration}: set aside").sha
+        if sha is not None:
+            aside = f"{REF_PREFIX}{self.run_id}/unjudged/{iteration}-{int(time.time())}"
+            self._run("update-ref", "--stdin", input=f"create {aside} {sha}\ndelete {ref} {sha}\n")
+        self.reset_to(parent)
+        return sha
+
     def keep(self, sha: str, previous: str) -> None:
         """Move the run's branch to `sha` (only if it still points at `previous`) and clean the worktree."""
         self._run("update-ref", f"refs/heads/{self.branch}", sha, previous)

@@ -1,10 +1,17 @@
 """Reading a goal file: YAML that refuses duplicate keys, the line of every key, then the models.
 
-Every mistake is reported as a GoalError naming the file, the line and the fix.
+Every mistake is reported as a GoalError naming the file, the line and the fix. What is read is bounded
+before it is parsed: the file's size (MAX_GOAL_BYTES; only a regular file is opened, so a FIFO or /dev/zero
+named as the goal never hangs), how deep its blocks nest (MAX_DEPTH) and how many values its YAML aliases
+expand to (MAX_VALUES, against "billion laughs" anchor bombs), and how many digits a number has. These are
+checked on the parser's event stream, which needs neither recursion nor the expanded document.
 """
 
 from __future__ import annotations
 
+import os
+import re
+import stat
 from pathlib import Path
 from typing import Any
 
@@ -14,6 +21,16 @@ from pydantic import ValidationError
 from goalloop.errors import GoalError
 from goalloop.goal.mistakes import _describe_all, _yaml_error
 from goalloop.goal.model import Goal, _key_path
+from goalloop.goal.strict import strict_mistakes
+
+MAX_GOAL_BYTES = 1 << 20
+"""The largest goal file goalloop reads (1 MiB); real ones are a few KiB."""
+MAX_DEPTH = 50
+"""How deep mappings and lists may nest; a goal file needs about 6."""
+MAX_VALUES = 100_000
+"""How many values the file may hold once its aliases are expanded."""
+MAX_DIGITS = 300
+_INTEGER = re.compile(r"[-+]?(0b[01_]+|0x[0-9a-fA-F_]+|0o?[0-7_]+|[0-9][0-9_]*(:[0-5]?[0-9])*)")
 
 
 # -- reading the YAML ---------------------------------------------------------------------------------------
@@ -66,10 +83,69 @@ def _line_map(
             _line_map(item, path + (index,), lines, source, within)
 
 
+def _check_bounds(text: str, source: Path) -> None:
+    """Refuse, at its line, nesting deeper than MAX_DEPTH, aliases expanding past MAX_VALUES values and
+    numbers of more than MAX_DIGITS digits, from the parser's events (syntax errors are left to the loader)."""
+    opened: list[tuple[str | None, int]] = []  # (anchor, values counted when it opened) per open block
+    sizes: dict[str, int] = {}
+    values = 0
+    try:
+        for event in yaml.parse(text, Loader=yaml.CSafeLoader if yaml.__with_libyaml__ else yaml.SafeLoader):
+            line = event.start_mark.line + 1 if event.start_mark is not None else 1
+            if isinstance(event, yaml.CollectionStartEvent):
+                values += 1
+                opened.append((event.anchor, values))
+                if len(opened) > MAX_DEPTH:
+                    raise GoalError(
+                        f"{source}:{line}: blocks are nested more than {MAX_DEPTH} deep here",
+                        fix="a goal file needs a handful of levels (check: run:); remove the extra brackets or indentation",
+                    )
+            elif isinstance(event, yaml.CollectionEndEvent):
+                anchor, start = opened.pop()
+                if anchor is not None:
+                    sizes[anchor] = values - start + 1
+            elif isinstance(event, yaml.ScalarEvent):
+                values += 1
+                if event.anchor is not None:
+                    sizes[event.anchor] = 1
+                if event.implicit[0] and len(event.value) > MAX_DIGITS and _INTEGER.fullmatch(event.value):
+                    raise GoalError(f"{source}:{line}: a number of {len(event.value):,} digits",
+                                    fix="write a number of at most 18 digits")
+            elif isinstance(event, yaml.AliasEvent):
+                values += sizes.get(event.anchor, 1)
+            if values > MAX_VALUES:
+                raise GoalError(
+                    f"{source}:{line}: YAML aliases (*name) here expand the file past {MAX_VALUES:,} values "
+                    "(an anchor bomb?)",
+                    fix="write the values out instead of through anchors (&name) and aliases (*name)",
+                )
+    except yaml.MarkedYAMLError as exc:  # syntax errors are the loader's to explain; libyaml's own depth cap is ours
+        if "nesting depth" in str(exc.problem):
+            line = exc.problem_mark.line + 1 if exc.problem_mark is not None else 1
+            raise GoalError(f"{source}:{line}: blocks are nested more than {MAX_DEPTH} deep here",
+                            fix="a goal file needs a handful of levels (check: run:); remove the extra brackets") from None
+    except (yaml.YAMLError, RecursionError):
+        return
+
+
+def _reader_error(exc: yaml.reader.ReaderError, text: str, source: Path) -> GoalError:
+    """A character YAML refuses (a control character, NUL) at the line that holds it."""
+    line = text[: exc.position].count("\n") + 1
+    code = ord(exc.character) if isinstance(exc.character, str) else int(exc.character)
+    name = {0: "NUL", 7: "BEL", 8: "BACKSPACE", 0x1B: "ESC", 0x7F: "DELETE"}.get(code, f"U+{code:04X}")
+    return GoalError(f"{source}:{line}: a control character ({name}, #x{code:04x}) that YAML does not allow in a file",
+                     fix="delete it: a goal file is plain text (tabs and line breaks at most)")
+
+
 def parse_goal(text: str, source: Path) -> Goal:
     """Parse goal YAML `text` (read from `source`), raising GoalError with file:line on any mistake."""
+    if len(text) > MAX_GOAL_BYTES:
+        raise _too_big(source, text[:MAX_GOAL_BYTES].count("\n") + 1, len(text.encode("utf-8", "replace")))
     try:
+        _check_bounds(text, source)
         root = yaml.compose(text, Loader=_UniqueKeyLoader)
+    except yaml.reader.ReaderError as exc:
+        raise _reader_error(exc, text, source) from None
     except yaml.MarkedYAMLError as exc:
         raise _yaml_error(exc, text, source) from None
     except yaml.YAMLError as exc:
@@ -96,10 +172,17 @@ def parse_goal(text: str, source: Path) -> Goal:
         data = yaml.load(text, Loader=_UniqueKeyLoader)
     except yaml.MarkedYAMLError as exc:
         raise _yaml_error(exc, text, source) from None
+    text_lines = text.splitlines()
+    strict = [(_line_of(loc, lines), f"{_key_path(loc)}: {message}" if loc else message, fix)
+              for loc, message, fix in strict_mistakes(data, Goal, lambda loc: _text_at(loc, lines, text_lines))]
     try:
         goal = Goal.model_validate(data)
+        found: list[tuple[int, str, str]] = []
     except ValidationError as exc:
         found = _describe_all(exc.errors(), lines)
+    if strict:  # these first: what pydantic makes of a NUL, a surrogate or a bool taken as 1 only confuses
+        found = sorted(strict, key=lambda item: item[0])
+    if found:
         raise GoalError(
             "\n".join(f"{source}:{line}: {message}\n  fix: {fix}" for line, message, fix in found[:-1])
             + ("\n" if len(found) > 1 else "")
@@ -111,16 +194,58 @@ def parse_goal(text: str, source: Path) -> Goal:
     return goal
 
 
+def _line_of(loc: tuple[Any, ...], lines: dict[tuple[Any, ...], int]) -> int:
+    return next((lines[loc[:d]] for d in range(len(loc), -1, -1) if loc[:d] in lines), 1)
+
+
+def _text_at(loc: tuple[Any, ...], lines: dict[tuple[Any, ...], int], text_lines: list[str]) -> str:
+    index = _line_of(loc, lines) - 1
+    return text_lines[index] if 0 <= index < len(text_lines) else ""
+
+
+def _too_big(source: Path, line: int, size: int) -> GoalError:
+    return GoalError(
+        f"{source}:{line}: the goal file passes {MAX_GOAL_BYTES >> 20} MiB here (it is {size / (1 << 20):.1f} MiB); "
+        f"a goal file may be at most {MAX_GOAL_BYTES >> 20} MiB",
+        fix="keep long instructions in a file named by instructions_file:, and data out of the goal file",
+    )
+
+
+def read_goal_text(source: Path) -> str:
+    """The goal file's text: a regular file of at most MAX_GOAL_BYTES, UTF-8. Raises GoalError."""
+    try:
+        fd = os.open(source, os.O_RDONLY | os.O_NONBLOCK | getattr(os, "O_CLOEXEC", 0))
+    except FileNotFoundError:
+        raise GoalError(f"{source}: no such goal file", fix="check the path, or run `goalloop init`") from None
+    except OSError as exc:
+        raise GoalError(f"{source}: cannot read the goal file: {exc.strerror or exc}", fix="check the path") from None
+    try:
+        info = os.fstat(fd)
+        if not stat.S_ISREG(info.st_mode):
+            raise GoalError(f"{source}: the goal file is not a regular file (a folder, FIFO or device)",
+                            fix="name a YAML file, such as goals/speedup.yaml")
+        with os.fdopen(os.dup(fd), "rb") as stream:
+            data = stream.read(MAX_GOAL_BYTES + 1)
+    except OSError as exc:
+        raise GoalError(f"{source}: cannot read the goal file: {exc.strerror or exc}", fix="check the path") from None
+    finally:
+        os.close(fd)
+    if len(data) > MAX_GOAL_BYTES:
+        raise _too_big(source, data[:MAX_GOAL_BYTES].count(b"\n") + 1, max(info.st_size, len(data)))
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        line = data[: exc.start].count(b"\n") + 1
+        utf16 = data[:2] in (b"\xff\xfe", b"\xfe\xff")
+        raise GoalError(
+            f"{source}:{line}: the goal file is not UTF-8 text"
+            + (" (it is UTF-16)" if utf16 else f": byte 0x{data[exc.start]:02x} on line {line} is not UTF-8"),
+            fix="save it as UTF-8 (in most editors: Save with encoding, UTF-8)",
+        ) from None
+
+
 def load_goal(path: str | Path) -> Goal:
     """Read and validate a goal file. Raises GoalError (exit 2) naming file:line and the fix."""
     source = Path(path)
-    try:
-        text = source.read_text(encoding="utf-8")
-    except FileNotFoundError:
-        raise GoalError(f"{source}: no such goal file", fix="check the path, or run `goalloop init`") from None
-    except UnicodeDecodeError as exc:
-        line = source.read_bytes()[: exc.start].count(b"\n") + 1
-        raise GoalError(f"{source}:{line}: the goal file is not UTF-8 text", fix="save it as UTF-8") from None
-    except OSError as exc:
-        raise GoalError(f"{source}: cannot read the goal file: {exc.strerror or exc}", fix="check the path") from None
+    text = read_goal_text(source)
     return parse_goal(text, source.resolve() if not source.is_absolute() else source)

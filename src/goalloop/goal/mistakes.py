@@ -249,7 +249,9 @@ def _describe(error: dict[str, Any], lines: dict[tuple[Any, ...], int]) -> tuple
     problem = (error.get("ctx") or {}).get("error")
     message = error["msg"].removeprefix("Value error, ")
     fix = _takes(name, field)
-    if kind == "invalid_key" or (loc and loc[-1] == "[key]"):  # a key that YAML read as a number, true, a date
+    if isinstance(problem, Mistake) and loc and loc[-1] == "[key]":  # a key its validator refused (a path)
+        loc = loc[:-1]
+    elif kind == "invalid_key" or (loc and loc[-1] == "[key]"):  # a key that YAML read as a number, true, a date
         loc = loc[:-1] if loc[-1] == "[key]" else loc
         key = got if kind == "invalid_key" else loc[-1]
         line = next((lines[loc[:d]] for d in range(len(loc), -1, -1) if loc[:d] in lines), 1)

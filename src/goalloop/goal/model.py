@@ -24,6 +24,8 @@ from pydantic import (
 )
 
 from goalloop.errors import GoalError
+from goalloop.goal.paths import MAX_INSTRUCTIONS_BYTES, GoalPath, RepoGlob, RepoPath, Unreadable, read_capped
+from goalloop.goal.patterns import Regex, compiled
 from goalloop.goal.values import Duration, Mistake, Money, _show, resolve_deadline
 
 DEFAULT_CLAUDE_MODEL = "claude-sonnet-5-5"
@@ -31,7 +33,10 @@ SCHEMA_URL = "./goal.schema.json"
 
 
 class StrictModel(BaseModel):
-    model_config = ConfigDict(extra="forbid", populate_by_name=True, use_attribute_docstrings=True)
+    """Unknown keys are errors, and so are NaN and infinities where a number goes (see also strict.py)."""
+
+    model_config = ConfigDict(extra="forbid", populate_by_name=True, use_attribute_docstrings=True,
+                              allow_inf_nan=False)
 
 
 class Check(StrictModel):
@@ -41,10 +46,10 @@ class Check(StrictModel):
     """Shell command, run with /bin/sh in the worktree. Exit code 0 means the check passed."""
     timeout: Duration = 600.0
     """Longest a check may run; then its whole process group is killed and the attempt is a crash."""
-    metric: str | None = None
+    metric: Regex | None = None
     """Regex matched line by line against stdout; the last match wins; group 1 (or the whole match) is the
     number. Absent: the goal is pass/fail by exit code."""
-    files: list[str] = []
+    files: list[RepoGlob] = []
     """More files the check depends on; they are protected like the check script."""
     metric_file: bool = False
     """Read the metric from a JSON file the check writes to $GOALLOOP_METRIC_FILE (outside the worktree),
@@ -53,19 +58,6 @@ class Check(StrictModel):
     """Variables set for the check (and the holdout) in each parallel slot; `{slot}` in a value becomes the
     slot's number (0 to parallel - 1), e.g. CUDA_VISIBLE_DEVICES: "{slot}" gives each slot its own GPU."""
 
-    @field_validator("metric")
-    @classmethod
-    def _metric_compiles(cls, pattern: str | None) -> str | None:
-        if pattern is not None:
-            try:
-                re.compile(pattern)
-            except re.error as exc:
-                raise Mistake(
-                    f"not a valid regular expression: {exc}",
-                    fix="close every ( [ { you open, and write the regex in single quotes so backslashes stay "
-                    r"as written, as in metric: '^score:\s*(\S+)'",
-                ) from None
-        return pattern
 
 
 class Target(StrictModel):
@@ -110,10 +102,10 @@ class Holdout(StrictModel):
 
     run: str = Field(min_length=1)
     """Shell command, run in the worktree."""
-    metric: str
+    metric: Regex
     """Regex for the holdout's metric, read like check.metric; better in the same direction."""
     timeout: Duration = 600.0
-    files: list[str] = []
+    files: list[RepoGlob] = []
     """Files the holdout depends on; protected and hidden from the Claude proposer's editor."""
 
     @field_validator("metric")
@@ -234,7 +226,7 @@ class ScriptedStep(StrictModel):
     """One prepared change: file contents, a patch, or a deliberate failure."""
 
     description: str = ""
-    files: dict[str, str | None] = {}
+    files: dict[RepoPath, str | None] = {}
     """Path -> new content; null deletes the file."""
     patch: str | None = None
     """A unified diff applied with `git apply`."""
@@ -281,8 +273,8 @@ class ClaudeProposer(StrictModel):
 class SearchParam(StrictModel):
     """A numeric or categorical knob written into a file by regex."""
 
-    file: str
-    pattern: str
+    file: RepoPath
+    pattern: Regex
     """Regex whose group 1 is the value; must match exactly once in the file."""
     low: float | None = None
     high: float | None = None
@@ -293,15 +285,7 @@ class SearchParam(StrictModel):
     @model_validator(mode="after")
     def _range_or_choices(self) -> SearchParam:
         example = "pattern: 'LR = ([0-9.e-]+)'"
-        try:
-            compiled = re.compile(self.pattern)
-        except re.error as exc:
-            raise Mistake(
-                f"not a valid regular expression: {exc}",
-                fix=f"close every ( [ {{ you open, and write it in single quotes, as in {example}",
-                at=("pattern",),
-            ) from None
-        if compiled.groups < 1:
+        if compiled(self.pattern).groups < 1:
             raise Mistake(
                 "the pattern has no group ( ) around the value to change",
                 fix=f"put parentheses around the part that is the value, as in {example}",
@@ -409,6 +393,39 @@ def _also_boolean(schema: dict[str, Any]) -> None:
     schema["anyOf"] = [{"type": "boolean"}, *schema.get("anyOf", [])]
 
 
+class Executor(StrictModel):
+    """Where the checks run: `threads` on this machine (the default), or `ray`: each check and holdout a task
+    on a Ray cluster (pip install 'goalloop[ray]'). Proposals, git and the record stay on this machine."""
+
+    kind: Literal["threads", "ray"] = "threads"
+    address: str = "auto"
+    """ray: the cluster to join: auto ($RAY_ADDRESS, or the cluster `ray start --head` started on this
+    machine), the head's host:port (GCS, port 6379 by default), or ray://host:10001 (Ray Client)."""
+    num_cpus: float = Field(default=1.0, ge=0)
+    """ray: CPUs each check asks for; Ray runs no more checks on a node than its CPUs allow."""
+    num_gpus: float = Field(default=0.0, ge=0)
+    """ray: GPUs each check asks for; Ray sets CUDA_VISIBLE_DEVICES for the check to the GPUs it got."""
+    resources: dict[str, float] = {}
+    """ray: custom resources each check asks for, e.g. {imagenet: 1} to run only on nodes started with
+    `ray start --resources '{"imagenet": 1}'`."""
+    fetch_from: str | None = None
+    """ray: the goal's repository at a path every worker can read (a shared filesystem): workers read each
+    attempt from it instead of receiving it through Ray's object store."""
+    scratch: str | None = None
+    """ray: folder on the workers for the scratch checkouts (default: the worker's temp folder)."""
+    retries: int = Field(default=1, ge=0, le=3)
+    """ray: how many more times a check lost to the cluster (its worker or node died) is tried, on another
+    node when one can take it, before the attempt is a crash."""
+
+    @model_validator(mode="after")
+    def _ray_keys_need_ray(self) -> Executor:
+        ray_only = sorted(name for name in self.model_fields_set if name != "kind")
+        if self.kind == "threads" and ray_only:
+            raise Mistake(f"{', '.join(ray_only)} only apply to kind: ray", at=(ray_only[0],),
+                          fix="add kind: ray to run the checks on a Ray cluster, or delete them")
+        return self
+
+
 class Goal(StrictModel):
     """A goal file."""
 
@@ -420,13 +437,13 @@ class Goal(StrictModel):
     """Commit-ish to start from."""
     instructions: str | None = None
     """The task in prose."""
-    instructions_file: str | None = None
+    instructions_file: GoalPath | None = None
     """Or: a file (relative to the goal file) holding the instructions."""
-    context: list[str] = []
+    context: list[RepoPath] = []
     """Files (repo paths) always shown to the proposer."""
-    editable: list[str] = []
+    editable: list[RepoGlob] = []
     """Globs the proposer may change; empty: everything that is not protected."""
-    protected: list[str] = []
+    protected: list[RepoGlob] = []
     """Globs the proposer must never change. The goal file and the check's files are always protected."""
     check: Check
     target: Target = Target()
@@ -442,6 +459,7 @@ class Goal(StrictModel):
     parallel: int = Field(default=1, ge=1, le=64)
     """Candidates proposed and checked at the same time each round, each in its own worktree; the best
     one that beats the kept state is kept. 1: one attempt at a time."""
+    executor: Executor = Executor()
     proposer: ProposerConfig
 
     _source: Path | None = PrivateAttr(default=None)
@@ -502,7 +520,13 @@ class Goal(StrictModel):
             return (self.instructions or "").strip()
         path = (self.source.parent / self.instructions_file).resolve()
         try:
-            return path.read_text(encoding="utf-8").strip()
+            data = read_capped(path, MAX_INSTRUCTIONS_BYTES)
+            if len(data) > MAX_INSTRUCTIONS_BYTES:
+                raise Unreadable(f"{path} is more than {MAX_INSTRUCTIONS_BYTES >> 20} MiB",
+                                 fix="keep the instructions short: the proposer reads them before every attempt")
+            return data.decode("utf-8").strip()
+        except Unreadable as exc:
+            raise self.error(("instructions_file",), exc.why, fix=exc.fix) from None
         except (OSError, UnicodeDecodeError) as exc:
             reason = "it is not UTF-8 text" if isinstance(exc, UnicodeDecodeError) else exc.strerror or str(exc)
             near = _near_file(path)

@@ -123,6 +123,9 @@ def resolve_deadline(text: str, started: datetime) -> datetime:
             raise Mistake(f"{text!r} is not a time of day", fix="write a 24-hour time such as 07:30")
         moment = started.replace(hour=hour, minute=minute, second=0, microsecond=0)
         return moment if moment > started else moment + timedelta(days=1)
+    if re.fullmatch(r"\d{4}-\d{2}-\d{2}", text):
+        raise Mistake(f"{text!r} is a date without a time of day",
+                      fix=f'write the date and the time of day in quotes: deadline: "{text}T07:30"')
     try:
         return datetime.fromisoformat(text)
     except ValueError:

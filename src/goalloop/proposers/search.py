@@ -29,7 +29,6 @@ from __future__ import annotations
 
 import importlib.util
 import math
-import re
 import subprocess
 import threading
 from dataclasses import dataclass
@@ -37,13 +36,14 @@ from pathlib import Path
 from typing import Any
 
 import optuna
+import regex
 from optuna.distributions import BaseDistribution, CategoricalDistribution, FloatDistribution, IntDistribution
 from optuna.storages import JournalStorage
 from optuna.storages.journal import JournalFileBackend, JournalFileOpenLock
 from optuna.trial import TrialState
 
 from goalloop.errors import InfrastructureError
-from goalloop.goal import Goal, SearchParam
+from goalloop.goal import Goal, SearchParam, patterns
 from goalloop.goal import SearchProposer as SearchConfig
 from goalloop.ledger import AttemptRecord
 from goalloop.proposers.base import Proposal, ProposalRequest
@@ -66,7 +66,7 @@ class Knob:
 
     name: str
     param: SearchParam
-    pattern: re.Pattern[str]
+    pattern: regex.Pattern[str]
     distribution: BaseDistribution
     baseline: Any
     """The value in the file at base, or None when it lies outside the search space."""
@@ -235,8 +235,13 @@ def _validated_knob(goal: Goal, target: RepoTarget, rules: PathRules, name: str,
             f"{why_not[0]}: every attempt would be rejected",
             fix="put the knob in a file the proposer may change (the check's own scripts are always protected)",
         )
-    pattern = re.compile(param.pattern, re.MULTILINE)
-    matches = list(pattern.finditer(text))
+    pattern = patterns.compiled(param.pattern, regex.MULTILINE)
+    try:
+        matches = patterns.find_all(pattern, text)
+    except patterns.PatternTimeout as exc:
+        raise goal.error((*where, "pattern"), f"{exc} ({param.file})",
+                         fix="write a simpler pattern, anchored to the line that holds the value: '^LR = ([0-9.e-]+)'",
+                         ) from None
     if len(matches) != 1:
         found = "matches nothing" if not matches else (
             f"matches {len(matches)} places (lines {', '.join(str(_line_of(text, m.start(1))) for m in matches)})"
@@ -348,14 +353,20 @@ def _refuse_shared_values(goal: Goal, knobs: list[Knob]) -> None:
 # -- helpers ----------------------------------------------------------------------------------------------
 def _replace_value(knob: Knob, text: str, value: str) -> str:
     """`text` with group 1 of the knob's only match replaced by `value`, checked by reading it back."""
-    matches = list(knob.pattern.finditer(text))
+    try:
+        matches = patterns.find_all(knob.pattern, text)
+    except patterns.PatternTimeout as exc:
+        raise WriteError(f"{exc} in {knob.file}") from None
     if len(matches) != 1:
         raise WriteError(
             f"the pattern of param '{knob.name}' matches {len(matches)} places in {knob.file}, not exactly one"
         )
     start, end = matches[0].span(1)
     new_text = text[:start] + value + text[end:]
-    read_back = [m.group(1) for m in knob.pattern.finditer(new_text)]
+    try:
+        read_back = [m.group(1) for m in patterns.find_all(knob.pattern, new_text)]
+    except patterns.PatternTimeout as exc:
+        raise WriteError(f"{exc} in {knob.file}") from None
     if read_back != [value]:
         seen = f"reads back {read_back[0]!r}" if len(read_back) == 1 else f"then matches {len(read_back)} places"
         raise WriteError(f"after writing {value!r} into {knob.file}, the pattern of param '{knob.name}' {seen}")

@@ -169,10 +169,11 @@ def _run(argv: list[str], stdin: bytes, what: str) -> bytes:
 @contextmanager
 def _orphan_guard(pid_file: Path) -> Iterator[None]:
     """While inside, a small process waits on a pipe from this one; if this process dies, the pipe
-    closes and the guard kills the process group recorded in `pid_file` (gone after a normal end)."""
+    closes and the guard kills the process group recorded in `pid_file` (its first word; the file is gone
+    after a normal end)."""
     read_end, write_end = os.pipe()
     guard = subprocess.Popen(
-        ["/bin/sh", "-c", 'cat >/dev/null; pg=$(cat "$1" 2>/dev/null) && kill -9 -"$pg" 2>/dev/null; exit 0',
+        ["/bin/sh", "-c", 'cat >/dev/null; pg=$(cut -d" " -f1 "$1" 2>/dev/null) && [ -n "$pg" ] && kill -9 -"$pg" 2>/dev/null; exit 0',
          "goalloop-guard", str(pid_file)],
         stdin=read_end, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True,
     )

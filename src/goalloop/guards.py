@@ -25,6 +25,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from goalloop.check import last_match
+from goalloop.goal import patterns
 from goalloop.reasons import strip_ansi
 
 TESTS_RUN = "tests run"
@@ -170,7 +171,7 @@ def read_figures(specs: list[GuardSpec], stdout_path: Path, output: str) -> dict
             if counted is not None:
                 figures[spec.name] = float(counted[1])
             continue
-        raw = last_match(stdout_path, re.compile(spec.pattern))
+        raw = last_match(stdout_path, patterns.compiled(spec.pattern))
         try:
             figures[spec.name] = float(raw) if raw is not None else figures[spec.name]
         except (KeyError, ValueError):

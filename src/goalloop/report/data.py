@@ -53,7 +53,7 @@ class Totals:
     def spent(self) -> str:
         """What the proposers spent: `$0.42, 12,000 tokens`; `not tracked` when none reported a cost."""
         if self.attempts and self.unknown_cost == self.attempts:
-            return NOT_TRACKED
+            return f"cost {NOT_TRACKED}, tokens {NOT_TRACKED}"
         tokens = f", {self.tokens:,} tokens" if self.tokens else ""
         unknown = f" (+{self.unknown_cost} attempts {NOT_TRACKED})" if self.unknown_cost else ""
         return f"${self.cost_usd:.2f}{tokens}{unknown}"

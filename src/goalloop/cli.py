@@ -27,14 +27,13 @@ from rich.text import Text
 
 from goalloop import __version__, faults
 from goalloop.environment import without_secrets
-from goalloop.errors import GoalloopError, InfrastructureError, UsageError
+from goalloop.errors import GoalloopError, UsageError
 from goalloop.executors import CheckRunner
 from goalloop.check import output_excerpt
 from goalloop.cleanup import holds_nothing, remove_run
 from goalloop.doctor import diagnose
 from goalloop.preflight import goal_warnings
-from goalloop.goal import Goal, format_duration, goal_json_schema, load_goal, parse_goal, resolve_deadline
-from goalloop.goal.paths import check_named_files
+from goalloop.goal import Goal, format_duration, goal_json_schema, parse_goal, resolve_deadline
 from goalloop.ledger import AttemptRecord, Ledger, RunMeta, RunRecord, find_run, list_runs, new_run_id, read_run, utc_now
 from goalloop.loop import Loop, RunOutcome
 from goalloop.live import VERDICT_STYLE, LiveView
@@ -42,13 +41,14 @@ from goalloop.prompt import describe_check
 from goalloop.report import ci, write_report
 from goalloop.report.standing import Standing
 from goalloop.resume import reconcile
-from goalloop.sandbox import Bubblewrap, RunLayout, unavailable
+from goalloop.sandbox import Bubblewrap, RunLayout
 from goalloop.starter import PROPOSER_BLOCKS, starter_goal
 from goalloop.proposers.base import Proposer, unenforced_budgets
 from goalloop.git_runner import GitFailed
 from goalloop.workspace import (
-    PathRules, RepoTarget, RunLock, Workspace, remove_worktrees, resolve_repo, slot_worktrees,
+    PathRules, RepoTarget, RunLock, Workspace, remove_worktrees, slot_worktrees,
 )
+from goalloop.wiring import _prepare, _require_sandbox, connect_cluster, make_checks, make_proposer
 
 EXIT_CODES = (
     "Exit codes: 0 target met; 1 a budget spent without meeting it; 2 invalid goal file or usage;"
@@ -659,85 +659,6 @@ def _version(
 
 
 # -- wiring -----------------------------------------------------------------------------------------------
-def _prepare(goal_file: Path) -> tuple[Goal, RepoTarget, PathRules]:
-    """Everything that can be checked before anything is created on disk."""
-    goal = load_goal(goal_file)
-    target = resolve_repo(goal)
-    check_named_files(goal, target.root)
-    goal.instructions_text()
-    _require_sandbox(goal)
-    return goal, target, PathRules.for_goal(goal, target)
-
-
-def _require_sandbox(goal: Goal) -> None:
-    """A goal with `sandbox:` runs only where bubblewrap works: never silently without it."""
-    if goal.sandbox is None:
-        return
-    problem = unavailable()
-    if problem is not None:
-        raise goal.error(("sandbox",), problem.problem, fix=problem.fix)
-    for key in ("ro", "rw", "hide"):
-        for index, raw in enumerate(getattr(goal.sandbox, key)):
-            path = Path(os.path.expanduser(raw))
-            path = path if path.is_absolute() else goal.source.resolve().parent / path
-            if not any(c in raw for c in "*?[") and not path.exists():
-                raise goal.error(("sandbox", key, index), f"{path} does not exist",
-                                 fix="create it, or give a path that exists (relative to the goal file)")
-
-
-def make_proposer(goal: Goal, target: RepoTarget) -> Proposer:
-    """The concrete proposer for the goal; validates what it can against the repository at base."""
-    config = goal.proposer
-    if config.kind == "scripted":
-        from goalloop.proposers.scripted import ScriptedProposer
-
-        return ScriptedProposer(config)
-    if config.kind == "command":
-        from goalloop.proposers.command import CommandProposer
-
-        return CommandProposer(config, without_secrets(os.environ, goal.env.pass_))
-    if config.kind in ("claude-code", "codex", "aider"):
-        from goalloop.proposers.agents import AGENTS
-
-        return AGENTS[config.kind](config, goal, dict(os.environ))
-    if config.kind == "claude":
-        from goalloop.proposers.claude import ClaudeProposer
-
-        return ClaudeProposer(config, goal, dict(os.environ))
-    from goalloop.proposers.search import SearchProposer
-
-    return SearchProposer(config, goal, target)
-
-
-def connect_cluster(goal: Goal) -> object | None:
-    """With `executor: {kind: ray}`, join the cluster before anything is created (exit 3 if it cannot)."""
-    if goal.executor.kind != "ray":
-        return None
-    if goal.sandbox is not None:
-        raise goal.error(("executor", "kind"), "the sandbox is not applied to checks on a Ray cluster",
-                         fix="delete sandbox:, or run the checks here (executor kind: threads)")
-    try:
-        from goalloop.executors import ray as ray_executor
-    except ModuleNotFoundError as exc:
-        if exc.name != "ray" and not str(exc.name).startswith("ray."):
-            raise
-        raise InfrastructureError(f"{goal.where('executor', 'kind')}: executor.kind is ray, but Ray is not installed",
-                                  fix="pip install 'goalloop[ray]' (the same Ray version as the cluster's)") from None
-    return ray_executor.connect(goal.executor, goal.parallel)
-
-
-def make_checks(goal: Goal, cluster: object | None, ledger: Ledger, meta: RunMeta) -> CheckRunner | None:
-    """Where the run's checks go: None (the slots' worktrees, here) or the joined Ray cluster."""
-    if cluster is None:
-        return None
-    from goalloop.executors.ray import RayChecks
-
-    return RayChecks(cluster, ledger, Path(meta.repo), meta.base_commit, meta.run_id, tuple(goal.env.pass_))
-
-
-# -- printing ---------------------------------------------------------------------------------------------
-
-
 def _attempt_line(record: AttemptRecord, metric_goal: bool) -> str:
     style = VERDICT_STYLE.get(record.verdict, "")
     cost = f"${record.cost_usd:.3f}" if record.cost_usd else ""

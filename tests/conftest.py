@@ -12,6 +12,12 @@ from pathlib import Path
 import pytest
 import yaml
 
+# The suite runs as a user's shell would, outside CI, wherever it is run: CI itself sets CI=true (and a
+# GitHub runner its GITHUB_* files), which would turn on the annotations and job summary that
+# tests/test_ci_outputs.py asks for explicitly. Removed at import, before any fixture copies os.environ.
+for _ci_variable in [name for name in os.environ if name == "CI" or name.startswith(("GITHUB_", "RUNNER_"))]:
+    del os.environ[_ci_variable]
+
 GIT_ENV = {
     "GIT_AUTHOR_NAME": "t",
     "GIT_AUTHOR_EMAIL": "t@example.invalid",

@@ -62,6 +62,17 @@ def test_a_goal_error_in_ci_is_annotated_on_its_file_and_line(tmp_path: Path) ->
     assert "error: " in result.stderr and "Traceback" not in result.output
 
 
+
+def test_a_goal_error_naming_a_lone_surrogate_is_annotated_in_ci_not_a_crash(tmp_path: Path) -> None:
+    """GitHub's log is stdout, which (unlike stderr) refuses a lone surrogate unless goalloop escapes it."""
+    repo = make_repo(tmp_path / "proj", {"a.py": "x = 1\n"})
+    goal = tmp_path / "g.yaml"
+    goal.write_text(f"repo: {repo}\ncheck:\n  run: 'true'\n\"bad\\uD83Dkey\": 1\n")
+    result = run_cli("validate", str(goal), cwd=tmp_path, env={"CI": "true"})
+    assert result.exit_code == 2, result.output
+    assert "::error title=goal file,file=g.yaml,line=4::" in result.stdout and "surrogate" in result.stdout
+    assert "Traceback" not in result.output
+
 def _synthetic_history(run_dir: Path, base: str, attempts: int) -> None:
     """Turn a real run into an interrupted run of `attempts` attempts (descriptions of ~100 characters)."""
     events = [json.loads(line) for line in (run_dir / "events.jsonl").read_text().splitlines()]

@@ -41,13 +41,13 @@ pytestmark = pytest.mark.skipif(BWRAP_MISSING is not None,
 
 SCORE_PY = """\
 import json, os, subprocess, sys
-run = subprocess.run([sys.executable, "model.py"], capture_output=True, text=True)
-sys.stderr.write(run.stderr)
-if run.returncode != 0:
-    sys.exit(run.returncode)
-score = float(run.stdout.split()[-1])
-print(f"score: {score}")
-with open(os.environ["GOALLOOP_METRIC_FILE"], "w") as out:
+with open(os.environ["GOALLOOP_METRIC_FILE"], "w") as out:  # opened first, written last
+    run = subprocess.run([sys.executable, "model.py"], capture_output=True, text=True)
+    sys.stderr.write(run.stderr)
+    if run.returncode != 0:
+        sys.exit(run.returncode)
+    score = float(run.stdout.split()[-1])
+    print(f"score: {score}")
     json.dump({"metric": score}, out)
 """
 HOLDOUT_PY = """\
@@ -113,30 +113,16 @@ def check_log(run: Run, iteration: int = 1) -> str:
 
 
 # -- the attacks -----------------------------------------------------------------------------------------------
-# Writes the metric file, then leaves a daemon that puts 99 back each time the real score is written.
+# Writes 99 into the metric file, then puts a file of its own holding 99 at its path, so the scorer's later
+# write lands in a file nobody reads. No race: the fake wins every time the path is within reach.
 METRIC_ATTACK = """\
-import json, os, subprocess, sys
+import json, os
 path = os.environ["GOALLOOP_METRIC_FILE"]
 with open(path, "w") as out:
     json.dump({"metric": 99}, out)
-FAKE = json.dumps({"metric": 99})
-KEEPER = '''
-import os, sys, time
-path, fake = sys.argv[1], sys.argv[2]
-end = time.time() + 10
-while time.time() < end:
-    try:
-        now = open(path).read()
-    except OSError:
-        now = fake
-    if now != fake:
-        with open(path + ".tmp", "w") as out:
-            out.write(fake)
-        os.replace(path + ".tmp", path)
-    time.sleep(0.0002)
-'''
-subprocess.Popen([sys.executable, "-c", KEEPER, path, FAKE], start_new_session=True,
-                 stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+with open(path + ".fake", "w") as out:
+    json.dump({"metric": 99}, out)
+os.replace(path + ".fake", path)
 print(2)
 """
 
@@ -158,7 +144,7 @@ def test_known_limit_code_in_the_checks_own_process_or_reaching_for_its_descript
     """What the README says the sandbox does not stop: code imported into the check's own process, and a
     child that opens its parent's /proc/PID/fd/3 on purpose. Both fake the metric even sandboxed."""
     if how == "atexit-in-the-checks-process":
-        score = SCORE_PY.replace("run = subprocess.run(", "import model\nrun = subprocess.run(", 1)
+        score = "import model\n" + SCORE_PY
         (place / "proj").mkdir()
         repo_at(place)
         (place / "proj" / "score.py").write_text(score)

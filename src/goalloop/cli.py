@@ -7,6 +7,7 @@ Exit codes of `run`: 0 target met; 1 budget spent; 2 invalid goal file or usage;
 from __future__ import annotations
 
 import functools
+import io
 import json
 import os
 import re
@@ -125,6 +126,9 @@ def main() -> None:
     """Entry point: turn GoalloopErrors into messages and exit codes, and anything else into a short report."""
     signal.signal(signal.SIGTERM, _interrupt)
     signal.signal(signal.SIGHUP, _hang_up)
+    for stream in (sys.stdout, sys.stderr):  # a goal file's lone surrogate is shown escaped, never a crash
+        if isinstance(stream, io.TextIOWrapper):
+            stream.reconfigure(errors="backslashreplace")
     try:
         code = app(standalone_mode=False)
     except typer.core._click.exceptions.NoArgsIsHelpError as exc:

@@ -50,9 +50,14 @@ class Totals:
     def verdicts(self, sep: str = ", ") -> str:
         return sep.join(f"{n} {v}" for v, n in self.counts.items() if n) or "none yet"
 
+    @property
+    def none_reported(self) -> bool:
+        """No attempt reported what it cost (an agent CLI that keeps its bill to itself)."""
+        return bool(self.attempts) and self.unknown_cost == self.attempts
+
     def spent(self) -> str:
         """What the proposers spent: `$0.42, 12,000 tokens`; `not tracked` when none reported a cost."""
-        if self.attempts and self.unknown_cost == self.attempts:
+        if self.none_reported:
             return f"cost {NOT_TRACKED}, tokens {NOT_TRACKED}"
         tokens = f", {self.tokens:,} tokens" if self.tokens else ""
         unknown = f" (+{self.unknown_cost} attempts {NOT_TRACKED})" if self.unknown_cost else ""

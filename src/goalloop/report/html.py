@@ -16,6 +16,7 @@ from goalloop.goal import format_duration
 from goalloop.ledger import AttemptRecord, RunRecord
 from goalloop.report.chart import render_chart_svg
 from goalloop.report.data import (
+    NOT_TRACKED,
     Totals,
     _attempts,
     _cost,
@@ -128,7 +129,8 @@ def render_html(record: RunRecord) -> str:
         ("best", best.result_text(meta.metric_goal) if best else "-", against),
         ("attempts", str(totals.attempts), totals.verdicts(" · ")),
         ("keep rate", totals.keep_rate, f"{totals.counts['keep']} of {totals.attempts} kept"),
-        ("cost", totals.spent().split(", ")[0], totals.spent().partition(", ")[2] or "by the proposers"),
+        ("cost", NOT_TRACKED, "no attempt reported its cost or tokens") if totals.none_reported
+        else ("cost", totals.spent().split(", ")[0], totals.spent().partition(", ")[2] or "by the proposers"),
         ("time", format_duration(totals.elapsed), f"started {meta.created_at[:16].replace('T', ' ')} UTC"),
     ]
     target = "" if meta.target is None else f", target {meta.target:.6g} ({meta.direction})"

@@ -10,6 +10,7 @@ import re
 from goalloop.goal import format_duration
 from goalloop.ledger import RunRecord
 from goalloop.report.data import (
+    NOT_TRACKED,
     Totals,
     _attempts,
     _best_line,
@@ -56,7 +57,7 @@ def markdown_summary(record: RunRecord, *, heading: bool = True, kept_shown: int
         f"| best | {_md(_best_line(record, totals))} |",
         f"| attempts | {totals.attempts}: {_md(totals.verdicts())} |",
         f"| keep rate | {totals.keep_rate} |",
-        f"| cost | {_md(totals.spent())} |",
+        f"| cost | {NOT_TRACKED if totals.none_reported else _md(totals.spent())} |",
         f"| time | {format_duration(totals.elapsed)} |",
         f"| run | {_md_code(meta.run_id)} |",
         f"| branch | {_md_code(meta.branch)} in {_md_code(meta.repo)} |",

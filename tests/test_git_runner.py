@@ -9,14 +9,18 @@ directory, so `add --all` there stages the user's untracked file.
 
 from __future__ import annotations
 
+import os
 import shutil
+import signal
+import sys
+import threading
 from pathlib import Path
 
 import git as gitpython
 import pytest
 from conftest import git, make_repo
 
-from goalloop.git_runner import GitFailed, RepoGit, UnsafeGitCommand, WorktreeGit, WorktreeMissing
+from goalloop.git_runner import GitFailed, RepoGit, UnsafeGitCommand, WorktreeGit, WorktreeMissing, _execute
 from goalloop.workspace import RepoTarget, Workspace
 
 
@@ -171,3 +175,25 @@ def test_a_failing_git_command_says_where_and_what(setup) -> None:
     _, worktree, space, _, _ = setup
     with pytest.raises(GitFailed, match=f"git reset --quiet --hard nosuchcommit failed in {worktree}"):
         space._run("reset", "--quiet", "--hard", "nosuchcommit")
+
+
+SLOW_READER = """\
+import sys, threading, time
+time.sleep(0.5)  # the Ctrl-C lands while goalloop is still writing the input
+got = []
+reader = threading.Thread(target=lambda: got.append(len(sys.stdin.buffer.read())), daemon=True)
+reader.start()
+reader.join(10)
+open(sys.argv[1], "w").write(str(got[0]) if got else "stdin never closed")
+"""
+
+
+def test_a_ctrl_c_while_git_reads_its_input_is_delivered_after_git_got_all_of_it(tmp_path: Path) -> None:
+    """A `git update-ref --stdin` must get its whole script even when Ctrl-C lands mid-write: a retried
+    `communicate` stops writing, and git then either waits forever or commits half a transaction."""
+    report = tmp_path / "read.txt"
+    script = "x" * 4_000_000  # far more than a pipe holds, so the write is under way for the whole sleep
+    threading.Timer(0.2, os.kill, (os.getpid(), signal.SIGINT)).start()
+    with pytest.raises(KeyboardInterrupt):
+        _execute([sys.executable, "-c", SLOW_READER, str(report)], tmp_path, dict(os.environ), script, True, "here")
+    assert report.read_text() == str(len(script))

@@ -14,15 +14,14 @@ would leave workers running beside the loop's own clean-up (`interrupts_held`).
 
 from __future__ import annotations
 
-import signal
 import threading
 import time
-from collections.abc import Callable, Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Protocol, TypeVar
 
 from goalloop.check import kill_leftover_group
+from goalloop.interrupts import interrupts_held
 
 T = TypeVar("T")
 STOP_WAIT_SECONDS = 60.0
@@ -81,23 +80,3 @@ class ThreadExecutor:
                 kill_leftover_group(pid_file)
             for thread in threads:
                 thread.join(0.05)
-
-
-@contextmanager
-def interrupts_held(raise_after: bool = False) -> Iterator[None]:
-    """Inside, SIGINT and SIGTERM do not interrupt: they are dropped (the run is already stopping), or with
-    `raise_after` raised as KeyboardInterrupt once the block is done. Outside the main thread, a no-op."""
-    if threading.current_thread() is not threading.main_thread():
-        yield
-        return
-    received: list[int] = []
-    previous = {sig: signal.getsignal(sig) for sig in (signal.SIGINT, signal.SIGTERM)}
-    for sig in previous:
-        signal.signal(sig, lambda signum, frame: received.append(signum))
-    try:
-        yield
-    finally:
-        for sig, handler in previous.items():
-            signal.signal(sig, handler)
-    if received and raise_after:
-        raise KeyboardInterrupt

@@ -28,6 +28,7 @@ from pathlib import Path
 
 from goalloop import faults
 from goalloop.errors import InfrastructureError
+from goalloop.interrupts import interrupts_held
 
 BRANCH_PREFIX = "refs/heads/goalloop/"
 REF_PREFIX = "refs/goalloop/"
@@ -192,19 +193,15 @@ def _update_ref_targets(args: tuple[str, ...], input: str | None) -> list[tuple[
 
 
 def _execute(argv: list[str], cwd: Path, env: dict[str, str], input: str | None, strip: bool, where: str) -> str:
-    """Run git to the end, even through a Ctrl-C (raised once git is done); GitFailed if it exits non-zero."""
-    proc = subprocess.Popen(argv, cwd=cwd, env=env, stdin=subprocess.PIPE if input is not None else subprocess.DEVNULL,
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, start_new_session=True)
-    data = input.encode() if input is not None else None
-    interrupted: BaseException | None = None
-    while True:
-        try:
-            out, err = proc.communicate(data)
-            break
-        except KeyboardInterrupt as exc:
-            interrupted, data = exc, None
-    if interrupted is not None:
-        raise interrupted
+    """Run git to the end, even through a Ctrl-C (delivered once git is done); GitFailed if it exits non-zero.
+
+    A Ctrl-C is held back rather than caught and retried: a retried `communicate` no longer writes the input
+    it had not yet sent, and git would wait for it forever."""
+    with interrupts_held(raise_after=True):
+        proc = subprocess.Popen(argv, cwd=cwd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                                stdin=subprocess.PIPE if input is not None else subprocess.DEVNULL,
+                                start_new_session=True)
+        out, err = proc.communicate(input.encode() if input is not None else None)
     if proc.returncode != 0:
         message = err.decode(errors="replace").strip()
         raise faults.from_git(message, str(cwd)) or GitFailed(

@@ -176,8 +176,6 @@ def test_a_held_index_lock_in_the_users_repository_does_not_disturb_the_run(tmp_
     assert [r["verdict"] for r in results_rows(only_run_dir(tmp_path / "home"))] == ["baseline", "keep", "keep", "keep"]
 
 
-@pytest.mark.xfail(strict=True, reason="since resume removes stale worktree locks itself, the first try of the "
-                   "attempt the lock stopped is no longer kept at any ref: to fix")
 def test_a_held_index_lock_in_the_worktree_is_named_with_the_fix(tmp_path: Path, score_repo: Path) -> None:
     """An agent's git killed mid-way leaves the worktree's index.lock behind: goalloop cannot commit the
     attempt, says which lock and what to do, and the attempt is not lost."""

@@ -237,3 +237,47 @@ def test_clean_removes_only_finished_runs_worktrees_and_never_a_branch_or_ref(tm
     assert git(score_repo, "for-each-ref", "--format=%(refname)") == refs_before
     assert "done-" not in git(score_repo, "worktree", "list")
     assert run_cli("resume", "--home", str(tmp_path), cwd=tmp_path, timeout=60).exit_code in (0, 1)
+
+
+KEEP_THEN_HANG = """\
+#!/bin/sh
+n="$GOALLOOP_ITERATION"
+echo "X = $n" > knob.py
+if [ "$n" = 2 ]; then
+  echo "half-written work" > notes.txt
+  touch "$MARK"
+  sleep 60
+fi
+"""
+
+
+def test_a_proposal_killed_right_after_a_keep_is_kept_at_a_ref_on_resume(tmp_path: Path) -> None:
+    """The kept state is itself an attempt's commit: a worktree sitting on it with a proposal's edits in
+    it must still be committed as the lost attempt, not reset away."""
+    repo = make_repo(tmp_path / "proj", {"knob.py": "X = 0\n", "score.py": "import knob\nprint(f'score: {knob.X}')\n"})
+    script = tmp_path / "propose.sh"
+    script.write_text(KEEP_THEN_HANG)
+    script.chmod(0o755)
+    mark = tmp_path / "proposing"
+    goal = write_goal(tmp_path / "g.yaml", {
+        "repo": str(repo), "check": {"run": "python3 score.py", "metric": r"^score:\s*(\S+)"},
+        "budget": {"iterations": 3},
+        "proposer": {"kind": "command", "run": str(script), "env": {"MARK": str(mark)}}})
+    home = tmp_path / "home"
+    proc = _start(["run", str(goal), "--home", str(home)], tmp_path)
+    deadline = time.monotonic() + 60
+    while not mark.exists():
+        assert proc.poll() is None and time.monotonic() < deadline, "attempt 2 never started"
+        time.sleep(0.02)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+
+    mark.unlink()
+    resumed = run_cli("resume", "--home", str(home), cwd=tmp_path, env={"MARK": str(tmp_path / "again")})
+    (run_dir,) = (home / "runs").glob("*/run.json")
+    rows = results_rows(run_dir.parent)
+    assert [(r["iteration"], r["verdict"]) for r in rows][:3] == [("0", "baseline"), ("1", "keep"), ("2", "crash")], rows
+    ref = f"refs/goalloop/{run_dir.parent.name}/2"
+    assert git(repo, "show", f"{ref}:notes.txt") == "half-written work", "the killed proposal's work was lost"
+    assert git(repo, "show", f"{ref}:knob.py") == "X = 2"
+    assert resumed.exit_code in (0, 1), resumed.output

@@ -86,8 +86,8 @@ def reconcile(workspaces: list[Workspace], ledger: Ledger, history: list[Attempt
     proposing = _read_round(ledger.run_dir) if len(workspaces) > 1 else {}
     for slot, workspace in enumerate(workspaces):
         head = workspace.head()
-        if head in refs.values() or (head == kept_commit and not workspace.has_uncommitted_changes()):
-            continue
+        if (head == kept_commit or head in refs.values()) and not workspace.has_uncommitted_changes():
+            continue  # at the kept state, or at an attempt's own commit: nothing here is only in the worktree
         if not history:  # without a baseline there was no proposal yet: the changes are the check's
             continue
         iteration = proposing.get(slot)

@@ -48,7 +48,7 @@ def test_run_ci_groups_attempts_warns_of_an_overfit_and_writes_report_and_pr_bod
     assert "https://github.com/o/r/actions/runs/42" in body and "attempt 2: honest" in body
     assert "#1" not in body and "#2" not in body, "GitHub would link #N to issue N"
     text = summary.read_text()
-    assert "<details>" in text and "| 2 | keep | 3 |" in text
+    assert "<details>" in text and "| 2 | keep | 3, holdout 6 | honest |" in text
 
 
 def test_a_goal_error_in_ci_is_annotated_on_its_file_and_line(tmp_path: Path) -> None:
@@ -119,6 +119,10 @@ def test_the_step_summary_and_pr_body_of_1000_attempts_stay_within_githubs_limit
     assert len(compact) < 8_000, "the part shown open is a screenful"
     assert "| 1000 | crash |" in text and "- and 19 more, listed in report.md" in compact
     assert "not tracked" in compact and "0 tokens" not in compact, "unreported costs are not $0.00"
+    report = (run_dir / "report.md").read_text(encoding="utf-8")
+    table = report[report.index("| # | verdict | result | description |"):].splitlines()
+    rows = [line for line in table if line.startswith("| ") and line[2].isdigit()]
+    assert len(rows) == 1001 and {line.count(" | ") for line in rows} == {3}, "four columns, one row an attempt"
     body = Path(_outputs(outputs)["pr_body"]).read_text()
     assert len(body) < PR_BODY_LIMIT
     assert "attempt 975:" in body or "attempt 25:" in body

@@ -104,10 +104,16 @@ def test_markdown_rows_are_the_results_tsv_rows(metric_run: Path) -> None:
     header, rows = _markdown_table((metric_run / "report.md").read_text(encoding="utf-8"), "## Attempts")
     expected = results_rows(metric_run)
     assert len(rows) == len(expected) == 11
-    columns = ["iteration", "commit", "metric", "verdict", "seconds", "cost_usd"]
-    assert header[:6] == columns
-    assert [row[:6] for row in rows] == [[tsv[c] for c in columns] for tsv in expected]
+    assert header == ["#", "verdict", "result", "description"], "four columns fit GitHub's content column"
+    assert [row[:2] for row in rows] == [[tsv["iteration"], tsv["verdict"]] for tsv in expected]
+    checked = [(row[2], tsv["metric"]) for row, tsv in zip(rows, expected) if tsv["verdict"] in ("baseline", "keep", "discard")]
+    assert checked and all(shown == metric for shown, metric in checked)
+    assert {row[2] for row, tsv in zip(rows, expected) if tsv["verdict"] == "rejected"} == {"-"}
+    plain = [(row[3], tsv["description"]) for row, tsv in zip(rows, expected) if not re.search(r"[\\`*_\[\]|~<&]", tsv["description"])]
+    assert len(plain) > 5 and all(shown.startswith(description) for shown, description in plain)
     assert {tsv["verdict"] for tsv in expected} == {"baseline", "keep", "discard", "crash", "rejected"}
+    text = (metric_run / "report.md").read_text(encoding="utf-8")
+    assert "time, cost, added lines, every measurement and its diff (with its commit) are in report.html" in text
 
 
 def test_markdown_summary_has_the_totals(metric_run: Path) -> None:
@@ -127,8 +133,8 @@ def test_markdown_keeps_what_a_proposer_wrote_inert(metric_run: Path) -> None:
     text = (metric_run / "report.md").read_text(encoding="utf-8")
     assert "<script" not in text and "<img" not in text
     _, rows = _markdown_table(text, "## Attempts")
-    assert len(rows[2]) == 8, "a | in a description must not open a new cell"
-    assert rows[2][6].startswith("&lt;script>")
+    assert len(rows[2]) == 4, "a | in a description must not open a new cell"
+    assert rows[2][3].startswith("&lt;script>")
 
 
 # -- HTML -------------------------------------------------------------------------------------------------
@@ -226,9 +232,10 @@ def test_pass_fail_goal_gets_a_strip(pass_fail_run: Path) -> None:
     assert [p[1]["data-iteration"] for p in page.points] == [row["iteration"] for row in tsv]
     assert {p[0] for p in page.points} == {"rect"}
     header, rows = _markdown_table((pass_fail_run / "report.md").read_text(encoding="utf-8"), "## Attempts")
-    assert header[-1] == "check"
-    assert [row[3] for row in rows] == ["baseline", "discard", "rejected", "keep"]
-    assert [row[-1] for row in rows] == ["fail", "fail", "-", "pass"]
+    assert header == ["#", "verdict", "result", "description"]
+    assert [row[1] for row in rows] == ["baseline", "discard", "rejected", "keep"]
+    assert [row[2] for row in rows] == ["fail", "fail", "-", "pass"]
+    assert "The result is whether the check passed" in (pass_fail_run / "report.md").read_text(encoding="utf-8")
     assert "| best | pass at attempt 3; baseline fail |" in markdown_summary(read_run(pass_fail_run))
 
 
@@ -459,16 +466,14 @@ def test_the_warned_keep_is_marked_in_chart_table_and_markdown(overfit_run: Path
     assert not any("⚠" in row[description] for i, row in enumerate(md_rows) if i != 1)
 
 
-def test_markdown_has_holdout_and_measured_columns_after_the_tsv_ones(overfit_run: Path) -> None:
+def test_markdown_shows_the_holdout_in_the_result_and_leaves_measurements_to_the_page(overfit_run: Path) -> None:
     header, rows = _markdown_table((overfit_run / "report.md").read_text(encoding="utf-8"), "## Attempts")
     expected = results_rows(overfit_run)
-    columns = ["iteration", "commit", "metric", "verdict", "seconds", "cost_usd"]
-    assert header[:6] == columns
-    assert [row[:6] for row in rows] == [[tsv[c] for c in columns] for tsv in expected]
-    assert header[-2:] == ["measured", "holdout"]
-    assert [row[-1] for row in rows] == ["5", "4 ⚠", "6", "", "", "", ""]
-    assert [row[-2] for row in rows[:3]] == ["1 (n=3, 0.99–1.01)", "2 (n=3, 1.99–2.01)", "3 (n=3, 2.99–3.01)"]
-    assert rows[3][-2] == "-" and rows[6][-2] == "2.49", "a crash has no metric; a discard measured once"
+    assert header == ["#", "verdict", "result", "description"]
+    assert [row[:2] for row in rows] == [[tsv["iteration"], tsv["verdict"]] for tsv in expected]
+    assert [row[2] for row in rows[:3]] == ["1, holdout 5", "2, holdout 4 ⚠", "3, holdout 6"]
+    assert rows[3][2] == "-" and rows[6][2] == "2.49", "a crash has no metric; a discard has no holdout"
+    assert not any("n=3" in row[2] for row in rows), "every measurement is in report.html, not in the table"
     page, html = _page(overfit_run)
     assert '<th class="n">holdout</th>' in html
     assert '<div class="samples">(n=3, 1.99–2.01)</div>' in html
@@ -490,8 +495,8 @@ def test_findings_list_noise_stall_confirm_and_warnings(overfit_run: Path) -> No
 
 
 def test_a_run_without_holdout_or_repeats_has_no_extra_columns(metric_run: Path) -> None:
-    header, _ = _markdown_table((metric_run / "report.md").read_text(encoding="utf-8"), "## Attempts")
-    assert header[-1] == "added lines"
+    _, rows = _markdown_table((metric_run / "report.md").read_text(encoding="utf-8"), "## Attempts")
+    assert not any("holdout" in row[2] for row in rows)
     html = (metric_run / "report.html").read_text(encoding="utf-8")
     for absent in ('class="holdout', '<th class="n">holdout', 'class="samples"', 'class="warned'):
         assert absent not in html, absent

@@ -5,6 +5,7 @@ report.html shows it inline; png.py draws the same chart as a PNG.
 
 from __future__ import annotations
 
+import functools
 import math
 import re
 from collections.abc import Callable
@@ -412,10 +413,7 @@ def _holdout_series(svg: _Svg, chart: MetricChart, x_of: Callable[[float], float
     y_of = metric_y
     if chart.holdout_range:
         low, high = chart.holdout_range
-
-        def y_of(value: float) -> float:
-            return bottom - (value - low) / (high - low) * (bottom - top)
-
+        y_of = functools.partial(_linear_y, low=low, high=high, top=top, bottom=bottom)
         ticks = [t for t in _nice_ticks(low, high, 4) if low <= t <= high]
         for tick in ticks:
             svg.text(right + 8, y_of(tick) + 4, _tick_label(tick, ticks), size=11, fill=color)
@@ -433,6 +431,11 @@ def _holdout_series(svg: _Svg, chart: MetricChart, x_of: Callable[[float], float
                 f'points="{x:.1f},{y - 7:.1f} {x + 7:.1f},{y:.1f} {x:.1f},{y + 7:.1f} {x - 7:.1f},{y:.1f}" '
                 f'fill="{color}"{outline}><title>{escape(what)}: holdout {value:.6g}'
                 f"{' (worse)' if iteration in warned else ''}</title></polygon></a>")
+
+
+def _linear_y(value: float, *, low: float, high: float, top: float, bottom: float) -> float:
+    """Where `value` sits between `bottom` (at `low`) and `top` (at `high`)."""
+    return bottom - (value - low) / (high - low) * (bottom - top)
 
 
 def _glyph_width(kind: str, squares: bool = False) -> float:

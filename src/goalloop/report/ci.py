@@ -11,9 +11,9 @@ from __future__ import annotations
 
 import os
 
-from goalloop.ledger import AttemptRecord, RunRecord
-from goalloop.report.data import _attempts, _cost, _seconds, findings
-from goalloop.report.markdown import _md, markdown_summary
+from goalloop.ledger import RunRecord
+from goalloop.report.data import _attempts, findings
+from goalloop.report.markdown import ATTEMPTS_HEADER, attempt_row, markdown_summary
 
 PR_BODY_LIMIT = 65_536
 """GitHub refuses a pull request body longer than this (characters)."""
@@ -26,8 +26,7 @@ _SUMMARY_BUDGET = STEP_SUMMARY_LIMIT // 2
 def step_summary(record: RunRecord) -> str:
     """The compact summary, then every attempt in a collapsed table (cut before GitHub's limit)."""
     head = markdown_summary(record)
-    rows = [_row(a, record.meta.metric_goal) for a in _attempts(record)]
-    table_head = ["| # | verdict | result | time | cost | description |", "| ---: | --- | ---: | ---: | ---: | --- |"]
+    rows = [attempt_row(a, record.meta.metric_goal) for a in _attempts(record)]
     close = ["", "</details>", ""]
     budget = _SUMMARY_BUDGET - len(head.encode()) - 400
     shown: list[str] = []
@@ -40,7 +39,7 @@ def step_summary(record: RunRecord) -> str:
     cut = [] if len(shown) == len(rows) else [
         "", f"The first {len(shown)} of {len(rows)} rows; all of them are in report.md and results.tsv."]
     opening = ["", "<details>", f"<summary>Every attempt ({len(rows) - 1} and the baseline)</summary>", ""]
-    return "\n".join([head.rstrip("\n"), *opening, *table_head, *shown, *cut, *close])
+    return "\n".join([head.rstrip("\n"), *opening, *ATTEMPTS_HEADER, *shown, *cut, *close])
 
 
 def pr_body(record: RunRecord, record_url: str | None = None) -> str:
@@ -87,13 +86,3 @@ def command(kind: str, message: str, **properties: str) -> str:
 def _escape(text: str, *, property_value: bool = False) -> str:
     text = text.replace("%", "%25").replace("\r", "%0D").replace("\n", "%0A")
     return text.replace(":", "%3A").replace(",", "%2C") if property_value else text
-
-
-def _row(attempt: AttemptRecord, metric_goal: bool) -> str:
-    description = _md(attempt.description[:200])
-    if attempt.reason and attempt.verdict not in ("keep", "discard"):
-        description += f" _({_md(attempt.reason)})_"
-    if attempt.warning:
-        description += f" ⚠ {_md(attempt.warning)}"
-    return (f"| {attempt.iteration} | {attempt.verdict} | {attempt.result_text(metric_goal)} | "
-            f"{_seconds(attempt.seconds)} | {_cost(attempt.cost_usd)} | {description} |")

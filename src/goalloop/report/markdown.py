@@ -8,17 +8,15 @@ from __future__ import annotations
 import re
 
 from goalloop.goal import format_duration
-from goalloop.ledger import RunRecord
+from goalloop.ledger import AttemptRecord, RunRecord
 from goalloop.report.data import (
     NOT_TRACKED,
     Totals,
     _attempts,
     _best_line,
     _has_holdout,
-    _has_samples,
     _holdout_cell,
     _look_commands,
-    _measured,
     _reason,
     findings,
 )
@@ -77,18 +75,30 @@ def markdown_summary(record: RunRecord, *, heading: bool = True, kept_shown: int
     return "\n".join(lines)
 
 
+ATTEMPTS_HEADER = ["| # | verdict | result | description |", "| ---: | --- | ---: | --- |"]
+"""The attempts table: four columns, narrow enough for GitHub's content column on a PR page or a phone."""
+DESCRIPTION_SHOWN = 200
+"""Characters of a description a table row shows (results.tsv holds 300, the proposal's log all of it)."""
+
+
+def attempt_row(attempt: AttemptRecord, metric_goal: bool) -> str:
+    """One row of the attempts table: number, verdict, result (and holdout), the description with the reason
+    for a rejection or a crash in italics and ⚠ before a warning."""
+    description = _md(attempt.description[:DESCRIPTION_SHOWN])
+    if attempt.reason and attempt.verdict not in ("keep", "discard"):
+        description += f" _({_md(attempt.reason)})_"
+    if attempt.warning:
+        description += f" ⚠ {_md(attempt.warning)}"
+    result = attempt.result_text(metric_goal)
+    if attempt.holdout is not None:
+        result += f", holdout {_holdout_cell(attempt)}" + (" ⚠" if attempt.warning else "")
+    return f"| {attempt.iteration} | {attempt.verdict} | {result} | {description} |"
+
+
 def render_markdown(record: RunRecord) -> str:
-    """report.md: the summary, then one row per attempt with the values of its results.tsv row."""
-    metric_goal, holdout, samples = record.meta.metric_goal, _has_holdout(record), _has_samples(record)
-    extra = [("check", "---")] if not metric_goal else []
-    extra += [("measured", "---:")] if samples else []
-    extra += [("holdout", "---:")] if holdout else []
-    notes = [] if metric_goal else ["check says whether the check passed (- where it did not run)"]
-    if samples:
-        notes.append("measured is the median of every measurement, how many and their range")
-    if holdout:
-        notes.append("holdout is the holdout check's metric on the baseline and each kept state, and ⚠ marks a "
-                     "keep that made it worse")
+    """report.md: the summary, then one compact row per attempt; the rest of each row is in report.html."""
+    metric_goal = record.meta.metric_goal
+    result = "the metric" if metric_goal else "whether the check passed"
     lines = [
         f"# goalloop report: {_md(record.meta.goal_name)} ({_md(record.state)})",
         "",
@@ -97,28 +107,15 @@ def render_markdown(record: RunRecord) -> str:
         markdown_summary(record, heading=False, kept_shown=10**9),
         "## Attempts",
         "",
-        "From iteration to cost_usd the columns are those of results.tsv; the description is its row's, with "
-        "the reason for a rejection or a crash in italics" + "".join(f"; {note}" for note in notes) + ".",
+        f"The result is {result} (- where the check did not run)"
+        + (", then the holdout check's on the baseline and each kept state (⚠: a keep that made it worse)"
+           if _has_holdout(record) else "")
+        + "; the description is the proposer's, with the reason for a rejection or a crash in italics. "
+        "Each attempt's time, cost, added lines, every measurement and its diff (with its commit) are in "
+        "report.html; the raw rows in results.tsv."
         "",
-        "| iteration | commit | metric | verdict | seconds | cost_usd | description | added lines"
-        + "".join(f" | {name}" for name, _ in extra) + " |",
-        "| ---: | --- | ---: | --- | ---: | ---: | --- | ---:" + "".join(f" | {align}" for _, align in extra) + " |",
+        *ATTEMPTS_HEADER,
+        *(attempt_row(attempt, metric_goal) for attempt in _attempts(record)),
+        "",
     ]
-    for attempt in _attempts(record):
-        cells = attempt.tsv_row()
-        if attempt.reason and attempt.verdict not in ("keep", "discard"):
-            cells[-1] = f"{_md(cells[-1])} _({_md(attempt.reason)})_"
-        else:
-            cells[-1] = _md(cells[-1])
-        if attempt.warning:
-            cells[-1] += f" ⚠ {_md(attempt.warning)}"
-        cells.append(str(attempt.added_lines))
-        if not metric_goal:
-            cells.append(attempt.result_text(record.meta.metric_goal))
-        if samples:
-            cells.append(_md(_measured(attempt, metric_goal)))
-        if holdout:
-            cells.append(_holdout_cell(attempt) + (" ⚠" if attempt.warning else ""))
-        lines.append("| " + " | ".join(cells) + " |")
-    lines += ["", "The chart and every diff: report.html in this folder. The raw rows: results.tsv.", ""]
     return "\n".join(lines)

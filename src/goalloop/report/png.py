@@ -7,6 +7,7 @@ GoalloopError saying what to install. Neither is a dependency of goalloop.
 
 from __future__ import annotations
 
+import importlib.util
 import os
 import re
 import shutil
@@ -31,14 +32,12 @@ def write_chart_png(record: RunRecord, path: Path) -> Path:
     browser = find_chromium()
     if browser:
         return _png_with_chromium(browser, render_chart_svg(record), path)
-    try:
-        import matplotlib  # noqa: F401
-    except ImportError:
+    if importlib.util.find_spec("matplotlib") is None:
         raise GoalloopError(
             "--png needs a headless Chromium or Chrome, or matplotlib, to draw the chart; neither was found",
             fix="install Chromium (Debian/Ubuntu: `apt-get install chromium`; macOS: `brew install --cask chromium`) "
             "or `pip install matplotlib` in goalloop's environment; report.html has the same chart",
-        ) from None
+        )
     return _png_with_matplotlib(record, path)
 
 

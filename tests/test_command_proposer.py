@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import json
 import os
-import time
 from pathlib import Path
 
 from conftest import git, make_repo
@@ -100,12 +99,10 @@ def test_timeout_is_a_recorded_failed_attempt_and_the_run_goes_on(tmp_path: Path
     pidfile = tmp_path / "child.pid"
     command = (f'if [ "$GOALLOOP_ITERATION" = 1 ]; then echo "X = 5" > knob.py; sleep 1000 & echo $! > {pidfile}; '
                'wait; fi; echo "X = 2" > knob.py')
-    started = time.monotonic()
     run = run_goal(tmp_path, repo, command_goal(command, timeout="1s"))
-    took = time.monotonic() - started
     assert run.table() == [("0", "1", "baseline"), ("1", "", "crash"), ("2", "2", "keep")], run.cli.output
     assert "timed out" in run.attempts[1]["reason"]
-    assert took < 15, f"a 1s proposer timeout made the run take {took:.0f}s"
+    assert float(run.attempts[1]["seconds"]) < 500, "the run waited for the hung child (sleep 1000)"
     wait_for(lambda: not alive(int(pidfile.read_text())), 2, "the hung proposer's child to die")
     assert run.show(run.refs()[1], "knob.py") == "X = 5\n"
 

@@ -18,7 +18,7 @@ from pathlib import Path
 
 import git as gitpython
 import pytest
-from conftest import git, make_repo
+from conftest import git, make_repo, run_cli, write_goal
 
 from goalloop.git_runner import GitFailed, RepoGit, UnsafeGitCommand, WorktreeGit, WorktreeMissing, _execute
 from goalloop.workspace import RepoTarget, Workspace
@@ -197,3 +197,21 @@ def test_a_ctrl_c_while_git_reads_its_input_is_delivered_after_git_got_all_of_it
     with pytest.raises(KeyboardInterrupt):
         _execute([sys.executable, "-c", SLOW_READER, str(report)], tmp_path, dict(os.environ), script, True, "here")
     assert report.read_text() == str(len(script))
+
+
+def test_a_run_removed_for_a_bad_check_leaves_the_users_unmounted_worktree_known_to_git(tmp_path: Path) -> None:
+    """A check that cannot run is exit 2 and its empty run is removed whole. The user's own worktree on a
+    drive that is not mounted right now must stay registered: `git worktree prune` would forget it."""
+    repo = make_repo(tmp_path / "proj", {"a.py": "x = 1\n"})
+    away = tmp_path / "usb" / "feature"
+    git(repo, "worktree", "add", "-q", "-b", "feature", str(away))
+    shutil.rmtree(tmp_path / "usb")  # the drive is unplugged
+    goal = write_goal(tmp_path / "g.yaml", {"repo": str(repo), "check": {"run": "no-such-checker-xyz"},
+                                            "proposer": {"kind": "command", "run": "true"}})
+    result = run_cli("run", str(goal), "--home", str(tmp_path / "home"), cwd=tmp_path)
+    assert result.exit_code == 2, result.output
+    assert not list((tmp_path / "home" / "runs").glob("g-*")), "the empty run is removed"
+    assert git(repo, "for-each-ref", "refs/goalloop/", "refs/heads/goalloop/") == "", "its branch and refs too"
+    listed = git(repo, "worktree", "list", "--porcelain")
+    assert f"worktree {away}" in listed, "the user's worktree was pruned"
+    assert "goalloop" not in listed.replace(str(tmp_path), ""), listed

@@ -9,12 +9,12 @@ recorded anything at all is never removed here.
 from __future__ import annotations
 
 import shutil
-import subprocess
+from contextlib import suppress
 from pathlib import Path
 
+from goalloop.errors import InfrastructureError
+from goalloop.git_runner import BRANCH_PREFIX, REF_PREFIX, RepoGit
 from goalloop.ledger import RunRecord
-
-REF_PREFIX = "refs/goalloop/"
 
 
 def holds_nothing(record: RunRecord) -> bool:
@@ -23,23 +23,28 @@ def holds_nothing(record: RunRecord) -> bool:
 
 
 def remove_run(repo: Path, worktree_root: Path, run_id: str, run_dir: Path) -> None:
-    """Remove the run's worktrees, its branch, its refs and its record folder."""
-    _git(repo, "worktree", "remove", "--force", str(worktree_root))
-    listing = _git(repo, "worktree", "list", "--porcelain")
-    for line in listing.splitlines():
-        if line.startswith("worktree ") and Path(line[9:]).resolve().is_relative_to(worktree_root.resolve()):
-            _git(repo, "worktree", "remove", "--force", line[9:])
-    shutil.rmtree(worktree_root, ignore_errors=True)
-    _git(repo, "worktree", "prune")
-    _git(repo, "branch", "-D", f"goalloop/{run_id}")
-    for ref in _git(repo, "for-each-ref", "--format=%(refname)", f"{REF_PREFIX}{run_id}/").splitlines():
-        _git(repo, "update-ref", "-d", ref)
+    """Remove the run's worktrees, its branch, its refs and its record folder, through the guarded runner:
+    only the run's own branch and refs can be deleted, and no other worktree's metadata is touched (no
+    `git worktree prune`, which would also forget a worktree of the user's on a drive not mounted now)."""
+    git = RepoGit(repo, run_id)
+    root = worktree_root.resolve()
+    with suppress(InfrastructureError, OSError):
+        for path in _worktrees_under(git, root):
+            with suppress(InfrastructureError):
+                git.run("worktree", "remove", "--force", str(path))
+        shutil.rmtree(worktree_root, ignore_errors=True)
+        for meta in (git.common_dir / "worktrees").glob("*/gitdir"):  # worktrees already gone from disk
+            recorded = Path(meta.read_text(encoding="utf-8", errors="replace").strip())
+            if recorded.resolve().is_relative_to(root):
+                shutil.rmtree(meta.parent, ignore_errors=True)
+        refs = git.run("for-each-ref", "--format=%(refname)", f"{REF_PREFIX}{run_id}/").splitlines()
+        for ref in [f"{BRANCH_PREFIX}{run_id}", *refs]:
+            with suppress(InfrastructureError):
+                git.run("update-ref", "-d", ref)
     shutil.rmtree(run_dir, ignore_errors=True)
 
 
-def _git(repo: Path, *args: str) -> str:
-    try:
-        done = subprocess.run(["git", *args], cwd=repo, capture_output=True, text=True, check=False, timeout=120)
-    except (OSError, subprocess.SubprocessError):
-        return ""
-    return done.stdout
+def _worktrees_under(git: RepoGit, root: Path) -> list[Path]:
+    listing = git.run("worktree", "list", "--porcelain")
+    paths = [Path(line[9:]).resolve() for line in listing.splitlines() if line.startswith("worktree ")]
+    return [path for path in paths if path.is_relative_to(root)]

@@ -215,3 +215,17 @@ def test_a_run_removed_for_a_bad_check_leaves_the_users_unmounted_worktree_known
     listed = git(repo, "worktree", "list", "--porcelain")
     assert f"worktree {away}" in listed, "the user's worktree was pruned"
     assert "goalloop" not in listed.replace(str(tmp_path), ""), listed
+
+
+def test_a_check_started_from_a_git_hook_cannot_reach_the_users_index(tmp_path: Path) -> None:
+    """Started from a hook, goalloop inherits GIT_DIR and GIT_INDEX_FILE pointing at the user's repository:
+    the check's own `git rm --cached` would then empty the user's index. The check never sees them."""
+    repo = make_repo(tmp_path / "proj", {"a.py": "x = 1\n", "b.py": "y = 2\n"})
+    goal = write_goal(tmp_path / "g.yaml", {
+        "repo": str(repo), "check": {"run": "git rm -q --cached b.py; echo score: 1", "metric": r"score: (\S+)"},
+        "budget": {"iterations": 1}, "proposer": {"kind": "command", "run": "echo 'x = 2' > a.py"}})
+    hook_env = {"GIT_DIR": str(repo / ".git"), "GIT_INDEX_FILE": str(repo / ".git" / "index"),
+                "GIT_WORK_TREE": str(repo)}
+    result = run_cli("run", str(goal), "--home", str(tmp_path / "home"), cwd=tmp_path, env=hook_env)
+    assert result.exit_code in (0, 1), result.output
+    assert git(repo, "status", "--porcelain") == "", "the check changed the user's index"

@@ -24,9 +24,10 @@ from typing import Callable, Iterator
 import regex
 
 from goalloop.errors import InfrastructureError
+from goalloop.git_runner import git_environment
 from goalloop.goal import format_duration, patterns
-from goalloop.reasons import strip_ansi
 from goalloop.processes import PROC, TAG_VARIABLE, become_subreaper, kill_leftovers, kill_tagged, new_tag
+from goalloop.reasons import strip_ansi
 
 OUTPUT_EXCERPT_BYTES = 20_000
 KILL_GRACE_SECONDS = 5.0
@@ -104,6 +105,8 @@ def run_process(
 
     With `pid_file`, the group id and the command's tag are written there while the command runs. With
     `wrap`, the command runs as `wrap(["/bin/sh", "-c", command])` (the sandbox puts bubblewrap in front).
+    Never with the variables that point git elsewhere (GIT_DIR, GIT_INDEX_FILE, ...: set when goalloop is
+    started from a git hook), which would let its git commands reach the user's own repository and index.
     """
     stdout_path.parent.mkdir(parents=True, exist_ok=True)
     become_subreaper()
@@ -117,7 +120,7 @@ def run_process(
             command if wrap is None else wrap(["/bin/sh", "-c", command]),
             shell=wrap is None,
             cwd=cwd,
-            env={**env, TAG_VARIABLE: tag},
+            env={**git_environment(env), TAG_VARIABLE: tag},
             stdin=subprocess.DEVNULL,
             stdout=out,
             stderr=err,

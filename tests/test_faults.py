@@ -21,6 +21,7 @@ PROPOSE = """\
 # attempt n writes X = n + 1; on attempt 2, the first time only, it does what $FAULT says
 n="$GOALLOOP_ITERATION"
 echo "X = $((n + 1))" > knob.py
+echo '{"cost_usd": 0.25, "tokens": 100}' > "$GOALLOOP_COST_FILE"
 if [ "$n" = 2 ] && [ ! -e "$MARK" ]; then
   touch "$MARK"
   sh -c "$FAULT"
@@ -122,6 +123,8 @@ def test_a_check_that_fills_the_disk_is_not_judged(tmp_path: Path, score_repo: P
     assert [r["iteration"] for r in results_rows(run_dir)] == ["0", "1"]
     # the check's litter sat in the worktree; setting the attempt aside cleaned it, so the space is back
     assert_reproposed(run_dir, score_repo, 1, run_cli("resume", "--home", str(small_disk), cwd=tmp_path))
+    costs = [r["cost_usd"] for r in results_rows(run_dir)]
+    assert [float(c) for c in costs[1:]] == [0.25, 0.5, 0.25], "attempt 2's set-aside first try is paid for too"
 
 
 def test_no_run_starts_on_a_full_disk_and_nothing_is_created(tmp_path: Path, score_repo: Path, small_disk: Path) -> None:

@@ -26,7 +26,7 @@ from goalloop.guards import GuardSpec, broken_guards, count_tests, read_figures,
 from goalloop.reasons import failure_reason
 from goalloop.ledger import AttemptRecord, Ledger
 from goalloop.proposers.base import Proposal, ProposalRequest, Proposer
-from goalloop.resume import save_proposal
+from goalloop.resume import save_proposal, with_set_aside_spend
 from goalloop.sandbox import Bubblewrap, ProposerSandbox
 from goalloop.workspace import AttemptCommit, PathRules, Workspace
 
@@ -201,6 +201,7 @@ class Attempter:
             stopped = exc
             proposal = Proposal(failed=f"stopped: {exc.message}", cost_usd=exc.cost_usd, tokens=exc.tokens)
         save_proposal(attempt_dir, proposal)
+        proposal = with_set_aside_spend(attempt_dir, proposal)
         description = proposal.description or f"attempt {iteration}"
         workspace = slot.workspace
         commit = workspace.commit_attempt(

@@ -24,7 +24,7 @@ Lost attempts are not re-checked: a verdict needs the proposal's context, which 
 from __future__ import annotations
 
 import json
-from dataclasses import asdict
+from dataclasses import asdict, replace
 from pathlib import Path
 
 from goalloop.check import child_pid_files, kill_leftover_group
@@ -46,6 +46,18 @@ def _saved_proposal(attempt_dir: Path) -> Proposal:
         return Proposal(**json.loads((attempt_dir / PROPOSAL_FILE).read_text(encoding="utf-8")))
     except (OSError, ValueError, TypeError):
         return Proposal(cost_usd=None)
+
+
+def with_set_aside_spend(attempt_dir: Path, proposal: Proposal) -> Proposal:
+    """`proposal` charged also with what the earlier tries of the same attempt spent, those a fault of the
+    machine set aside unjudged (`NNNN.unjudged-<time>/`): the budget pays for every try."""
+    earlier = [_saved_proposal(folder) for folder in sorted(attempt_dir.parent.glob(f"{attempt_dir.name}.unjudged-*"))]
+    usd = [p.cost_usd for p in earlier if p.cost_usd is not None]
+    tokens = [p.tokens for p in earlier if p.tokens is not None]
+    if not usd and not tokens:
+        return proposal
+    return replace(proposal, cost_usd=(proposal.cost_usd or 0.0) + sum(usd) if usd else proposal.cost_usd,
+                   tokens=(proposal.tokens or 0) + sum(tokens) if tokens else proposal.tokens)
 
 
 def write_round(run_dir: Path, iterations: dict[int, int]) -> None:
@@ -126,7 +138,7 @@ def _proposed_unrecorded(ledger: Ledger, known: set[int]) -> list[int]:
 
 
 def _lost(ledger: Ledger, iteration: int, sha: str | None, kept_commit: str, how: str) -> AttemptRecord:
-    proposal = _saved_proposal(ledger.attempt_dir(iteration))
+    proposal = with_set_aside_spend(ledger.attempt_dir(iteration), _saved_proposal(ledger.attempt_dir(iteration)))
     record = AttemptRecord(
         iteration=iteration,
         verdict="crash",

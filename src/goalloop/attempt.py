@@ -25,7 +25,7 @@ from goalloop.goal import Goal
 from goalloop.guards import GuardSpec, broken_guards, count_tests, read_figures, runner_of
 from goalloop.reasons import failure_reason
 from goalloop.ledger import AttemptRecord, Ledger
-from goalloop.proposers.base import Proposal, ProposalRequest, Proposer
+from goalloop.proposers.base import PROMPT_FILE, Proposal, ProposalRequest, Proposer, reads_prompt
 from goalloop.resume import save_proposal, with_set_aside_spend
 from goalloop.sandbox import Bubblewrap, ProposerSandbox
 from goalloop.workspace import AttemptCommit, PathRules, Workspace
@@ -189,7 +189,8 @@ class Attempter:
         started = time.monotonic()
         iteration = request.iteration
         attempt_dir = request.attempt_dir
-        (attempt_dir / "prompt.md").write_text(request.prompt.text, encoding="utf-8")
+        if reads_prompt(self.proposer):
+            (attempt_dir / PROMPT_FILE).write_text(request.prompt.text, encoding="utf-8")
         self.bench.phase(slot, iteration, "proposing")
         stopped: BudgetExhausted | InfrastructureError | None = None
         try:

@@ -34,7 +34,7 @@ from goalloop.executors import CheckRunner
 from goalloop.goal import Goal, format_duration
 from goalloop.ledger import AttemptRecord, Ledger
 from goalloop.prompt import build_prompt
-from goalloop.proposers.base import ProposalRequest, Proposer, Spend
+from goalloop.proposers.base import NO_PROMPT, ProposalRequest, Proposer, Spend, reads_prompt
 from goalloop.resume import write_round
 from goalloop.sandbox import Bubblewrap
 from goalloop.workspace import PathRules, Workspace
@@ -223,8 +223,9 @@ class Loop:
     def _round(self, first: int, size: int) -> AttemptRecord | None:
         """Attempts `first` .. `first + size - 1`, one a slot, at once; returns the kept one's record, if any."""
         kept = self.kept
+        notes = self._stall_notes()
         prompt = build_prompt(self.goal, self.rules, self.workspace.worktree, self._read_at_base, self.history,
-                              self.last_output, self._stall_notes())
+                              self.last_output, notes) if reads_prompt(self.proposer) else NO_PROMPT
         spend = self.spend()
         self._in_flight = [(self.slots[n], first + n) for n in range(size)]
         if len(self.slots) > 1:

@@ -19,6 +19,10 @@ from goalloop.sandbox import ProposerSandbox
 from goalloop.workspace import PathRules
 
 
+PROMPT_FILE = "prompt.md"
+"""attempts/NNNN/prompt.md: the prompt the proposer was given, written by the loop just before it proposes."""
+
+
 @dataclass(frozen=True)
 class Prompt:
     """The prompt, split so that the long part that rarely changes is an identical prefix every time."""
@@ -140,6 +144,16 @@ def unenforced_budgets(budget: Budget, proposer: object) -> list[str]:
     limits = {"usd": budget.usd, "tokens": budget.tokens}
     return [f"budget.{name} cannot be enforced: {hint}; the run stops on its other budgets only"
             for name, limit in limits.items() if limit is not None and name not in tracks]
+
+
+def reads_prompt(proposer: object) -> bool:
+    """Whether the proposer reads `request.prompt` (True unless it says `reads_prompt = False`). For one that
+    does not (the search proposer), the loop builds no prompt and writes no prompt.md."""
+    return bool(getattr(proposer, "reads_prompt", True))
+
+
+NO_PROMPT = Prompt("", "")
+"""The prompt given to a proposer that reads none."""
 
 
 class Proposer(Protocol):

@@ -32,7 +32,7 @@ from goalloop.check import ProcessResult, child_pid_file, read_capped, run_proce
 from goalloop.goal import CommandProposer as CommandConfig
 from goalloop.goal import format_duration
 from goalloop.ledger import AttemptRecord
-from goalloop.proposers.base import Proposal, ProposalRequest
+from goalloop.proposers.base import PROMPT_FILE, Proposal, ProposalRequest
 from goalloop.proposers.failures import FailureWatch
 from goalloop.sandbox import Wrap
 
@@ -74,7 +74,7 @@ class AttemptFiles:
 
     @classmethod
     def under(cls, attempt_dir: Path) -> AttemptFiles:
-        return cls(attempt_dir / "prompt.md", attempt_dir / "description.txt", attempt_dir / "cost.json",
+        return cls(attempt_dir / PROMPT_FILE, attempt_dir / "description.txt", attempt_dir / "cost.json",
                    attempt_dir / "proposer.stdout.log", attempt_dir / "proposer.stderr.log")
 
 
@@ -106,7 +106,8 @@ class CommandProposer:
     # -- one proposal -----------------------------------------------------------------------------------------
     def propose(self, request: ProposalRequest) -> Proposal:
         files = AttemptFiles.under(request.attempt_dir)
-        files.prompt.write_text(request.prompt.text, encoding="utf-8")
+        if not files.prompt.is_file():  # the loop wrote it already, unless the proposer is driven on its own
+            files.prompt.write_text(request.prompt.text, encoding="utf-8")
         files.cost.unlink(missing_ok=True)
         invocation = self.invocation(request, files)
         env = dict(self.base_env)

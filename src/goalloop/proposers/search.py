@@ -99,6 +99,9 @@ class WriteError(Exception):
 
 
 class SearchProposer:
+    reads_prompt = False
+    """It samples the study: no prompt is built or written for it."""
+
     def __init__(self, config: SearchConfig, goal: Goal, target: RepoTarget) -> None:
         self.config = config
         self.goal = goal

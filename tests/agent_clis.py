@@ -10,6 +10,9 @@ import json
 import os
 import shutil
 import sys
+import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -113,3 +116,47 @@ def goalloop(*args: str, cwd: Path, env: dict[str, str], timeout: float = 300) -
 def run_calc_goal(tmp_path: Path, proposer: dict[str, Any], env: dict[str, str], **extra: Any) -> CliResult:
     goal_path = write_goal(tmp_path / "goal.yaml", {"repo": "proj", **calc_goal(proposer, **extra)})
     return goalloop("run", str(goal_path), "--home", str(tmp_path / "home"), cwd=tmp_path, env=env)
+
+
+# -- under the sandbox ------------------------------------------------------------------------------------
+HOLDOUT_SECRET = "HOLDOUT-ANSWER-4417"
+NETRC_SECRET = "hunter2-netrc-4417"
+HOLDOUT_CHECK_PY = """\
+answer = open("holdout/answers.txt").read().split()[-1]
+print(f"holdout: {1.0 if answer.startswith('HOLDOUT') else 0.0}")
+"""
+
+
+@contextmanager
+def outside_tmp(netrc_secret: str) -> Iterator[Path]:
+    """A folder outside /tmp (the sandbox's /tmp is its own) with a fake $HOME, `user/`, holding a ~/.netrc."""
+    root = Path(tempfile.mkdtemp(prefix="goalloop-sandbox-", dir="/var/tmp"))
+    (root / "user").mkdir()
+    (root / "user" / ".netrc").write_text(f"machine api.example.com login me password {netrc_secret}\n")
+    try:
+        yield root
+    finally:
+        shutil.rmtree(root, ignore_errors=True)
+
+
+@pytest.fixture
+def place() -> Iterator[Path]:
+    with outside_tmp(NETRC_SECRET) as root:
+        yield root
+
+
+def run_guarded_calc_goal(place: Path, proposer: dict[str, Any], env: dict[str, str], sandbox: bool) -> CliResult:
+    """The calc goal on a repo that also holds a holdout (its files hidden from the proposer), run with
+    HOME at the fake one and `sandbox: true` or no sandbox. The check's key log is the one path it writes
+    outside the worktree, so the sandbox names it under rw."""
+    make_repo(place / "proj", {"calc.py": BUGGY_CALC, "test_calc.py": TEST_CALC_PY,
+                               "holdout.py": HOLDOUT_CHECK_PY, "holdout/answers.txt": f"the answer: {HOLDOUT_SECRET}\n"})
+    key_log = Path(env["SEEN_LOG"])
+    key_log.touch()
+    extra: dict[str, Any] = {"holdout": {"run": f"{PY} holdout.py", "metric": r"^holdout: (\S+)",
+                                         "files": ["holdout/**"]}, "budget": {"iterations": 1}}
+    if sandbox:
+        extra["sandbox"] = {"rw": [str(key_log)]}
+    goal_path = write_goal(place / "goal.yaml", {"repo": "proj", **calc_goal(proposer, **extra)})
+    return goalloop("run", str(goal_path), "--home", str(place / "home"), cwd=place,
+                    env={**env, "HOME": str(place / "user")})

@@ -16,13 +16,21 @@ from typing import Any
 import pytest
 
 from agent_clis import (
-    FIXED_CALC, calc_goal, calc_repo, check_command, cli_or_skip, goalloop, run_calc_goal, stdout_json_lines, without_keys,
+    FIXED_CALC, HOLDOUT_SECRET, NETRC_SECRET, calc_goal, calc_repo, check_command, cli_or_skip, goalloop, place,
+    run_calc_goal, run_guarded_calc_goal, stdout_json_lines, without_keys,
 )
 from conftest import git, only_run_dir, results_rows, write_goal
 from loopback_api import LoopbackAPI, Reply, text, tool_use, turn
 from loopback_openai import Call, LoopbackOpenAI
 from loopback_openai import Reply as OpenAIReply
 from test_command_spend import add_large_context
+
+from goalloop.sandbox import unavailable
+
+BWRAP_MISSING = unavailable()
+needs_bwrap = pytest.mark.skipif(BWRAP_MISSING is not None,
+                                 reason=f"bubblewrap cannot run here: {BWRAP_MISSING and BWRAP_MISSING.problem}")
+SANDBOX = pytest.mark.parametrize("sandbox", [False, True], ids=["sandbox-off", "sandbox-on"])
 
 CLAUDE_MODEL = "claude-sonnet-4-5"
 """A model Claude Code's own price table knows, so it reports a cost."""
@@ -287,3 +295,99 @@ def test_validate_warns_that_codex_cannot_be_held_to_a_dollar_budget(tmp_path: P
     assert result.exit_code == 0, result.output
     assert "budget.usd cannot be enforced: codex reports tokens of its spend" in result.output
     assert "budget.tokens cannot be enforced" not in result.output
+
+
+# -- under the sandbox --------------------------------------------------------------------------------------
+# Each CLI is driven to read the holdout's answers and ~/.netrc, then to make the fix. With `sandbox: true`
+# it still reaches its model server (loopback), keeps its state in the run folder and its fix is kept, but
+# neither secret reaches the model; with the sandbox off the same script sends both (Aider: the holdout),
+# so each test can fail. The holdout check itself still reads its files, sandboxed or not.
+def assert_guarded_run(place: Path, result: Any, sent: list[dict[str, Any]], sandbox: bool, secrets: list[str]) -> Path:
+    assert result.exit_code == 0, result.output
+    run_dir = only_run_dir(place / "home")
+    assert [r["verdict"] for r in results_rows(run_dir)] == ["baseline", "keep"], result.output
+    assert_only_the_fix(place / "proj", run_dir)
+    assert attempt_events(run_dir)[0]["holdout"] == 1.0, "the holdout check reads its own files"
+    received = json.dumps(sent)
+    for secret in secrets:
+        assert (secret in received) is not sandbox, f"{secret} {'reached' if sandbox else 'did not reach'} the model"
+    return run_dir
+
+
+@needs_bwrap
+@SANDBOX
+def test_claude_code_under_the_sandbox_cannot_read_the_holdout_or_home(place: Path, sandbox: bool) -> None:
+    """Claude Code's own Read tool (allowed in the worktree, and on ~/.netrc by `allow:`) is what reads."""
+    claude = cli_or_skip("claude")
+    peeks = [tool_use("Read", file_path="holdout/answers.txt"), tool_use("Read", file_path=str(place / "user" / ".netrc"))]
+    run_check = tool_use("Bash", command=check_command(), description="Run the failing test")
+    script = [turn(peeks[0]), turn(peeks[1]), turn(tool_use("Read", file_path="calc.py")),
+              turn(tool_use("Edit", file_path="calc.py", old_string="a - b", new_string="a + b")),
+              turn(run_check), turn(text("Fixed add()."))]
+    with LoopbackAPI(script, side=lambda body: None if body.get("tools") else Reply([text("ok")])) as api:
+        env = without_keys({"ANTHROPIC_BASE_URL": api.url, "ANTHROPIC_API_KEY": "sk-ant-loopback",
+                            "SEEN_LOG": str(place / "keys.log")})
+        result = run_guarded_calc_goal(place, {"kind": "claude-code", "program": claude, "model": CLAUDE_MODEL,
+                                               "allow": ["Read(~/.netrc)"]}, env, sandbox)
+        assert "all passed" in str(api.tool_result(run_check)["content"]), "its Bash tool ran the check"
+        sent = api.requests
+    run_dir = assert_guarded_run(place, result, sent, sandbox, [HOLDOUT_SECRET, NETRC_SECRET])
+    assert list((run_dir / "agents" / "claude-code" / "projects").rglob("*.jsonl")), "its state was written"
+
+
+@needs_bwrap
+@SANDBOX
+def test_codex_under_the_sandbox_cannot_read_the_holdout_or_home_and_keeps_its_own_sandbox(
+        place: Path, sandbox: bool) -> None:
+    """Codex runs `cat` through exec_command in its own bubblewrap sandbox, nested in goalloop's."""
+    codex = cli_or_skip("codex")
+    script = [OpenAIReply(calls=[Call("exec_command", {"cmd": "cat holdout/answers.txt; cat ~/.netrc"})]),
+              OpenAIReply(calls=[Call("apply_patch", PATCH, custom=True)]),
+              OpenAIReply(calls=[Call("exec_command", {"cmd": check_command()})]),
+              OpenAIReply("Fixed add(): it subtracted instead of adding.")]
+    with LoopbackOpenAI(script) as api:
+        env = without_keys({"OPENAI_API_KEY": "sk-loopback", "SEEN_LOG": str(place / "keys.log")})
+        result = run_guarded_calc_goal(place, {"kind": "codex", "program": codex, "model": CODEX_MODEL,
+                                               "base_url": f"{api.url}/v1"}, env, sandbox)
+        outputs = [item["output"] for item in api.requests[-1]["input"] if item.get("type") == "function_call_output"]
+        sent = api.requests
+    assert "all passed" in outputs[-1], outputs
+    run_dir = assert_guarded_run(place, result, sent, sandbox, [HOLDOUT_SECRET, NETRC_SECRET])
+    assert (run_dir / "agents" / "codex" / "sessions").is_dir()
+
+
+@needs_bwrap
+@SANDBOX
+def test_aider_under_the_sandbox_cannot_read_the_holdout(place: Path, sandbox: bool) -> None:
+    """The model names holdout/answers.txt beside its edit: unsandboxed, Aider (--yes-always) adds the named
+    files to the chat, sends their text and asks again (the edit is made on the second answer); sandboxed
+    it runs with --no-git (the git data is out of reach), makes the edit at once and reads nothing more."""
+    aider = cli_or_skip("aider")
+    script = [OpenAIReply("add() subtracted; holdout/answers.txt may say more.\n\n" + AIDER_EDIT),
+              OpenAIReply("add() subtracted.\n\n" + AIDER_EDIT)]
+    with LoopbackOpenAI(script) as api:
+        env = without_keys({"OPENAI_API_KEY": "sk-loopback", "SEEN_LOG": str(place / "keys.log")})
+        result = run_guarded_calc_goal(place, {"kind": "aider", "program": aider, "model": "gpt-4o",
+                                               "base_url": f"{api.url}/v1"}, env, sandbox)
+        sent = api.requests
+    run_dir = assert_guarded_run(place, result, sent, sandbox, [HOLDOUT_SECRET])
+    assert (run_dir / "attempts" / "0001" / "aider.chat.history.md").read_text().strip(), "its history was written"
+
+
+@needs_bwrap
+def test_a_cli_installed_under_the_hidden_home_still_runs_and_the_rest_of_home_stays_hidden(place: Path) -> None:
+    """`program:` in ~/.npm-global/lib/node_modules (not on PATH): sandboxed, $HOME is an empty folder of its
+    own, yet the CLI's install is shown read-only, and only it: ~/.netrc beside it stays out of reach. A
+    stand-in for Claude Code (a script printing its JSON result) makes the fix."""
+    install = place / "user" / ".npm-global" / "lib" / "node_modules" / "@anthropic-ai" / "claude-code"
+    install.mkdir(parents=True)
+    program = install / "cli.sh"
+    program.write_text("#!/bin/sh\ncat ~/.netrc || echo NETRC-HIDDEN\nsed -i 's/a - b/a + b/' calc.py\n"
+                       "echo '{\"type\": \"result\", \"result\": \"Fixed add().\", \"total_cost_usd\": 0.01}'\n")
+    program.chmod(0o755)
+    env = without_keys({"ANTHROPIC_API_KEY": "sk-ant-loopback", "SEEN_LOG": str(place / "keys.log")})
+    result = run_guarded_calc_goal(place, {"kind": "claude-code", "program": str(program)}, env, sandbox=True)
+    run_dir = assert_guarded_run(place, result, [], True, [])
+    said = (run_dir / "attempts" / "0001" / "proposer.stdout.log").read_text()
+    assert "NETRC-HIDDEN" in said and NETRC_SECRET not in said, said
+    assert results_rows(run_dir)[1]["description"] == "Fixed add()."

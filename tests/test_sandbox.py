@@ -21,7 +21,6 @@ import signal
 import socket
 import subprocess
 import sys
-import tempfile
 import threading
 import time
 from collections.abc import Iterator
@@ -29,6 +28,7 @@ from pathlib import Path
 
 import pytest
 import yaml
+from agent_clis import outside_tmp
 from conftest import git, make_repo, run_cli
 from loopback_api import LoopbackAPI, bash, finish, tool_result_text, turn
 from test_core_loop import PY, Run, run_goal
@@ -64,14 +64,11 @@ DAEMON_TOKEN = "goalloop-sandbox-test-daemon"
 @pytest.fixture
 def place() -> Iterator[Path]:
     """A folder outside /tmp holding the repo, the run's home and a fake $HOME with a ~/.netrc."""
-    root = Path(tempfile.mkdtemp(prefix="goalloop-sandbox-", dir="/var/tmp"))
-    (root / "user").mkdir()
-    (root / "user" / ".netrc").write_text(f"machine api.example.com login me password {NETRC_SECRET}\n")
-    try:
-        yield root
-    finally:
-        _kill_daemons()
-        shutil.rmtree(root, ignore_errors=True)
+    with outside_tmp(NETRC_SECRET) as root:
+        try:
+            yield root
+        finally:
+            _kill_daemons()
 
 
 def repo_at(place: Path) -> Path:

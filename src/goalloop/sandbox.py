@@ -51,6 +51,9 @@ METRIC_FILE_INSIDE = f"/proc/self/fd/{METRIC_FD}"
 WELL_KNOWN_SOCKETS = ("/var/run/docker.sock", "/run/docker.sock", "/run/podman/podman.sock")
 """Sockets that hand out the host (a container daemon's); a read-only mount does not stop a connect()."""
 PROBE_TIMEOUT = 20.0
+NESTING_ID = 1000
+"""The uid and gid inside the sandbox of a command that starts a bubblewrap of its own, when goalloop runs
+as root: a root without capabilities may not map ids for a nested user namespace; an ordinary user may."""
 
 Decision = Literal["hide", "private", "deny", "ro", "rw", "dev"]
 """What a path looks like inside: an empty read-only folder, an empty writable one thrown away afterwards,
@@ -170,13 +173,18 @@ class Bubblewrap:
         return _prefix(self.argv(worktree, network=self.settings.network is True, holdout_visible=True))
 
     def proposer(self, worktree: Path, *, readable: Sequence[Path] = (), writable: Sequence[Path] = (),
-                 network: bool = False) -> Wrap:
+                 network: bool = False, nests: bool = False) -> Wrap:
         """A proposer's command (an agent CLI, the Claude bash tool), seeing `readable` and `writable` too
         (its prompt file, its description file). `network` is what the proposer itself needs (an agent
-        CLI reaching its model API); `sandbox.network: true` or `proposer` gives it as well."""
+        CLI reaching its model API); `sandbox.network: true` or `proposer` gives it as well. `nests`: the
+        command sandboxes its own commands with bubblewrap (Codex), which a root without capabilities
+        cannot do, so it runs as an ordinary user inside (still the caller outside: its files stay theirs)."""
         allowed = network or self.settings.network in (True, "proposer")
         extra = {**{Path(p): "ro" for p in readable}, **{Path(p): "rw" for p in writable}}
-        return _prefix(self.argv(worktree, network=allowed, holdout_visible=False, extra=extra))
+        argv = self.argv(worktree, network=allowed, holdout_visible=False, extra=extra)
+        if nests and os.geteuid() == 0:
+            argv[1:1] = ["--uid", str(NESTING_ID), "--gid", str(NESTING_ID)]
+        return _prefix(argv)
 
     # -- the command line --------------------------------------------------------------------------------
     def argv(self, worktree: Path, *, network: bool, holdout_visible: bool,
@@ -279,8 +287,10 @@ class ProposerSandbox:
     bubblewrap: Bubblewrap
     worktree: Path
 
-    def wrap(self, *, readable: Sequence[Path] = (), writable: Sequence[Path] = (), network: bool = False) -> Wrap:
-        return self.bubblewrap.proposer(self.worktree, readable=readable, writable=writable, network=network)
+    def wrap(self, *, readable: Sequence[Path] = (), writable: Sequence[Path] = (), network: bool = False,
+             nests: bool = False) -> Wrap:
+        return self.bubblewrap.proposer(self.worktree, readable=readable, writable=writable, network=network,
+                                        nests=nests)
 
 
 def hidden_tree(files: Sequence[str], is_hidden: Callable[[str], bool]) -> tuple[str, ...]:

@@ -56,6 +56,8 @@ class Preset:
     """What it reports of its spend: "usd", "tokens"."""
     network: bool = True
     """It needs the network (its model's API): a sandbox around it must let that through."""
+    nests_sandbox: bool = False
+    """It runs its own commands under bubblewrap (Codex on Linux): goalloop's sandbox must allow that."""
 
 
 CLAUDE_CODE = Preset(
@@ -63,7 +65,7 @@ CLAUDE_CODE = Preset(
     "npm install -g @anthropic-ai/claude-code", frozenset({"usd", "tokens"}),
 )
 CODEX = Preset("codex", "codex", ("CODEX_API_KEY", "OPENAI_API_KEY"), "npm install -g @openai/codex",
-               frozenset({"tokens"}))
+               frozenset({"tokens"}), nests_sandbox=True)
 AIDER = Preset(
     "aider", "aider",
     ("OPENAI_API_KEY", "ANTHROPIC_API_KEY", "OPENROUTER_API_KEY", "GEMINI_API_KEY", "DEEPSEEK_API_KEY",
@@ -84,6 +86,7 @@ class AgentProposer(CommandProposer):
         super().__init__(config, without_secrets(environ, [*goal.env.pass_, *self.keys]), network=self.preset.network)
         self.goal = goal
         self.tracks = self.preset.reports
+        self.nests_sandbox = self.preset.nests_sandbox
         self.untracked_hint = f"{self.preset.kind} reports {' and '.join(sorted(self.tracks)) or 'nothing'} of its spend"
         self.executable = self._find(goal)
         self._key_check(goal)
@@ -129,6 +132,15 @@ class AgentProposer(CommandProposer):
 
     def output(self, files: AttemptFiles) -> str:
         return read_capped(files.stdout, OUTPUT_LIMIT)
+
+    def sandbox_paths(self, request: ProposalRequest, files: AttemptFiles) -> tuple[list[Path], list[Path]]:
+        """Sandboxed, the CLI still sees its own install (read-only, even under a hidden $HOME) and writes
+        its state folder; the rest of the run folder stays hidden."""
+        return [install_root(Path(self.executable))], self.state_paths(request)
+
+    def state_paths(self, request: ProposalRequest) -> list[Path]:
+        """What the CLI writes outside the worktree (made before it starts: the sandbox binds each)."""
+        return [self.state_dir(request)]
 
 
 class ClaudeCodeAgent(AgentProposer):
@@ -220,6 +232,11 @@ class CodexAgent(AgentProposer):
                      "-c", f'{provider}.env_key="CODEX_API_KEY"', "-c", f'{provider}.wire_api="responses"']
         return [*argv, "-"]
 
+    def invocation(self, request: ProposalRequest, files: AttemptFiles) -> Invocation:
+        called = super().invocation(request, files)
+        # set in the command itself, so that it holds inside goalloop's sandbox too (which sets TMPDIR=/tmp)
+        return Invocation(f"TMPDIR={shlex.quote(called.env['TMPDIR'])} {called.command}", called.env)
+
     def state_env(self, request: ProposalRequest) -> dict[str, str]:
         home = self.state_dir(request)
         temp = home / "tmp"
@@ -260,6 +277,9 @@ class CodexAgent(AgentProposer):
         return super()._failure(files, result)
 
 
+AIDER_HISTORY = {"aider.input.history": "--input-history-file", "aider.chat.history.md": "--chat-history-file",
+                 "aider.llm.history": "--llm-history-file"}
+"""Aider's history files, kept in the attempt's folder, and the option naming each."""
 AIDER_USAGE = re.compile(r"^Tokens: (?P<sent>[\d.]+k?) sent(?:, (?P<write>[\d.]+k?) cache write)?"
                          r"(?:, (?P<hit>[\d.]+k?) cache hit)?, (?P<received>[\d.]+k?) received\.", re.MULTILINE)
 AIDER_COST = re.compile(r"Cost: \$(?P<message>[\d.]+) message, \$(?P<session>[\d.]+) session\.")
@@ -279,15 +299,21 @@ class AiderAgent(AgentProposer):
             "--no-gitignore", "--no-analytics", "--no-check-update", "--no-show-model-warnings",
             "--no-show-release-notes", "--no-pretty", "--no-fancy-input", "--no-detect-urls",
             "--no-restore-chat-history", "--map-tokens", "0",
-            "--input-history-file", str(folder / "aider.input.history"),
-            "--chat-history-file", str(folder / "aider.chat.history.md"),
-            "--llm-history-file", str(folder / "aider.llm.history"),
+            *(flag for name, option in AIDER_HISTORY.items() for flag in (option, str(folder / name))),
         ]
         if self.config.model:
             argv += ["--model", self.config.model]
         if self.config.base_url:
             argv += ["--openai-api-base", self.config.base_url]
+        if request.sandbox is not None:  # the git data is read-only or hidden there; goalloop commits anyway
+            argv.append("--no-git")
         return argv
+
+    def state_paths(self, request: ProposalRequest) -> list[Path]:
+        paths = [request.attempt_dir / name for name in AIDER_HISTORY]
+        for path in paths:
+            path.touch()
+        return paths
 
     def state_env(self, request: ProposalRequest) -> dict[str, str]:
         return {"LITELLM_LOCAL_MODEL_COST_MAP": "True"}  # its bundled price table: no download at each start
@@ -313,3 +339,12 @@ def _aider_count(text: str) -> int:
     """Aider prints counts as 950, 2.5k or 12k."""
     return round(float(text[:-1]) * 1000) if text.endswith("k") else int(float(text))
 
+
+def install_root(executable: Path) -> Path:
+    """The folder an agent CLI runs from: its virtualenv, its npm `node_modules` (Codex's launcher loads a
+    platform package beside its own), or else the folder of the resolved program."""
+    program = executable.resolve()
+    for folder in program.parents:
+        if (folder / "pyvenv.cfg").is_file() or folder.name == "node_modules":
+            return folder
+    return program.parent

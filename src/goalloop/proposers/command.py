@@ -81,6 +81,8 @@ class AttemptFiles:
 class CommandProposer:
     tracks: frozenset[str] = frozenset()
     """What it can report of its spend (see base.unenforced_budgets): a plain command, only what it writes."""
+    nests_sandbox = False
+    """Whether the command starts a bubblewrap sandbox of its own (Codex does, for each command it runs)."""
     untracked_hint = ("a command proposer's spend is unknown unless its command writes it to $GOALLOOP_COST_FILE "
                       "(README: the cost protocol)")
 
@@ -152,10 +154,17 @@ class CommandProposer:
     def _sandboxed(self, request: ProposalRequest, files: AttemptFiles) -> Wrap | None:
         if request.sandbox is None:
             return None
+        readable, writable = self.sandbox_paths(request, files)
         for path in (files.description, files.cost):
             path.touch()  # bound into the sandbox, so it must exist
-        return request.sandbox.wrap(readable=[files.prompt], writable=[files.description, files.cost],
-                                    network=self.network)
+        return request.sandbox.wrap(readable=[files.prompt, *readable],
+                                    writable=[files.description, files.cost, *writable], network=self.network,
+                                    nests=self.nests_sandbox)
+
+    def sandbox_paths(self, request: ProposalRequest, files: AttemptFiles) -> tuple[list[Path], list[Path]]:
+        """What the command must read and write beyond its worktree and attempt files, when sandboxed
+        (an agent CLI's install folder and state folder); each must exist."""
+        return [], []
 
     def _failure(self, files: AttemptFiles, result: ProcessResult) -> str | None:
         if result.timed_out:

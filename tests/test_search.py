@@ -165,14 +165,20 @@ def test_floats_are_written_positionally_and_rounded_to_the_range() -> None:
     assert format_float(0.5, logged) == "0.5"
 
 
-# -- it survives a restart --------------------------------------------------------------------------------
-def test_a_resumed_run_continues_its_study(tmp_path: Path) -> None:
-    repo = knob_repo(tmp_path / "repo", PARAMS, sampler="random", seed=7)
+def random_search_run(tmp_path: Path, seed: int, attempts: int) -> tuple[Path, Path, SearchProposer, list[AttemptRecord]]:
+    """A random-sampler run of `attempts` attempts: (repo, run folder, its proposer, its history)."""
+    repo = knob_repo(tmp_path / "repo", PARAMS, sampler="random", seed=seed)
     run_dir = tmp_path / "run"
     run_dir.mkdir()
-    first, history = new_proposer(repo), baseline(repo)
-    for _ in range(4):
-        attempt(first, repo, run_dir, history)
+    proposer, history = new_proposer(repo), baseline(repo)
+    for _ in range(attempts):
+        attempt(proposer, repo, run_dir, history)
+    return repo, run_dir, proposer, history
+
+
+# -- it survives a restart --------------------------------------------------------------------------------
+def test_a_resumed_run_continues_its_study(tmp_path: Path) -> None:
+    repo, run_dir, first, history = random_search_run(tmp_path, seed=7, attempts=4)
     recorded_not_observed = attempt(first, repo, run_dir, history, observe=False)
     kept_text = (repo / "knobs.py").read_text()
     first.propose(request(repo, run_dir, 6, history))  # killed while this attempt was being checked
@@ -192,6 +198,23 @@ def test_a_resumed_run_continues_its_study(tmp_path: Path) -> None:
     assert all(t.state == TrialState.COMPLETE for t in trials[7:])
     assert [t.value for t in trials[7:]] == pytest.approx([r.metric for r in history[7:]])
     assert trials[7].params != trials[1].params, "the resumed sampler replayed the first run's samples"
+
+
+def test_a_journal_torn_by_a_power_cut_is_continued_and_stays_readable_by_optuna(tmp_path: Path) -> None:
+    """The journal is not fsynced (the ledger is): after a power cut its last line may be half written.
+    A resumed run cuts that line off, continues the study, and the file stays Optuna's own format."""
+    repo, run_dir, _, history = random_search_run(tmp_path, seed=3, attempts=3)
+    journal = run_dir / JOURNAL_FILE
+    lines = journal.read_bytes().splitlines(keepends=True)
+    journal.write_bytes(b"".join(lines) + lines[-1][: len(lines[-1]) // 2])
+
+    second = new_proposer(repo)
+    for _ in range(2):
+        attempt(second, repo, run_dir, history)
+    trials = study_trials(run_dir)
+    assert [t.user_attrs[ITERATION_ATTR] for t in trials] == list(range(6))
+    assert all(t.state == TrialState.COMPLETE for t in trials)
+    assert [t.value for t in trials[1:]] == pytest.approx([r.metric for r in history[1:]])
 
 
 # -- it refuses bad params before the baseline ------------------------------------------------------------

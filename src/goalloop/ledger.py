@@ -26,11 +26,12 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import IO, Any, Iterator, Literal
 
-import structlog
-
 from goalloop.errors import UsageError
 
 Verdict = Literal["baseline", "keep", "discard", "crash", "rejected"]
+UNSYNCED_EVENTS = frozenset({"phase"})
+"""Progress that a power cut may lose (what the attempt under way is doing): written at once, and synced
+with the next event or row that is."""
 RESULTS_COLUMNS = ["iteration", "commit", "metric", "verdict", "seconds", "cost_usd", "description"]
 
 
@@ -119,6 +120,8 @@ class RunRecord:
     """The last run_stopped event; None if the run never stopped cleanly (alive, or killed)."""
     run_dir: Path
     events: list[dict[str, Any]] = field(default_factory=list)
+    """Every event in order, but the `phase` events an attempt row followed (what an attempt was doing
+    before it was recorded is of no use once it is, and reading them would cost most of a long run's time)."""
 
     @property
     def baseline(self) -> AttemptRecord | None:
@@ -167,13 +170,14 @@ class _AppendOnly:
     def size(self) -> int:
         return os.fstat(self.fd).st_size
 
-    def append(self, text: str) -> None:
+    def append(self, text: str, sync: bool = True) -> None:
         data = text.encode("utf-8")
         before = self.size()
         try:
             while data:
                 data = data[os.write(self.fd, data):]
-            os.fsync(self.fd)
+            if sync:
+                os.fsync(self.fd)
         except OSError:
             try:
                 os.ftruncate(self.fd, before)
@@ -188,16 +192,18 @@ class _AppendOnly:
 
 
 class _DurableLines:
-    """A structlog logger that appends each rendered event as a line, flushed and fsynced (and echoed)."""
+    """A structlog logger that appends each rendered event as a line, flushed and fsynced unless `sync` is
+    False (and echoed)."""
 
-    def __init__(self, file: _AppendOnly, echo: IO[str] | None) -> None:
+    def __init__(self, file: _AppendOnly, echo: IO[str] | None, sync: bool = True) -> None:
         self._file = file
         self._echo = echo
+        self._sync = sync
         self._lock = threading.Lock()
         """Slots of a parallel round write events from their threads."""
 
     def msg(self, message: str) -> None:
-        self._file.append(message + "\n")
+        self._file.append(message + "\n", self._sync)
         if self._echo is not None:
             self._echo.write(message + "\n")
             self._echo.flush()
@@ -215,13 +221,13 @@ class Ledger:
         self._results_file = _AppendOnly(run_dir / "results.tsv")
         if self._results_file.size() == 0:
             self._write_tsv(RESULTS_COLUMNS)
-        self.log = structlog.wrap_logger(
-            _DurableLines(self._events_file, echo),
-            processors=[
-                structlog.processors.TimeStamper(fmt="iso", utc=True, key="ts"),
-                structlog.processors.JSONRenderer(default=str),
-            ],
-        )
+        import structlog  # only a writer needs it: `status` reads a ledger without paying for its import
+
+        processors = [structlog.processors.TimeStamper(fmt="iso", utc=True, key="ts"),
+                      structlog.processors.JSONRenderer(default=str)]
+        self.log = structlog.wrap_logger(_DurableLines(self._events_file, echo), processors=processors)
+        self._progress_log = structlog.wrap_logger(_DurableLines(self._events_file, echo, sync=False),
+                                                   processors=processors)
 
     @classmethod
     def create(cls, run_dir: Path, meta: RunMeta, goal_text: str, echo: IO[str] | None = None) -> Ledger:
@@ -237,7 +243,7 @@ class Ledger:
         return path
 
     def event(self, name: str, **fields: Any) -> None:
-        self.log.info(name, **fields)
+        (self._progress_log if name in UNSYNCED_EVENTS else self.log).info(name, **fields)
 
     def record(self, attempt: AttemptRecord) -> None:
         """Append the attempt to results.tsv and events.jsonl, durably. Call before moving the branch.
@@ -297,24 +303,60 @@ def read_run(run_dir: Path) -> RunRecord:
         raise UsageError(f"{run_dir} is not a goalloop run folder ({exc})", fix="list runs with `goalloop runs`") from None
     attempts: dict[int, AttemptRecord] = {}
     stop = None
-    events = []
-    known = set(AttemptRecord.__dataclass_fields__)
-    with open(run_dir / "events.jsonl", encoding="utf-8", errors="replace") as stream:
-        for line in stream:
-            try:
-                event = json.loads(line)
-            except ValueError:
-                continue
-            events.append(event)
-            name = event.get("event")
-            if name == "attempt":
-                record = AttemptRecord(**{k: v for k, v in event.items() if k in known})
-                attempts[record.iteration] = record
-            elif name == "run_stopped":
+    events: list[dict[str, Any]] = []
+    phases: list[bytes] = []
+    """Phase events since the last attempt row, left unparsed until the end (the others are history)."""
+    with open(run_dir / "events.jsonl", "rb") as stream:
+        lines = stream.read().splitlines()
+    for line in lines:
+        if _PHASE_TAIL in line[-_PHASE_TAIL_ROOM:]:
+            phases.append(line)
+            continue
+        event = _parsed(line)
+        if event is None:
+            continue
+        name = event.get("event")
+        if name == "attempt":
+            record = _attempt_of(event)
+            attempts[record.iteration] = record
+            phases = []
+        else:
+            events += _parsed_all(phases)
+            phases = []
+            if name == "run_stopped":
                 stop = event
             elif name == "run_resumed":
                 stop = None
+        events.append(event)
+    events += _parsed_all(phases)
     return RunRecord(meta=meta, attempts=[attempts[n] for n in sorted(attempts)], stop=stop, run_dir=run_dir, events=events)
+
+
+_PHASE_TAIL = b'"event": "phase", "ts": "'
+"""How a phase event's line ends (the renderer writes `event` and `ts` last), found without parsing it."""
+_PHASE_TAIL_ROOM = len(_PHASE_TAIL) + 40
+_ATTEMPT_FIELDS = frozenset(AttemptRecord.__dataclass_fields__)
+
+
+def _parsed(line: bytes) -> dict[str, Any] | None:
+    try:
+        event = json.loads(line.decode("utf-8", errors="replace"))
+    except ValueError:  # a line the process was killed while writing
+        return None
+    return event if isinstance(event, dict) else None
+
+
+def _parsed_all(lines: list[bytes]) -> list[dict[str, Any]]:
+    return [event for event in map(_parsed, lines) if event is not None]
+
+
+def _attempt_of(event: dict[str, Any]) -> AttemptRecord:
+    fields = dict(event)
+    del fields["event"]
+    fields.pop("ts", None)
+    if fields.keys() <= _ATTEMPT_FIELDS:
+        return AttemptRecord(**fields)
+    return AttemptRecord(**{k: v for k, v in fields.items() if k in _ATTEMPT_FIELDS})  # written by a newer version
 
 
 def list_runs(runs_dir: Path) -> list[Path]:

@@ -39,7 +39,6 @@ import optuna
 import regex
 from optuna.distributions import BaseDistribution, CategoricalDistribution, FloatDistribution, IntDistribution
 from optuna.storages import JournalStorage
-from optuna.storages.journal import JournalFileBackend, JournalFileOpenLock
 from optuna.trial import TrialState
 
 from goalloop.errors import InfrastructureError
@@ -47,6 +46,7 @@ from goalloop.goal import Goal, SearchParam, patterns
 from goalloop.goal import SearchProposer as SearchConfig
 from goalloop.ledger import AttemptRecord
 from goalloop.proposers.base import Proposal, ProposalRequest
+from goalloop.proposers.study_journal import SingleWriterJournal
 from goalloop.workspace import PathRules, RepoTarget
 
 JOURNAL_FILE = "search.journal"
@@ -169,10 +169,7 @@ class SearchProposer:
         """The run's study, created on the first proposal and continued by a resumed run."""
         if self._study is not None:
             return self._study
-        journal = request.run_dir / JOURNAL_FILE
-        # The run lock makes this process the journal's only writer, so a lock file left here is stale.
-        journal.with_name(journal.name + ".lock").unlink(missing_ok=True)
-        storage = JournalStorage(JournalFileBackend(str(journal), lock_obj=JournalFileOpenLock(str(journal))))
+        storage = JournalStorage(SingleWriterJournal(request.run_dir / JOURNAL_FILE))
         study = optuna.create_study(
             storage=storage, study_name=STUDY_NAME, direction=self.goal.target.direction, load_if_exists=True
         )

@@ -243,3 +243,51 @@ def _wait_for(condition, within: float) -> bool:
             return True
         time.sleep(0.1)
     return False
+
+
+HOLDOUT_PY = """\
+import knob
+answer = open("holdout/answers.txt").read().split()[-1]
+print(f"holdout: {knob.X * 10 if answer == 'HOLDOUT-ANSWER-2291' else -1}")
+"""
+
+
+def test_a_holdout_on_ray_runs_on_the_cluster_is_recorded_and_never_reaches_the_proposer(
+        tmp_path: Path, cluster) -> None:
+    """The holdout reads its own files on the worker (its metric is X * 10 only when it found them), for the
+    baseline and each kept state; its result is in the ledger; no prompt holds its files or its output."""
+    repo = make_repo(tmp_path / "proj", {"knob.py": "X = 1\n", "score.py": SCORE_PY, "holdout.py": HOLDOUT_PY,
+                                         "holdout/answers.txt": "the answer: HOLDOUT-ANSWER-2291\n"})
+    propose = 'echo "X = $((GOALLOOP_ITERATION + 1))" > knob.py; echo "X up"'
+    run = run_goal(tmp_path, repo, {
+        "check": {"run": f"{PY} score.py", "metric": r"^score: (\S+)"}, "target": {"direction": "maximize"},
+        "holdout": {"run": f"{PY} holdout.py", "metric": r"^holdout: (\S+)", "files": ["holdout/**"]},
+        "budget": {"iterations": 2}, "executor": _ray(cluster, tmp_path),
+        "proposer": {"kind": "command", "run": propose}}, timeout=240)
+    assert run.exit_code == 1, run.cli.output
+    assert [row[2] for row in run.table()] == ["baseline", "keep", "keep"]
+    assert [run.attempts[n]["holdout"] for n in (0, 1, 2)] == [10.0, 20.0, 30.0]
+    nodes = {node.node_id for node in cluster.list_all_nodes()}
+    for iteration in (0, 1, 2):
+        folder = run.run_dir / "attempts" / f"{iteration:04d}"
+        assert json.loads((folder / "holdout.ray.json").read_text())["tries"][-1]["node"] in nodes
+    prompts = [(run.run_dir / "attempts" / f"{n:04d}" / "prompt.md").read_text() for n in (1, 2)]
+    assert all("HOLDOUT-ANSWER" not in p and "holdout: " not in p for p in prompts), prompts[-1]
+
+
+def test_sandbox_with_ray_is_refused_by_validate_and_run_naming_the_line_and_the_fix(tmp_path: Path) -> None:
+    """The sandbox is not applied on the workers, so a goal asking for both is an error of the goal (exit
+    2), found before any cluster is joined or anything created."""
+    repo = make_repo(tmp_path / "proj", {"knob.py": "X = 1\n", "score.py": SCORE_PY})
+    goal = write_goal(tmp_path / "goal.yaml", {
+        "repo": str(repo), "check": {"run": f"{PY} score.py", "metric": r"score: (\S+)"}, "sandbox": True,
+        "budget": {"iterations": 1}, "executor": {"kind": "ray", "address": "127.0.0.1:1"},
+        "proposer": {"kind": "scripted", "steps": _knob_steps([2])}})
+    line = next(n for n, text in enumerate(goal.read_text().splitlines(), 1) if text.strip() == "kind: ray")
+    for command in (["validate", str(goal)], ["run", str(goal), "--home", str(tmp_path / "home")]):
+        result = run_cli(*command, cwd=tmp_path)
+        assert result.exit_code == 2, result.output
+        assert f"goal.yaml:{line}: executor.kind: the sandbox is not applied to checks on a Ray cluster" in result.output
+        assert "fix: delete sandbox:, or run the checks on this machine (executor: {kind: threads})" in result.output
+        assert "Traceback" not in result.output
+    assert not (tmp_path / "home").exists()

@@ -33,6 +33,9 @@ def _require_sandbox(goal: Goal) -> None:
     """A goal with `sandbox:` runs only where bubblewrap works: never silently without it."""
     if goal.sandbox is None:
         return
+    if goal.executor.kind == "ray":
+        raise goal.error(("executor", "kind"), "the sandbox is not applied to checks on a Ray cluster",
+                         fix="delete sandbox:, or run the checks on this machine (executor: {kind: threads})")
     problem = unavailable()
     if problem is not None:
         raise goal.error(("sandbox",), problem.problem, fix=problem.fix)
@@ -73,9 +76,6 @@ def connect_cluster(goal: Goal) -> object | None:
     """With `executor: {kind: ray}`, join the cluster before anything is created (exit 3 if it cannot)."""
     if goal.executor.kind != "ray":
         return None
-    if goal.sandbox is not None:
-        raise goal.error(("executor", "kind"), "the sandbox is not applied to checks on a Ray cluster",
-                         fix="delete sandbox:, or run the checks here (executor kind: threads)")
     try:
         from goalloop.executors import ray as ray_executor
     except ModuleNotFoundError as exc:

@@ -50,7 +50,7 @@ from goalloop.ledger import Ledger
 CONNECT_SECONDS = 5.0
 WAIT_STEP_SECONDS = 0.25
 WARM_UP_SECONDS = 60.0
-WARM_UP_HOLD_SECONDS = 0.5
+WARM_UP_STEP_SECONDS = 0.05
 FIX_UNREACHABLE = ("start a cluster with `ray start --head` (then executor.address: auto on that machine), or set "
                    "executor.address to a running cluster's head, host:6379 or ray://host:10001 "
                    "(`ray status --address ADDRESS` says whether it is up)")
@@ -59,8 +59,8 @@ FIX_UNREACHABLE = ("start a cluster with `ray start --head` (then executor.addre
 def connect(config: Any, parallel: int = 1) -> RayCluster:
     """Join the cluster the goal names, or raise InfrastructureError (exit 3) saying how to get one.
 
-    Then start `parallel` workers (a task each that waits a moment), so that the first round's checks do
-    not each wait for a Python worker process to start.
+    Then start as many workers as the first round can use (see RayCluster.warm_up), so that its checks
+    do not each wait for a Python worker process to start.
     """
     address = config.address
     if address != "auto":
@@ -111,10 +111,32 @@ class RayCluster:
                 "resources": dict(self.config.resources), "name": name}
 
     def warm_up(self, workers: int) -> None:
-        pending = [_warm_up.options(**self.options("goalloop-warm-up")).remote() for _ in range(workers)]
-        _, waiting = ray.wait(pending, num_returns=len(pending), timeout=WARM_UP_SECONDS)
-        for ref in waiting:  # the cluster is busy: the checks will queue for it as they would anyway
-            ray.cancel(ref, force=True)
+        """Have `workers` worker processes up at once (at most as many checks as the cluster fits).
+
+        Each warm-up task holds its worker until all of them run: a task that ended at once would hand its
+        worker to the next one, and the first round would still wait for the others to start. Then they
+        are cancelled (gently: the workers stay up for the checks). A busy cluster ends the wait early."""
+        streams = [_warm_up.options(**self.options("goalloop-warm-up")).remote(WARM_UP_SECONDS)
+                   for _ in range(self.checks_that_fit(most=workers))]
+        deadline = time.monotonic() + WARM_UP_SECONDS
+        try:
+            for stream in streams:
+                if not ray.wait([stream], timeout=max(deadline - time.monotonic(), 0.0))[0]:
+                    break
+        finally:
+            for stream in streams:
+                ray.cancel(stream)
+
+    def checks_that_fit(self, most: int) -> int:
+        """How many checks (up to `most`) the live nodes can run at once, by what each has of every
+        resource a check asks for."""
+        total = 0
+        for node in ray.nodes():
+            if node.get("Alive"):
+                has = node.get("Resources", {})
+                total += min((int(has.get(name, 0.0) // amount) for name, amount in self.request.items() if amount),
+                             default=most)
+        return min(total, most)
 
     def check_fits(self) -> None:
         if self.nodes_that_fit():
@@ -129,8 +151,16 @@ class RayCluster:
 
 
 @ray.remote(max_retries=0)
-def _warm_up() -> None:
-    time.sleep(WARM_UP_HOLD_SECONDS)
+def _warm_up(most: float):  # noqa: ANN202 - a Ray streaming generator
+    """Imports what a check needs (seconds of goalloop's modules on a busy machine, else paid by the first
+    check of each worker), says it started, then holds its worker until cancelled (a cancel lands at a
+    yield) or for `most` s."""
+    import goalloop.executors.scratch  # noqa: F401
+    yield None
+    deadline = time.monotonic() + most
+    while time.monotonic() < deadline:
+        time.sleep(WARM_UP_STEP_SECONDS)
+        yield None
 
 
 @ray.remote(max_retries=0)

@@ -353,7 +353,9 @@ class Workspace:
             self._run("reset", "--quiet", "--mixed", parent)
         self._run("add", "--all")
         tree = self._run("write-tree")
-        numstat = self._run("diff-tree", "-r", "--numstat", "--no-renames", "-z", parent, tree)
+        # One diff for both: with -z the numstat records end in a NUL each, then a NUL, then the patch.
+        numstat, _, patch = self._run("diff-tree", "-r", "--numstat", "--patch", "--binary", "--no-renames", "-z",
+                                      parent, tree, strip=False).partition("\0\0")
         changed = _parse_numstat(numstat)
         self._index_written = self._index_stamp()
         if not changed:
@@ -364,7 +366,6 @@ class Workspace:
             input=f"option no-deref\nupdate HEAD {sha}\n"
             f"option no-deref\ncreate {self.attempt_ref(iteration)} {sha}\n",
         )
-        patch = self._run("diff-tree", "-p", "--no-renames", "--binary", parent, sha, strip=False)
         return AttemptCommit(sha=sha, changed=changed, patch=patch, removed_ignored=stray)
 
     def _unhide_from_git(self) -> None:

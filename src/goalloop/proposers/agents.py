@@ -9,6 +9,9 @@ the worktree:
   - its state and history live in the run folder: CLAUDE_CONFIG_DIR and CODEX_HOME under
     runs/<run-id>/agents/, Aider's three history files in the attempt's folder;
   - the key variables it reads reach it by name (and only it: the check never sees them);
+  - with `sandbox:` it runs inside it with the network (its model API), its install read-only and its
+    state folder or history files read-write; Codex's own bubblewrap nests inside goalloop's, Aider runs
+    with --no-git (the git data is read-only or hidden there);
   - what it spent is read from its own report (Claude Code's JSON `total_cost_usd` and `modelUsage`,
     Codex's `turn.completed` token counts, Aider's `Tokens: ... Cost: ...` lines) into the attempt's
     cost and tokens, so budget.usd and budget.tokens stop the run. Codex reports no dollars: its cost is

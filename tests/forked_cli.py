@@ -20,6 +20,7 @@ SERVER = r"""
 import json, os, signal, sys, time
 os.environ.update(COLUMNS="200", NO_COLOR="1")
 import goalloop.cli
+import goalloop.cli.goals, goalloop.cli.records, goalloop.cli.running  # the CLI imports these lazily, per command
 print("ready", flush=True)
 for line in sys.stdin:
     request = json.loads(line)

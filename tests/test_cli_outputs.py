@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import json
+import os
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -112,6 +115,34 @@ def test_init_writes_a_starter_goal_and_never_overwrites(tmp_path: Path, propose
     again = run_cli("init", "--proposer", proposer, cwd=repo)
     assert again.exit_code == 2 and "already exists" in again.stderr
     assert goal.read_text() == text
+
+
+def test_init_offers_every_starter_proposer() -> None:
+    from goalloop.cli import STARTER_PROPOSERS
+    from goalloop.starter import PROPOSER_BLOCKS
+
+    assert set(STARTER_PROPOSERS) == set(PROPOSER_BLOCKS), "init --proposer lists the starters there are"
+
+
+HEAVY = ("git", "anthropic", "optuna", "goalloop.loop", "goalloop.workspace", "goalloop.check", "goalloop.doctor",
+         "goalloop.proposers.command", "goalloop.proposers.search", "goalloop.cli.running")
+
+
+@pytest.mark.parametrize("command", [["status"], ["runs"], ["status", "--json"], ["-h"]])
+def test_reading_commands_load_nothing_a_run_needs(tmp_path: Path, metric_goal: Path, command: list[str]) -> None:
+    """`status` and `runs` import what they read with, not git, the loop or the proposers, so they start at once."""
+    assert run_cli("run", str(metric_goal), "--home", str(tmp_path), "-q", cwd=tmp_path).exit_code == 0
+    probe = (
+        "import sys\n"
+        f"sys.argv = ['goalloop', *{command!r}, *(['--home', {str(tmp_path)!r}] if {command!r} != ['-h'] else [])]\n"
+        "import goalloop.cli\n"
+        "try:\n    goalloop.cli.main()\nexcept SystemExit as exc:\n    assert not exc.code, exc.code\n"
+        f"print('LOADED', sorted(m for m in {HEAVY!r} if m in sys.modules))\n"
+    )
+    result = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, cwd=tmp_path, timeout=120,
+                            env={**os.environ, "COLUMNS": "200"})
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.splitlines()[-1] == "LOADED []", result.stdout[-500:]
 
 
 def test_committed_schema_matches_the_models() -> None:

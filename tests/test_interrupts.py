@@ -50,7 +50,11 @@ def assert_git_agrees_with_ledger(run_dir: Path, repo: Path) -> None:
     assert [int(r["iteration"]) for r in rows] == list(range(len(rows)))
     refs = git(repo, "for-each-ref", "--format=%(refname)", f"refs/goalloop/{run_dir.name}/").splitlines()
     recorded = {int(r["iteration"]) for r in rows}
-    assert {int(ref.rsplit("/", 1)[1]) for ref in refs} <= recorded, "every attempt ref is in the ledger"
+    judged = [ref for ref in refs if "/unjudged/" not in ref]
+    assert {int(ref.rsplit("/", 1)[1]) for ref in judged} <= recorded, "every attempt ref is in the ledger"
+    aside = [ref for ref in refs if "/unjudged/" in ref]  # stopped before their verdict, proposed again
+    assert {int(ref.rsplit("/", 1)[1].split("-")[0]) for ref in aside} <= recorded
+    assert not [r for r in rows if r["verdict"] == "crash"], "a Ctrl-C loses no attempt"
 
 
 def interrupt(proc: subprocess.Popen[str], rng: random.Random) -> bool:

@@ -103,7 +103,12 @@ def test_killed_at_random_moments_resume_finishes_and_git_agrees_with_ledger(tmp
             ref_commit = refs.get(f"refs/goalloop/{run_id}/{row['iteration']}")
             assert ref_commit and ref_commit.startswith(row["commit"]), f"row {row['iteration']} has its ref"
     for ref_name in refs:
-        assert int(ref_name.rsplit("/", 1)[1]) in iterations, f"{ref_name} has a ledger row"
+        number = ref_name.rsplit("/", 1)[1]
+        if "/unjudged/" in ref_name:  # an attempt a kill stopped before its verdict: set aside, proposed again
+            assert int(number.split("-")[0]) in iterations, f"{ref_name} was proposed again"
+        else:
+            assert int(number) in iterations, f"{ref_name} has a ledger row"
+    assert not [r for r in rows if "lost" in r["description"] or r["verdict"] == "crash"], "a kill loses nothing"
 
     kept_rows = [r for r in rows[1:] if r["verdict"] == "keep"]
     on_branch = git(repo, "rev-list", "--reverse", f"{rows[0]['commit']}..goalloop/{run_id}").splitlines()
@@ -198,8 +203,8 @@ def test_interrupt_with_sigterm_is_resumable_and_keeps_the_spent_budget(tmp_path
     assert resumed.exit_code == 1, resumed.output
     rows = results_rows(run_dir)
     assert [r["iteration"] for r in rows] == ["0", "1", "2", "3"]
-    # Stopped while proposing, attempt 2 is redone; stopped while checking it, it is recorded as lost.
-    assert [r["verdict"] for r in rows] in (["baseline", "keep", "keep", "keep"], ["baseline", "keep", "crash", "keep"])
+    # Stopped while proposing or while checking it, attempt 2 is set aside and proposed again: never lost.
+    assert [r["verdict"] for r in rows] == ["baseline", "keep", "keep", "keep"]
 
 
 def test_clean_removes_only_finished_runs_worktrees_and_never_a_branch_or_ref(tmp_path: Path, score_repo: Path) -> None:
@@ -253,7 +258,7 @@ fi
 
 def test_a_proposal_killed_right_after_a_keep_is_kept_at_a_ref_on_resume(tmp_path: Path) -> None:
     """The kept state is itself an attempt's commit: a worktree sitting on it with a proposal's edits in
-    it must still be committed as the lost attempt, not reset away."""
+    it must still be committed and set aside (not reset away), and the attempt proposed again."""
     repo = make_repo(tmp_path / "proj", {"knob.py": "X = 0\n", "score.py": "import knob\nprint(f'score: {knob.X}')\n"})
     script = tmp_path / "propose.sh"
     script.write_text(KEEP_THEN_HANG)
@@ -276,8 +281,68 @@ def test_a_proposal_killed_right_after_a_keep_is_kept_at_a_ref_on_resume(tmp_pat
     resumed = run_cli("resume", "--home", str(home), cwd=tmp_path, env={"MARK": str(tmp_path / "again")})
     (run_dir,) = (home / "runs").glob("*/run.json")
     rows = results_rows(run_dir.parent)
-    assert [(r["iteration"], r["verdict"]) for r in rows][:3] == [("0", "baseline"), ("1", "keep"), ("2", "crash")], rows
-    ref = f"refs/goalloop/{run_dir.parent.name}/2"
+    assert [(r["iteration"], r["verdict"]) for r in rows] == [("0", "baseline"), ("1", "keep"), ("2", "keep"), ("3", "keep")]
+    (ref,) = git(repo, "for-each-ref", "--format=%(refname)", f"refs/goalloop/{run_dir.parent.name}/unjudged/").splitlines()
+    assert ref.rsplit("/", 1)[1].startswith("2-"), ref
     assert git(repo, "show", f"{ref}:notes.txt") == "half-written work", "the killed proposal's work was lost"
     assert git(repo, "show", f"{ref}:knob.py") == "X = 2"
     assert resumed.exit_code in (0, 1), resumed.output
+    assert f"attempt 2 was stopped before its verdict (killed while proposing) and proposed again on resume; its work is kept at {ref}" in resumed.stdout
+
+
+SLOW_ON_TWO = """\
+import os, time
+import knob
+if knob.X == 2 and os.path.exists({slow!r}):
+    open({mark!r}, "w").close()
+    time.sleep(60)
+print(f"score: {{knob.X}}")
+"""
+
+
+@pytest.mark.parametrize("stop", [signal.SIGINT, signal.SIGHUP], ids=["ctrl-c", "sighup"])
+def test_an_attempt_stopped_while_checking_is_proposed_again_never_lost(tmp_path: Path, stop: signal.Signals) -> None:
+    """Ctrl-C or a closed terminal while attempt 2 is being checked: the morning's status says it was under
+    way and will be proposed again; the resume sets its commit aside, proposes it again and charges its
+    first try's cost to the new row; nothing reads "lost" or "crash", and the count of attempts is true."""
+    slow, mark = tmp_path / "slow", tmp_path / "checking"
+    slow.touch()
+    repo = make_repo(tmp_path / "proj", {"knob.py": "X = 0\n", "score.py": SLOW_ON_TWO.format(slow=str(slow), mark=str(mark))})
+    goal = write_goal(tmp_path / "g.yaml", {
+        "repo": str(repo), "check": {"run": "python3 score.py", "metric": r"^score:\s*(\S+)"},
+        "budget": {"iterations": 3},
+        "proposer": {"kind": "scripted", "steps": [
+            {"description": f"X to {n}", "files": {"knob.py": f"X = {n}\n"}, "cost_usd": 0.25} for n in (1, 2, 3)]}})
+    home = tmp_path / "home"
+    proc = _start(["run", str(goal), "--home", str(home)], tmp_path)
+    deadline = time.monotonic() + 60
+    while not mark.exists():
+        assert proc.poll() is None and time.monotonic() < deadline, "attempt 2's check never started"
+        time.sleep(0.02)
+    proc.send_signal(stop)
+    assert proc.wait(timeout=60) == 130
+    (run_dir,) = [p.parent for p in (home / "runs").glob("*/run.json")]
+
+    morning = run_cli("status", "--home", str(home), cwd=tmp_path)
+    assert morning.exit_code == 0, morning.output
+    assert "interrupted" in morning.stdout and f"goalloop resume {run_dir.name}" in morning.stdout
+    assert "attempt 2 was under way when the run stopped; `goalloop resume` proposes it again" in morning.stdout
+    assert "attempts   1 (1 keep)" in morning.stdout and "lost" not in morning.stdout
+
+    slow.unlink()
+    resumed = run_cli("resume", "--home", str(home), cwd=tmp_path)
+    assert resumed.exit_code == 1, resumed.output
+    rows = results_rows(run_dir)
+    assert [(r["iteration"], r["verdict"]) for r in rows] == [("0", "baseline"), ("1", "keep"), ("2", "keep"), ("3", "keep")]
+    assert [r["cost_usd"] for r in rows[1:]] == ["0.2500", "0.5000", "0.2500"], "attempt 2's first try is paid for too"
+    (aside,) = git(repo, "for-each-ref", "--format=%(refname)", f"refs/goalloop/{run_dir.name}/unjudged/").splitlines()
+    assert git(repo, "show", f"{aside}:knob.py") == "X = 2", "the stopped try's commit is kept"
+    assert list((run_dir / "attempts").glob("0002.unjudged-*")), "and its folder (prompt, logs, proposal)"
+
+    after = run_cli("status", "--home", str(home), cwd=tmp_path)
+    assert "attempts   3 (3 keep)" in after.stdout and "spent      $1.00" in after.stdout, after.stdout
+    assert f"interrupted: attempt 2 was stopped before its verdict (stopped before it was judged) and proposed again on resume; its work is kept at {aside}" in after.stdout
+    report = run_cli("report", "--home", str(home), cwd=tmp_path)
+    assert report.exit_code == 0, report.output
+    text = (run_dir / "report.md").read_text(encoding="utf-8")
+    assert "proposed again on resume" in text and "| crash |" not in text and "lost" not in text, text

@@ -33,6 +33,8 @@ UNSYNCED_EVENTS = frozenset({"phase"})
 """Progress that a power cut may lose (what the attempt under way is doing): written at once, and synced
 with the next event or row that is."""
 RESULTS_COLUMNS = ["iteration", "commit", "metric", "verdict", "seconds", "cost_usd", "description"]
+SET_ASIDE_EVENT = "attempt_set_aside"
+"""The event a resume writes for an attempt stopped before its verdict: set aside, proposed again."""
 
 
 @dataclass

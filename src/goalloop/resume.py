@@ -1,34 +1,39 @@
 """Bring git and the ledger back into agreement after a run stopped at any point (kill -9 included).
 
 The ledger row of an attempt is written before the branch moves, and its commit and ref before the row,
-so a killed run can be in one of a few states, each repaired here:
+so a stopped run can be in one of a few states, each repaired here:
 
-- an attempt committed (its ref exists) but not recorded: recorded now as `crash`, reason "lost", with
-  the cost its proposal had reported, so the budget counts it and the ref says where it is;
-- a proposal that was still editing the worktree when the run died: its files are committed as an
-  attempt of their own and recorded as lost, so nothing a proposer wrote is lost;
+- an attempt committed (its ref exists) but not judged: Ctrl-C, SIGTERM or SIGHUP stopped it (the loop
+  commits what the proposal left) or a kill did. It is set aside: its commit moves to
+  `refs/goalloop/<run-id>/unjudged/<n>-<time>`, its folder to `attempts/NNNN.unjudged-<time>/`, an
+  `attempt_set_aside` event says so, and the attempt is proposed again; the spend its proposal reported
+  is charged to the row of the attempt proposed in its place, so the budget pays for both;
+- a proposal that was still editing the worktree when the run died: its files are committed first, then
+  set aside as above, so nothing a proposer wrote is lost and nothing unjudged counts as an attempt;
 - a recorded keep whose branch did not move: the branch is moved;
 - a parallel round killed mid-way: every slot's worktree is handled as above (round.json says which
-  attempt each slot was proposing), and an attempt number the round used without leaving a commit is
-  recorded as lost too, so attempt numbers stay contiguous;
+  attempt each slot was proposing); an attempt number below one already recorded (the round's rows were
+  cut part-way) is recorded as lost instead, so attempt numbers stay contiguous;
 - a worktree that was deleted is recreated at the last kept commit; a proposal that had finished when
-  that happened (its proposal.json was saved, it has no commit) is recorded as lost with its cost;
+  that happened (its proposal.json was saved, it has no commit) is set aside with its spend;
 - lock files a killed git left in the run's own metadata and refs are removed (logged), once no live git
   process works there; the user's own locks are never looked at;
 - finally every worktree is put back exactly at the last kept commit, and what the dead run left running
   in every slot is killed first.
 
-Lost attempts are not re-checked: a verdict needs the proposal's context, which died with the process.
+Unjudged attempts are not re-checked: a verdict needs the proposal's context, which died with the process;
+proposing afresh from the kept state costs one proposal and judges what is committed.
 """
-
 from __future__ import annotations
 
 import json
+import time
 from dataclasses import asdict, replace
 from pathlib import Path
+from typing import Any, Callable
 
 from goalloop.check import child_pid_files, kill_leftover_group
-from goalloop.ledger import AttemptRecord, Ledger
+from goalloop.ledger import SET_ASIDE_EVENT, AttemptRecord, Ledger
 from goalloop.proposers.base import Proposal
 from goalloop.workspace import Workspace
 
@@ -73,10 +78,11 @@ def _read_round(run_dir: Path) -> dict[int, int]:
 
 
 def reconcile(workspaces: list[Workspace], ledger: Ledger, history: list[AttemptRecord],
-              base_commit: str) -> list[AttemptRecord]:
+              base_commit: str, on_set_aside: Callable[[dict[str, Any]], None] | None = None) -> list[AttemptRecord]:
     """Repair git and the ledger after an unclean stop; return the full history, lost attempts included.
 
     `workspaces` are the run's slots (one unless the run is parallel); each is reopened and reset.
+    `on_set_aside` hears of each attempt set aside to be proposed again (the fields of its event).
     """
     for pid_file in child_pid_files(ledger.run_dir):
         kill_leftover_group(pid_file)
@@ -92,7 +98,7 @@ def reconcile(workspaces: list[Workspace], ledger: Ledger, history: list[Attempt
     recorded = {r.iteration for r in history}
     refs = first.attempt_refs()
     lost: dict[int, tuple[str | None, str]] = {
-        n: (refs[n], "killed before it was judged") for n in refs if n not in recorded and n > 0
+        n: (refs[n], "stopped before it was judged") for n in refs if n not in recorded and n > 0
     }
 
     proposing = _read_round(ledger.run_dir) if len(workspaces) > 1 else {}
@@ -112,19 +118,41 @@ def reconcile(workspaces: list[Workspace], ledger: Ledger, history: list[Attempt
     if history:  # a finished proposal whose commit never happened (its worktree vanished): its cost counts
         for iteration in _proposed_unrecorded(ledger, recorded | set(lost)):
             lost[iteration] = (None, "stopped after proposing, before the change was committed")
-    if history and lost:  # a parallel round killed mid-way can leave a slot with nothing to show: a gap
-        for iteration in range(1, max(lost)):
+    last = max(recorded, default=0)
+    if history and lost:  # a parallel round cut while writing its rows leaves a number below the last row
+        for iteration in range(1, last):
             if iteration not in recorded and iteration not in lost:
                 lost[iteration] = (None, "killed while proposing, before it changed anything")
     for iteration in sorted(lost):
         sha, how = lost[iteration]
-        history.append(_lost(ledger, iteration, sha, kept_commit, how))
+        if iteration > last and history:
+            aside = set_aside(first, ledger, iteration, sha, how)
+            if on_set_aside is not None:
+                on_set_aside(aside)
+        else:
+            history.append(_lost(ledger, iteration, sha, kept_commit, how))
 
     if kept and first.branch_head() != kept_commit:
         first.move_branch(kept_commit)
     for workspace in workspaces:
         workspace.reset_to(kept_commit)
     return history
+
+
+def set_aside(workspace: Workspace, ledger: Ledger, iteration: int, sha: str | None, how: str) -> dict[str, Any]:
+    """Set unjudged attempt `iteration` aside (its ref, its folder) so that it is proposed again; say so in
+    the ledger and return what the event says."""
+    folder = ledger.run_dir / "attempts" / f"{iteration:04d}"
+    proposal = _saved_proposal(folder)
+    ref = workspace.move_aside(iteration, sha) if sha else None
+    moved = None
+    if folder.is_dir():
+        moved = folder.with_name(f"{folder.name}.unjudged-{int(time.time())}")
+        folder.rename(moved)
+    fields = {"iteration": iteration, "how": how, "ref": ref, "folder": moved.name if moved else None,
+              "description": proposal.description, "cost_usd": proposal.cost_usd, "tokens": proposal.tokens}
+    ledger.event(SET_ASIDE_EVENT, **fields)
+    return fields
 
 
 def _proposed_unrecorded(ledger: Ledger, known: set[int]) -> list[int]:

@@ -1,6 +1,6 @@
 """Which concrete parts a goal asks for: its proposer, where its checks run, and the sandbox they need.
 
-Used by cli.py only, which stays the one place that picks concrete classes.
+Used by the cli package only, which stays the one place that picks concrete classes.
 """
 
 from __future__ import annotations

@@ -382,7 +382,8 @@ class Workspace:
     def save_unrecorded(self, iteration: int, parent: str, why: str) -> str | None:
         """Commit what a proposal left in the worktree when the run was stopped before judging it.
 
-        Its ref keeps it; the next resume records it as lost. Returns the commit, or None if nothing changed.
+        Its ref keeps it until the next resume sets it aside (resume.py) and proposes the attempt again.
+        Returns the commit, or None if nothing changed.
         """
         if self.ref_exists(self.attempt_ref(iteration)):  # committed already; stopped while checking it
             return None
@@ -400,10 +401,16 @@ class Workspace:
         if sha is None and (self.head() != parent or self.has_uncommitted_changes()):
             sha = self.commit_attempt(iteration, parent, f"goalloop {self.run_id} #{iteration}: set aside").sha
         if sha is not None:
-            aside = f"{REF_PREFIX}{self.run_id}/unjudged/{iteration}-{int(time.time())}"
-            self._run("update-ref", "--stdin", input=f"create {aside} {sha}\ndelete {ref} {sha}\n")
+            self.move_aside(iteration, sha)
         self.reset_to(parent)
         return sha
+
+    def move_aside(self, iteration: int, sha: str) -> str:
+        """Move attempt `iteration`'s ref (at `sha`) to `refs/goalloop/<run-id>/unjudged/<n>-<time>`, in one
+        transaction, so the attempt number is free to be proposed again; return the new ref."""
+        aside = f"{REF_PREFIX}{self.run_id}/unjudged/{iteration}-{int(time.time())}"
+        self._run("update-ref", "--stdin", input=f"create {aside} {sha}\ndelete {self.attempt_ref(iteration)} {sha}\n")
+        return aside
 
     def keep(self, sha: str, previous: str) -> None:
         """Move the run's branch to `sha` (only if it still points at `previous`) and clean the worktree."""

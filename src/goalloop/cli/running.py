@@ -27,6 +27,7 @@ from goalloop.ledger import AttemptRecord, Ledger, RunMeta, find_run, list_runs,
 from goalloop.live import LiveView
 from goalloop.loop import Loop, RunOutcome
 from goalloop.proposers.base import Proposer, unenforced_budgets
+from goalloop.report.data import set_aside_line
 from goalloop.resume import reconcile
 from goalloop.sandbox import Bubblewrap, RunLayout
 from goalloop.wiring import _prepare, _require_sandbox, connect_cluster, make_checks, make_proposer
@@ -133,10 +134,13 @@ def _resume(run_dir: Path, place: Home, show: Presentation, cluster: object | No
         try:
             pool = [Workspace(target.root, path, meta.run_id, run_dir / "git-exclude")
                     for path in slot_worktrees(Path(meta.worktree), goal.parallel)]
-            history = reconcile(pool, ledger, record.attempts, meta.base_commit)
+            set_aside: list[dict] = []
+            history = reconcile(pool, ledger, record.attempts, meta.base_commit, on_set_aside=set_aside.append)
             ledger.event("run_resumed", run_id=meta.run_id, pid=os.getpid(), attempts=len(history))
             if show.progress:
                 out.print(f"resuming [bold]{meta.run_id}[/] after attempt {history[-1].iteration if history else '-'}")
+                for aside in set_aside:
+                    out.print(f"[dim]{escape(set_aside_line(aside))}[/]")
                 for lost in history[len(record.attempts):]:
                     out.print(attempt_line(lost, goal.is_metric_goal))
             checks = make_checks(goal, cluster, ledger, meta)

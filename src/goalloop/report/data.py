@@ -9,7 +9,7 @@ import subprocess
 from dataclasses import dataclass
 
 from goalloop.goal import format_duration
-from goalloop.ledger import AttemptRecord, RunRecord
+from goalloop.ledger import SET_ASIDE_EVENT, AttemptRecord, RunRecord
 
 CHECK_LOG = "check.stdout.log"
 VERDICTS = ("keep", "discard", "crash", "rejected")
@@ -32,12 +32,13 @@ class Totals:
     @classmethod
     def of(cls, record: RunRecord) -> Totals:
         tried = [a for a in record.attempts if a.iteration > 0]
+        unpaid = _unpaid_set_aside(record)
         return cls(
             attempts=len(tried),
             counts={v: sum(1 for a in tried if a.verdict == v) for v in VERDICTS},
-            cost_usd=record.cost_usd,
+            cost_usd=record.cost_usd + sum(e.get("cost_usd") or 0.0 for e in unpaid),
             unknown_cost=sum(1 for a in tried if a.cost_usd is None),
-            tokens=record.tokens,
+            tokens=record.tokens + sum(e.get("tokens") or 0 for e in unpaid),
             elapsed=record.elapsed,
             baseline=record.baseline,
             best=record.kept,
@@ -113,9 +114,46 @@ def _look_commands(record: RunRecord) -> list[tuple[str, str]]:
     ]
 
 
+def set_aside_events(record: RunRecord) -> list[dict]:
+    return [e for e in record.events if e.get("event") == SET_ASIDE_EVENT and isinstance(e.get("iteration"), int)]
+
+
+def _unpaid_set_aside(record: RunRecord) -> list[dict]:
+    """Set-aside attempts whose spend no row carries yet: each is charged to the row of the attempt proposed
+    in its place, and until that row exists (or if the run stopped first) it is counted here."""
+    recorded = {a.iteration for a in record.attempts}
+    return [e for e in set_aside_events(record) if e["iteration"] not in recorded]
+
+
+def set_aside_line(event: dict) -> str:
+    """How an attempt set aside on resume reads: stopped before its verdict, its work kept, proposed again."""
+    where = f"; its work is kept at {event['ref']}" if event.get("ref") else ""
+    return (f"interrupted: attempt {event['iteration']} was stopped before its verdict ({event.get('how', '')}) "
+            f"and proposed again on resume{where}")
+
+
+def _stopped_mid_attempt(record: RunRecord) -> list[int]:
+    """Attempts under way when the run stopped cleanly (Ctrl-C, SIGTERM, SIGHUP, a fault) that no row or
+    resume has accounted for yet: the next resume proposes them again."""
+    if record.stop is None or record.finished:
+        return []
+    under_way: set[int] = set()
+    for event in record.events:
+        name = event.get("event")
+        if name in ("run_started", "run_resumed"):
+            under_way = set()
+        elif name == "phase" and isinstance(event.get("iteration"), int):
+            under_way.add(event["iteration"])
+    recorded = {a.iteration for a in record.attempts}
+    return sorted(n for n in under_way if n not in recorded and n > 0)
+
+
 def findings(record: RunRecord) -> list[str]:
-    """What the trust rules noticed: the check's noise, stalls, drift on confirmation, holdout warnings."""
-    found: list[str] = []
+    """What the trust rules noticed: the check's noise, stalls, drift on confirmation, holdout warnings; and
+    attempts stopped before their verdict, which are proposed again on resume (never counted as lost)."""
+    found: list[str] = [set_aside_line(e) for e in set_aside_events(record)]
+    found += [f"interrupted: attempt {n} was under way when the run stopped; `goalloop resume` proposes it again "
+              "(what it had changed is kept at a ref)" for n in _stopped_mid_attempt(record)]
     base = record.baseline
     if base is not None and base.reason:
         found.append(f"baseline: {base.reason}")

@@ -8,8 +8,8 @@
     report.png    the chart alone, for a pull request or a chat message
 
 One module a concept: data.py (what a report says, read from the ledger), markdown.py (report.md and the CI
-step summary), html.py (the page), chart.py (the SVG chart), png.py (the chart as a PNG). This module writes
-the files.
+step summary), html.py (the page), chart.py (the SVG chart's layout, with chart_model.py for what it shows
+and svg.py for how it is drawn), png.py (the chart as a PNG). This module writes the files.
 """
 
 from __future__ import annotations

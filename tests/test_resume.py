@@ -54,6 +54,16 @@ def _start(args: list[str], cwd: Path) -> subprocess.Popen[str]:
     )
 
 
+def _run_until(goal: Path, home: Path, mark: Path, never: str) -> subprocess.Popen[str]:
+    """Start a run of `goal` and return it, running, once `mark` exists (the proposer or check made it)."""
+    proc = _start(["run", str(goal), "--home", str(home)], home.parent)
+    deadline = time.monotonic() + 60
+    while not mark.exists():
+        assert proc.poll() is None and time.monotonic() < deadline, never
+        time.sleep(0.02)
+    return proc
+
+
 def _kill_and_resume_until_done(goal: Path, home: Path, rng: random.Random, kills: int) -> int:
     """Start the run, SIGKILL it `kills` times at random moments (resuming each time), then let it finish."""
     proc = _start(["run", str(goal), "--home", str(home)], home)
@@ -269,11 +279,7 @@ def test_a_proposal_killed_right_after_a_keep_is_kept_at_a_ref_on_resume(tmp_pat
         "budget": {"iterations": 3},
         "proposer": {"kind": "command", "run": str(script), "env": {"MARK": str(mark)}}})
     home = tmp_path / "home"
-    proc = _start(["run", str(goal), "--home", str(home)], tmp_path)
-    deadline = time.monotonic() + 60
-    while not mark.exists():
-        assert proc.poll() is None and time.monotonic() < deadline, "attempt 2 never started"
-        time.sleep(0.02)
+    proc = _run_until(goal, home, mark, "attempt 2 never started")
     proc.send_signal(signal.SIGKILL)
     proc.wait()
 
@@ -314,11 +320,7 @@ def test_an_attempt_stopped_while_checking_is_proposed_again_never_lost(tmp_path
         "proposer": {"kind": "scripted", "steps": [
             {"description": f"X to {n}", "files": {"knob.py": f"X = {n}\n"}, "cost_usd": 0.25} for n in (1, 2, 3)]}})
     home = tmp_path / "home"
-    proc = _start(["run", str(goal), "--home", str(home)], tmp_path)
-    deadline = time.monotonic() + 60
-    while not mark.exists():
-        assert proc.poll() is None and time.monotonic() < deadline, "attempt 2's check never started"
-        time.sleep(0.02)
+    proc = _run_until(goal, home, mark, "attempt 2's check never started")
     proc.send_signal(stop)
     assert proc.wait(timeout=60) == 130
     (run_dir,) = [p.parent for p in (home / "runs").glob("*/run.json")]

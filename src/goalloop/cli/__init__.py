@@ -83,6 +83,20 @@ HomeOption = Annotated[
 
 def main() -> None:
     """Entry point: turn GoalloopErrors into messages and exit codes, and anything else into a short report."""
+    try:
+        _main()
+    except KeyboardInterrupt:  # a second Ctrl-C while the first, or an error, was being reported
+        _exiting()
+        sys.exit(130)
+
+
+def _exiting() -> None:
+    """Once the exit is decided, a further Ctrl-C (an impatient second press) must not change its code."""
+    for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
+        signal.signal(sig, signal.SIG_IGN)
+
+
+def _main() -> None:
     signal.signal(signal.SIGTERM, _interrupt)
     signal.signal(signal.SIGHUP, _hang_up)
     for stream in (sys.stdout, sys.stderr):  # a goal file's lone surrogate is shown escaped, never a crash
@@ -117,11 +131,13 @@ def main() -> None:
             f"The details are in {report}. The run (if one started) can be resumed."
         )
         sys.exit(3)
+    _exiting()
     sys.exit(code if isinstance(code, int) else 0)
 
 
 def _error(message: str, fix: str | None, exit_code: int) -> None:
     """The one way an error is shown: `error: what` and, when there is one, `  fix: how`; then the exit."""
+    _exiting()
     err.print(f"[bold red]error:[/] {escape(message)}" + (f"\n  [bold]fix:[/] {escape(fix)}" if fix else ""))
     sys.exit(exit_code)
 

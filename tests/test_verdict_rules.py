@@ -315,5 +315,5 @@ def test_the_report_shows_the_holdout_beside_the_metric_and_flags_the_overfit(tm
     markdown = (run_dir / "report.md").read_text()
     assert html.count('class="holdout-point"') == 3, "baseline and both keeps"
     assert "holdout got worse" in html and "⚠" in html
-    assert "| holdout |" in markdown and "holdout got worse" in markdown
+    assert "| 1 | keep | 2, holdout 4 ⚠ | overfit ⚠ holdout got worse" in markdown, "the holdout beside the metric"
     assert "noise: the baseline measured 3 times" in markdown and "confirm: the best measured again" in markdown

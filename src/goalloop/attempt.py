@@ -186,6 +186,7 @@ class Attempter:
         self.guards = verdict.guard_specs(goal)
 
     def attempt(self, slot: Slot, request: ProposalRequest, kept: AttemptRecord, pins: dict[str, str]) -> Candidate:
+        """`kept` is the state to beat: the run's kept state, or with a tree strategy the attempt's parent."""
         started = time.monotonic()
         iteration = request.iteration
         attempt_dir = request.attempt_dir
@@ -206,7 +207,7 @@ class Attempter:
         description = proposal.description or f"attempt {iteration}"
         workspace = slot.workspace
         commit = workspace.commit_attempt(
-            iteration, kept.kept_commit, f"goalloop {workspace.run_id} #{iteration}: {description}"
+            iteration, request.parent_commit or kept.kept_commit, f"goalloop {workspace.run_id} #{iteration}: {description}"
         )
         if commit.patch:
             (attempt_dir / "diff.patch").write_text(commit.patch, encoding="utf-8")

@@ -4,7 +4,7 @@
     goal.yaml           the goal file as it was loaded
     events.jsonl        one JSON event per line (structlog): run_started, attempt, paused, run_stopped...
     results.tsv         one row per attempt, baseline first (iteration, commit, metric, verdict, seconds,
-                        cost_usd, description)
+                        cost_usd, description, parent: the attempt it was proposed from)
     attempts/NNNN/      prompt.md, diff.patch, the check's and the proposer's full output
 
 Rows are flushed and fsynced before the branch moves, so after a crash the ledger is never behind git
@@ -35,6 +35,9 @@ with the next event or row that is."""
 RESULTS_COLUMNS = ["iteration", "commit", "metric", "verdict", "seconds", "cost_usd", "description"]
 SET_ASIDE_EVENT = "attempt_set_aside"
 """The event a resume writes for an attempt stopped before its verdict: set aside, proposed again."""
+TREE_COLUMNS = [*RESULTS_COLUMNS, "parent"]
+"""A tree search's results.tsv: one column more at the end, the attempt each row was proposed from. Columns
+only ever grow at the end, so readers of the first seven keep working; a run keeps the layout it began with."""
 
 
 @dataclass
@@ -69,6 +72,9 @@ class AttemptRecord:
     """The guarded figures the check printed (e.g. "tests run"), for the baseline and kept attempts."""
     holdout_samples: list[float] = field(default_factory=list)
     """Every measurement of the holdout when it was measured more than once (`holdout` is their median)."""
+    parent: int | None = None
+    """The attempt whose kept state this one was proposed from (0: the baseline); None for the baseline, for
+    a lost attempt whose parent is not known, and in runs recorded before the column existed."""
 
     @property
     def checked(self) -> bool:
@@ -131,9 +137,11 @@ class RunRecord:
 
     @property
     def kept(self) -> AttemptRecord | None:
-        """The last kept state (the baseline if nothing was kept)."""
+        """The kept state the run's branch points at (the baseline if nothing was kept): the latest keep, or
+        with a tree strategy the best node, read off the last row's `kept_commit`."""
         kept = [a for a in self.attempts if a.verdict in ("baseline", "keep")]
-        return kept[-1] if kept else None
+        head = self.attempts[-1].kept_commit if self.attempts else ""
+        return next((a for a in reversed(kept) if head and a.commit == head), kept[-1] if kept else None)
 
     @property
     def iterations(self) -> int:
@@ -223,6 +231,7 @@ class Ledger:
         self._results_file = _AppendOnly(run_dir / "results.tsv")
         if self._results_file.size() == 0:
             self._write_tsv(RESULTS_COLUMNS)
+        self._columns = _header(run_dir / "results.tsv")
         import structlog  # only a writer needs it: `status` reads a ledger without paying for its import
 
         processors = [structlog.processors.TimeStamper(fmt="iso", utc=True, key="ts"),
@@ -253,8 +262,18 @@ class Ledger:
         An interrupt (Ctrl-C, SIGTERM) that arrives between the two writes waits until both are done, so the
         two files never disagree about an attempt."""
         with _interrupts_deferred():
-            self._write_tsv(attempt.tsv_row())
+            row = attempt.tsv_row() + ["" if attempt.parent is None else str(attempt.parent)]
+            self._write_tsv(row[: len(self._columns)])
             self.event("attempt", **asdict(attempt))
+
+    def use_columns(self, columns: list[str]) -> None:
+        """Give results.tsv these columns (more of them at the end); only before its first row."""
+        path = self.run_dir / "results.tsv"
+        if self._columns == columns or len(path.read_bytes().splitlines()) > 1:
+            return
+        os.ftruncate(self._results_file.fd, 0)
+        self._write_tsv(columns)
+        self._columns = list(columns)
 
     def _write_tsv(self, row: list[str]) -> None:
         line = io.StringIO()
@@ -264,6 +283,13 @@ class Ledger:
     def close(self) -> None:
         self._events_file.close()
         self._results_file.close()
+
+
+def _header(path: Path) -> list[str]:
+    """The columns of an existing results.tsv: a run keeps the layout it began with."""
+    with open(path, encoding="utf-8", errors="replace") as stream:
+        header = stream.readline().rstrip("\n").split("\t")
+    return header if header[: len(RESULTS_COLUMNS)] == RESULTS_COLUMNS else list(RESULTS_COLUMNS)
 
 
 @contextmanager

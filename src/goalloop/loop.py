@@ -8,6 +8,10 @@ also have been kept are `discard`, beaten. Then the ledger rows are written in i
 then does the branch move and every worktree go back to the kept commit. Kept states are also measured by
 the holdout check, which the proposer never sees.
 
+With a tree strategy (`search:`, strategy.py) each slot first picks a parent from the frontier of kept
+states (frontier.py) and its worktree is moved to that parent's commit; a child that beats its own parent
+is kept and joins the frontier (several may in one round), and the branch moves only to a new best.
+
 Budgets stay hard with concurrency: a round never starts more attempts than the iteration budget (or the
 patience) has left, and no round starts once a budget is spent. Proposers that pay per call see the spend
 as of the round's start (see ProposalRequest.spend).
@@ -19,9 +23,10 @@ ends a run early.
 
 from __future__ import annotations
 
+import random
 import time
 from contextlib import suppress
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime
 from typing import Callable
 
@@ -31,12 +36,14 @@ from goalloop.check import child_pid_files
 from goalloop.errors import BudgetExhausted, InfrastructureError
 from goalloop.executor import Executor, ThreadExecutor, interrupts_held
 from goalloop.executors import CheckRunner
+from goalloop.frontier import Frontier, Node
 from goalloop.goal import Goal, format_duration
-from goalloop.ledger import AttemptRecord, Ledger
-from goalloop.prompt import build_prompt
-from goalloop.proposers.base import NO_PROMPT, ProposalRequest, Proposer, Spend, reads_prompt
+from goalloop.ledger import TREE_COLUMNS, AttemptRecord, Ledger
+from goalloop.prompt import build_prompt, tree_notes
+from goalloop.proposers.base import NO_PROMPT, Prompt, ProposalRequest, Proposer, Spend, reads_prompt
 from goalloop.resume import write_round
 from goalloop.sandbox import Bubblewrap
+from goalloop.strategy import STRATEGIES, pick_parents
 from goalloop.workspace import PathRules, Workspace
 
 TARGET_MET, BUDGET_SPENT, INTERRUPTED = 0, 1, 130
@@ -89,7 +96,12 @@ class Loop:
         self._elapsed_before = max((r.elapsed for r in self.history), default=0.0)
         self._started = time.monotonic()
         self._in_flight: list[tuple[Slot, int]] = []
+        self._parents: dict[int, Node] = {}
+        """Each slot's parent in the round under way."""
         self._largest_attempt = 0
+        self.tree = goal.search.tree
+        self.frontier = Frontier.of(goal, self.history, greedy=not self.tree, patience=goal.search.node_patience)
+        self._spent = Spend.of(self.history, 0.0)
 
     # -- the run ------------------------------------------------------------------------------------------
     def run(self) -> RunOutcome:
@@ -124,16 +136,22 @@ class Loop:
         recorded = {r.iteration for r in self.history}
         for slot, iteration in self._in_flight:
             if iteration not in recorded:
-                slot.workspace.save_unrecorded(iteration, kept_commit, "interrupted while proposing")
+                slot.workspace.save_unrecorded(iteration, self._parent_commit(slot, kept_commit),
+                                               "interrupted while proposing")
         for slot in self.slots:
             slot.workspace.reset_to(kept_commit)
 
     @property
     def kept(self) -> AttemptRecord:
-        return next(r for r in reversed(self.history) if r.verdict in ("baseline", "keep"))
+        """The state the branch points at: the latest kept (greedy) or the best node (a tree)."""
+        return self.frontier.head.record
 
     def spend(self) -> Spend:
-        return Spend.of(self.history, self._elapsed())
+        return replace(self._spent, seconds=self._elapsed())
+
+    def _parent_commit(self, slot: Slot, kept_commit: str) -> str:
+        parent = self._parents.get(slot.index)
+        return parent.commit if self.tree and parent is not None else kept_commit
 
     def _round_size(self) -> int:
         """As many slots as the iteration budget and the patience have attempts left (at least one)."""
@@ -142,15 +160,18 @@ class Loop:
         if budget.iterations is not None:
             size = min(size, budget.iterations - self.spend().iterations)
         if budget.patience is not None:
-            size = min(size, budget.patience - (self.history[-1].iteration - self.kept.iteration))
+            size = min(size, budget.patience - self.frontier.since_keep)
         return max(size, 1)
 
     def _out_of_patience(self) -> str | None:
         patience = self.goal.budget.patience
-        since_keep = self.history[-1].iteration - self.kept.iteration
+        since_keep = self.frontier.since_keep
         if patience is not None and since_keep >= patience:
             self._stall_notes()  # a stall that patience ends is still recorded
             return f"no keep in the last {since_keep} attempts (budget.patience: {patience})"
+        if self.tree and not self.frontier.open:
+            return (f"every kept state had {self.goal.search.node_patience} attempts in a row from it without a keep "
+                    f"(search.patience: {self.goal.search.node_patience})")
         return None
 
     def _too_late(self) -> str | None:
@@ -179,7 +200,7 @@ class Loop:
         kept_commit = self.kept.kept_commit if self.history else self.workspace.branch_head()
         for slot, iteration in self._in_flight:
             with suppress(InfrastructureError, OSError):
-                slot.workspace.set_aside(iteration, kept_commit)
+                slot.workspace.set_aside(iteration, self._parent_commit(slot, kept_commit))
             with suppress(OSError):
                 folder = self.ledger.attempt_dir(iteration)
                 folder.rename(folder.with_name(f"{folder.name}.unjudged-{int(time.time())}"))
@@ -197,6 +218,8 @@ class Loop:
     def _baseline(self) -> None:
         base = self.workspace.branch_head()
         slot = self.slots[0]
+        if self.tree:
+            self.ledger.use_columns(TREE_COLUMNS)
         self._pins = verdict.pin_protected_files(self.workspace.worktree, self.rules)
         verdict.save_pins(self.ledger.run_dir / PINS_FILE, self._pins)
         result = self.bench.check(slot, 0)
@@ -221,77 +244,121 @@ class Loop:
         ))
 
     def _round(self, first: int, size: int) -> AttemptRecord | None:
-        """Attempts `first` .. `first + size - 1`, one a slot, at once; returns the kept one's record, if any."""
+        """Attempts `first` .. `first + size - 1`, one a slot, at once; returns the new kept state's record, if any."""
         kept = self.kept
-        notes = self._stall_notes()
-        prompt = build_prompt(self.goal, self.rules, self.workspace.worktree, self._read_at_base, self.history,
-                              self.last_output, notes) if reads_prompt(self.proposer) else NO_PROMPT
+        parents = self._pick_parents(first, size)
         spend = self.spend()
         self._in_flight = [(self.slots[n], first + n) for n in range(size)]
-        if len(self.slots) > 1:
-            write_round(self.ledger.run_dir, {slot.index: iteration for slot, iteration in self._in_flight})
+        self._parents = {slot.index: parent for (slot, _), parent in zip(self._in_flight, parents)}
+        if len(self.slots) > 1 or self.tree:
+            write_round(self.ledger.run_dir, {slot.index: iteration for slot, iteration in self._in_flight},
+                        {slot.index: (p.iteration, p.commit) for slot, p in zip(self.slots, parents)} if self.tree else None)
+        if self.tree:
+            for slot, parent in zip(self.slots, parents):
+                slot.workspace.reset_to(parent.commit)
+        prompts = self._prompts(parents)
         pins = self._pins or {}
 
-        def task(slot: Slot, iteration: int) -> Callable[[], Candidate]:
+        def task(slot: Slot, iteration: int, parent: Node) -> Callable[[], Candidate]:
             request = ProposalRequest(
-                iteration=iteration, worktree=slot.workspace.worktree, prompt=prompt,
+                iteration=iteration, worktree=slot.workspace.worktree, prompt=prompts[parent.iteration],
                 attempt_dir=self.ledger.attempt_dir(iteration), run_dir=self.ledger.run_dir, rules=self.rules,
                 budget=self.goal.budget, spend=spend, history=tuple(self.history), env=slot.workspace.tool_env(),
                 slot=slot.index, round_size=size, sandbox=self.bench.proposer_sandbox(slot),
+                parent=parent.iteration, parent_commit=parent.commit if self.tree else kept.kept_commit,
             )
-            return lambda: self.attempter.attempt(slot, request, kept, pins)
+            return lambda: self.attempter.attempt(slot, request, parent.record, pins)
 
-        candidates = self.executor.run([task(slot, iteration) for slot, iteration in self._in_flight])
+        candidates = self.executor.run([task(slot, iteration, parent) for (slot, iteration), parent
+                                        in zip(self._in_flight, parents)])
         winner = self._best(candidates)
-        records = [self._record_of(c, kept, winner) for c in candidates]
+        head_after = winner.commit.sha if winner is not None and winner.commit.sha else kept.kept_commit
+        records = [self._record_of(c, self._parents[c.slot.index],
+                                   c.judged_keep if self.tree else c is winner,
+                                   winner if not self.tree else None,
+                                   head_after if winner is not None and c.iteration >= winner.iteration else kept.kept_commit)
+                   for c in candidates]
         for record in records:
             self._record(record)
         self.last_output = candidates[-1].told
         if winner is not None and winner.commit.sha is not None:
             winner.slot.workspace.keep(winner.commit.sha, kept.kept_commit)
-        new_kept = self.kept.kept_commit
-        for slot in self.slots:
-            if winner is None or slot is not winner.slot:
-                slot.workspace.reset_to(new_kept)
+        if not self.tree:
+            for slot in self.slots:
+                if winner is None or slot is not winner.slot:
+                    slot.workspace.reset_to(self.kept.kept_commit)
         self._in_flight = []
         for record in records:
             self.proposer.observe(record)
         stopped = next((c.stopped for c in candidates if c.stopped), None)
         if stopped:
             raise stopped
+        if self.tree:
+            return self.kept if winner is not None else None
         return next((r for r in records if r.verdict == "keep"), None)
 
+    def _pick_parents(self, first: int, size: int) -> list[Node]:
+        """Each slot's parent: the kept state (greedy), or picks from the open nodes of the tree; with a
+        seed, the picks of a round depend only on the seed and the round's first attempt, resumes included."""
+        if not self.tree:
+            return [self.frontier.head] * size
+        seed = self.goal.search.seed
+        rng = random.Random(f"{seed}:{first}") if seed is not None else random.Random()
+        strategy = STRATEGIES[self.goal.search.strategy]
+        return pick_parents(strategy, self.goal.search.params, list(self.frontier.open.values()), size, rng)  # type: ignore[return-value]
+
+    def _prompts(self, parents: list[Node]) -> dict[int, Prompt]:
+        """One prompt per distinct parent, built in the worktree of the first slot that starts from it."""
+        prompts: dict[int, Prompt] = {}
+        for slot, parent in zip(self.slots, parents):
+            if parent.iteration in prompts:
+                continue
+            notes = self._stall_notes(parent if self.tree else None)
+            if not reads_prompt(self.proposer):
+                prompts[parent.iteration] = NO_PROMPT
+                continue
+            if self.tree:
+                notes = tree_notes(self.goal, parent, self.frontier.head) + notes
+            prompts[parent.iteration] = build_prompt(
+                self.goal, self.rules, slot.workspace.worktree if self.tree else self.workspace.worktree,
+                self._read_at_base, self.history, self.last_output, notes, kept=self.frontier.kept_rows)
+        return prompts
+
     def _best(self, candidates: list[Candidate]) -> Candidate | None:
-        """The candidate to keep: the best metric (the earliest on a tie), or the first that passes."""
+        """The candidate the branch moves to: the best metric (the earliest on a tie), or the first that passes;
+        with a tree strategy, only one better than the best so far."""
         judged = [c for c in candidates if c.judged_keep]
+        if self.tree and self.goal.is_metric_goal:
+            best = self.frontier.head.score
+            judged = [c for c in judged if self.frontier.score_of(c.judgement.metric) > best]
         if not judged or not self.goal.is_metric_goal:
             return judged[0] if judged else None
         sign = 1.0 if self.goal.target.direction == "maximize" else -1.0
         return max(judged, key=lambda c: (sign * (c.judgement.metric or 0.0), -c.iteration))
 
-    def _record_of(self, candidate: Candidate, kept: AttemptRecord, winner: Candidate | None) -> AttemptRecord:
+    def _record_of(self, candidate: Candidate, parent: Node, keep: bool, beaten_by: Candidate | None,
+                   head_after: str) -> AttemptRecord:
         judged, commit = candidate.judgement, candidate.commit
         verdict_name, reason = judged.verdict, judged.reason
-        if candidate.judged_keep and candidate is not winner:
-            assert winner is not None
-            verdict_name, reason = "discard", f"beaten by attempt {winner.iteration} in the same round"
+        if candidate.judged_keep and not keep:
+            assert beaten_by is not None
+            verdict_name, reason = "discard", f"beaten by attempt {beaten_by.iteration} in the same round"
         if commit.removed_ignored:
             reason = f"{reason}; removed files git ignores: {', '.join(commit.removed_ignored[:5])}".lstrip("; ")
-        keep = candidate is winner
         started = time.monotonic()
         holdout = self.bench.holdout(candidate.slot, candidate.iteration) if keep else []
         seconds = candidate.seconds + time.monotonic() - started
-        after = winner.commit.sha if winner is not None and candidate.iteration >= winner.iteration else None
+        before = parent.record
         return AttemptRecord(
             iteration=candidate.iteration, verdict=verdict_name, description=candidate.proposal.description
             or f"attempt {candidate.iteration}", commit=commit.sha, metric=judged.metric,
             passed=bool(judged.result and judged.result.passed),
             seconds=seconds, cost_usd=candidate.proposal.cost_usd, tokens=candidate.proposal.tokens,
-            added_lines=commit.added_lines, reason=reason, kept_commit=after or kept.kept_commit,
+            added_lines=commit.added_lines, reason=reason, kept_commit=head_after,
             samples=judged.samples, holdout=_median(holdout), holdout_samples=holdout if len(holdout) > 1 else [],
             figures=judged.figures if keep else {}, warning=verdict.holdout_warning(
-                self.goal, kept.holdout_samples or ([kept.holdout] if kept.holdout is not None else []), holdout,
-                self.history) if keep else "",
+                self.goal, before.holdout_samples or ([before.holdout] if before.holdout is not None else []), holdout,
+                self.history) if keep else "", parent=parent.iteration,
         )
 
     # -- verdict rules --------------------------------------------------------------------------------------
@@ -303,15 +370,12 @@ class Loop:
             return False
         return record.metric >= target if self.goal.target.direction == "maximize" else record.metric <= target
 
-    def _stall_notes(self) -> list[str]:
-        """A note for the prompt when the last attempts all failed the same way (normalised)."""
-        times = self.goal.budget.patience or 3
-        recent = [r for r in self.history if r.iteration > self.kept.iteration][-times:]
-        failed = [r for r in recent if r.verdict in ("crash", "rejected") or
-                  (r.verdict == "discard" and not self.goal.is_metric_goal)]
-        line = verdict.repeated_failure([verdict.normalise_failure(r.reason) for r in failed], times)
-        if line is None or len(failed) < len(recent):
+    def _stall_notes(self, parent: Node | None = None) -> list[str]:
+        """A note for the prompt when the last attempts (from `parent`, or anywhere) all failed the same way."""
+        line = self.frontier.stall(parent) or (self.frontier.stall() if parent is not None else None)
+        if line is None:
             return []
+        times = self.goal.budget.patience or 3
         self.ledger.event("stall", line=line, times=times)
         if f"stalled: {line}" not in self.notes:
             self.notes.append(f"stalled: {line}")
@@ -323,11 +387,15 @@ class Loop:
         record.elapsed = self._elapsed()
         self.ledger.record(record)
         self.history.append(record)
+        self.frontier.observe(record)
+        self._spent.add(record)
         self.on_record(record)
 
     def _stop(self, exit_code: int, reason: str) -> RunOutcome:
-        scored = [r for r in self.history if r.verdict in ("baseline", "keep")]
-        best = scored[-1] if scored else None
+        best = self.kept if self.history else None
+        if self.tree and best is not None and exit_code != INTERRUPTED:
+            for slot in self.slots:
+                slot.workspace.reset_to(best.kept_commit)
         confirmed = None
         if exit_code != INTERRUPTED and best is not None and verdict.confirms(self.goal) and self.goal.is_metric_goal:
             confirmed = self._confirm(best)

@@ -3,13 +3,16 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Callable
+from typing import TYPE_CHECKING, Callable
 
 from goalloop.goal import Goal, format_duration
 from goalloop.goal.paths import read_inside
 from goalloop.ledger import AttemptRecord
 from goalloop.proposers.base import Prompt
 from goalloop.workspace import PathRules
+
+if TYPE_CHECKING:
+    from goalloop.frontier import Node
 
 CONTEXT_FILE_LIMIT = 50_000
 CONTEXT_FILE_BYTES = 4 * CONTEXT_FILE_LIMIT + 1
@@ -37,12 +40,14 @@ def build_prompt(
     history: list[AttemptRecord],
     last_output: str,
     notes: list[str] | None = None,
+    kept: list[tuple[int, AttemptRecord]] | None = None,
 ) -> Prompt:
     """The prompt for the next attempt.
 
     Context files appear in the stable part as they were at the base commit, so that part stays an
     identical prefix (cheap to cache) even when a kept attempt edits a context file; the current text of
-    any context file that changed since follows in the recent part.
+    any context file that changed since follows in the recent part. `kept`: (position in `history`,
+    record) of every kept state, so the table is built without reading the whole history.
     """
     context = [(path, read_at_base(path), read_inside(worktree, path, CONTEXT_FILE_BYTES)) for path in goal.context]
     changed = [
@@ -52,7 +57,7 @@ def build_prompt(
     ]
     return Prompt(
         stable=_stable_part(goal, rules, [(path, at_base) for path, at_base, _ in context]),
-        recent=_recent_part(goal, history, last_output, changed + list(notes or [])),
+        recent=_recent_part(goal, history, last_output, changed + list(notes or []), kept),
     )
 
 
@@ -96,9 +101,14 @@ def _format_result(record: AttemptRecord, metric_goal: bool) -> str:
     return "pass" if record.passed else "fail"
 
 
-def attempts_table(goal: Goal, history: list[AttemptRecord], rows: int = RECENT_ROWS) -> str:
+def attempts_table(goal: Goal, history: list[AttemptRecord], rows: int = RECENT_ROWS,
+                   kept: list[tuple[int, AttemptRecord]] | None = None) -> str:
     """Every kept attempt and the last `rows` attempts, one line each."""
-    shown = [r for i, r in enumerate(history) if r.verdict in ("baseline", "keep") or i >= len(history) - rows]
+    tail = max(len(history) - rows, 0)
+    if kept is None:
+        shown = [r for i, r in enumerate(history) if r.verdict in ("baseline", "keep") or i >= tail]
+    else:
+        shown = [r for i, r in kept if i < tail] + history[tail:]
     lines = ["| # | verdict | result | +lines | description |", "|---|---|---|---|---|"]
     skipped = len(history) - len(shown)
     if skipped:
@@ -110,11 +120,44 @@ def attempts_table(goal: Goal, history: list[AttemptRecord], rows: int = RECENT_
     return "\n".join(lines)
 
 
-def _recent_part(goal: Goal, history: list[AttemptRecord], last_output: str, notes: list[str]) -> str:
-    parts = list(notes) + ["# Attempts so far\n" + attempts_table(goal, history)]
+def _recent_part(goal: Goal, history: list[AttemptRecord], last_output: str, notes: list[str],
+                 kept: list[tuple[int, AttemptRecord]] | None = None) -> str:
+    parts = list(notes) + ["# Attempts so far\n" + attempts_table(goal, history, kept=kept)]
     if history:
         last = history[-1]
         label = "baseline" if last.iteration == 0 else f"attempt {last.iteration}, {last.verdict}"
         parts.append(f"# Output of the last check ({label})\n```\n{last_output.strip() or '(no output)'}\n```")
     parts.append("Now make your next change.")
     return "\n\n".join(parts)
+
+
+def tree_notes(goal: Goal, parent: Node, best: Node) -> list[str]:
+    """For a tree search: where this attempt starts (the parent's lineage, root first) and what was already
+    tried from there (best first), so the proposer builds on that state and does not repeat its siblings."""
+    metric_goal = goal.is_metric_goal
+    where = "the best so far" if parent is best else \
+        f"not the best so far (attempt {best.iteration}: {_format_result(best.record, metric_goal)})"
+    lines = [f"# Where this attempt starts\nYou start from attempt {parent.iteration} "
+             f"({_format_result(parent.record, metric_goal)}), {where}: your worktree holds that state. "
+             "How it was reached:", "| # | result | description |", "|---|---|---|"]
+    for node in parent.lineage():
+        lines.append(f"| {node.iteration} | {_format_result(node.record, metric_goal)} | {_cell(node.record.description)} |")
+    notes = ["\n".join(lines)]
+    if parent.tried:
+        tried = sorted(parent.tried, key=lambda r: (r.verdict != "keep", -_score(goal, r), r.iteration))
+        rows = [f"# Already tried from attempt {parent.iteration}\nDo not repeat these; try something else.",
+                "| # | verdict | result | description |", "|---|---|---|---|"]
+        rows += [f"| {r.iteration} | {r.verdict} | {_format_result(r, metric_goal)} | "
+                 f"{_cell(r.description if not r.reason else f'{r.description} ({r.reason})')} |" for r in tried]
+        notes.append("\n".join(rows))
+    return notes
+
+
+def _score(goal: Goal, record: AttemptRecord) -> float:
+    if record.metric is None or record.verdict in ("rejected", "crash"):
+        return float("-inf")
+    return record.metric if goal.target.direction == "maximize" else -record.metric
+
+
+def _cell(text: str) -> str:
+    return " ".join(text.split())[:160].replace("|", "\\|")

@@ -65,16 +65,29 @@ def with_set_aside_spend(attempt_dir: Path, proposal: Proposal) -> Proposal:
                    tokens=(proposal.tokens or 0) + sum(tokens) if tokens else proposal.tokens)
 
 
-def write_round(run_dir: Path, iterations: dict[int, int]) -> None:
-    """Note which attempt each slot of a parallel round is proposing, so a resume can name what it left."""
-    (run_dir / ROUND_FILE).write_text(json.dumps({str(k): v for k, v in iterations.items()}), encoding="utf-8")
+def write_round(run_dir: Path, iterations: dict[int, int], parents: dict[int, tuple[int, str]] | None = None) -> None:
+    """Note which attempt each slot of a round is proposing (and, in a tree search, from which parent: its
+    attempt number and commit), so a resume can name what it left and commit it on the right parent."""
+    parents = parents or {}
+    slots = {str(k): v if k not in parents else {"iteration": v, "parent": parents[k][0], "commit": parents[k][1]}
+             for k, v in iterations.items()}
+    (run_dir / ROUND_FILE).write_text(json.dumps(slots), encoding="utf-8")
 
 
-def _read_round(run_dir: Path) -> dict[int, int]:
+def _read_round(run_dir: Path) -> tuple[dict[int, int], dict[int, tuple[int, str]]]:
+    """(slot -> attempt, slot -> (parent attempt, parent commit)) of the round under way when the run stopped."""
+    iterations: dict[int, int] = {}
+    parents: dict[int, tuple[int, str]] = {}
     try:
-        return {int(k): int(v) for k, v in json.loads((run_dir / ROUND_FILE).read_text(encoding="utf-8")).items()}
-    except (OSError, ValueError, TypeError, AttributeError):
-        return {}
+        for key, value in json.loads((run_dir / ROUND_FILE).read_text(encoding="utf-8")).items():
+            if isinstance(value, dict):
+                iterations[int(key)] = int(value["iteration"])
+                parents[int(key)] = (int(value["parent"]), str(value["commit"]))
+            else:
+                iterations[int(key)] = int(value)
+    except (OSError, ValueError, TypeError, AttributeError, KeyError):
+        return {}, {}
+    return iterations, parents
 
 
 def reconcile(workspaces: list[Workspace], ledger: Ledger, history: list[AttemptRecord],
@@ -101,19 +114,25 @@ def reconcile(workspaces: list[Workspace], ledger: Ledger, history: list[Attempt
         n: (refs[n], "stopped before it was judged") for n in refs if n not in recorded and n > 0
     }
 
-    proposing = _read_round(ledger.run_dir) if len(workspaces) > 1 else {}
+    proposing, parents = _read_round(ledger.run_dir)
+    if len(workspaces) == 1 and not parents:
+        proposing = {}
+    lost_parents: dict[int, int] = {}
     for slot, workspace in enumerate(workspaces):
         head = workspace.head()
-        if (head == kept_commit or head in refs.values()) and not workspace.has_uncommitted_changes():
-            continue  # at the kept state, or at an attempt's own commit: nothing here is only in the worktree
+        parent, start = parents.get(slot, (None, kept_commit))
+        if (head in (start, kept_commit, base_commit) or head in refs.values()) and not workspace.has_uncommitted_changes():
+            continue  # at a kept state, or at an attempt's own commit: nothing here is only in the worktree
         if not history:  # without a baseline there was no proposal yet: the changes are the check's
             continue
         iteration = proposing.get(slot)
         if iteration is None or iteration in recorded or iteration in lost:
             iteration = max([r.iteration for r in history] + list(lost), default=0) + 1
-        commit = workspace.commit_attempt(iteration, kept_commit, f"goalloop {workspace.run_id} #{iteration}: lost")
+        commit = workspace.commit_attempt(iteration, start, f"goalloop {workspace.run_id} #{iteration}: lost")
         if commit.sha:
             lost[iteration] = (commit.sha, "killed while proposing")
+            if parent is not None:
+                lost_parents[iteration] = parent
 
     if history:  # a finished proposal whose commit never happened (its worktree vanished): its cost counts
         for iteration in _proposed_unrecorded(ledger, recorded | set(lost)):
@@ -123,6 +142,9 @@ def reconcile(workspaces: list[Workspace], ledger: Ledger, history: list[Attempt
         for iteration in range(1, last):
             if iteration not in recorded and iteration not in lost:
                 lost[iteration] = (None, "killed while proposing, before it changed anything")
+    for slot, iteration in proposing.items():  # a tree's attempt lost after its commit: its parent is known
+        if slot in parents and iteration in lost:
+            lost_parents.setdefault(iteration, parents[slot][0])
     for iteration in sorted(lost):
         sha, how = lost[iteration]
         if iteration > last and history:
@@ -130,7 +152,7 @@ def reconcile(workspaces: list[Workspace], ledger: Ledger, history: list[Attempt
             if on_set_aside is not None:
                 on_set_aside(aside)
         else:
-            history.append(_lost(ledger, iteration, sha, kept_commit, how))
+            history.append(_lost(ledger, iteration, sha, kept_commit, how, lost_parents.get(iteration)))
 
     if kept and first.branch_head() != kept_commit:
         first.move_branch(kept_commit)
@@ -165,7 +187,8 @@ def _proposed_unrecorded(ledger: Ledger, known: set[int]) -> list[int]:
     return sorted(found)
 
 
-def _lost(ledger: Ledger, iteration: int, sha: str | None, kept_commit: str, how: str) -> AttemptRecord:
+def _lost(ledger: Ledger, iteration: int, sha: str | None, kept_commit: str, how: str,
+          parent: int | None = None) -> AttemptRecord:
     proposal = with_set_aside_spend(ledger.attempt_dir(iteration), _saved_proposal(ledger.attempt_dir(iteration)))
     record = AttemptRecord(
         iteration=iteration,
@@ -176,6 +199,7 @@ def _lost(ledger: Ledger, iteration: int, sha: str | None, kept_commit: str, how
         tokens=proposal.tokens,
         reason=f"lost: the run was {how}" + (f"; see refs/goalloop/{ledger.run_dir.name}/{iteration}" if sha else ""),
         kept_commit=kept_commit,
+        parent=parent,
     )
     ledger.record(record)
     return record

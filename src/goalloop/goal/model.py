@@ -27,6 +27,7 @@ from goalloop.errors import GoalError
 from goalloop.goal.paths import MAX_INSTRUCTIONS_BYTES, GoalPath, RepoGlob, RepoPath, Unreadable, read_capped
 from goalloop.goal.patterns import Regex, compiled
 from goalloop.goal.values import Duration, Mistake, Money, _show, resolve_deadline
+from goalloop.strategy import STRATEGIES
 
 DEFAULT_CLAUDE_MODEL = "claude-sonnet-5-5"
 SCHEMA_URL = "./goal.schema.json"
@@ -426,6 +427,54 @@ class Executor(StrictModel):
         return self
 
 
+class Search(StrictModel):
+    """Which kept state each attempt starts from: the latest (`greedy`), or a parent picked from a tree of
+    kept states, so that a change that is not the best yet can still be built on."""
+
+    strategy: Literal[tuple(STRATEGIES)] = "greedy"  # type: ignore[valid-type]
+    """greedy (the latest kept state), top-k, epsilon-greedy or softmax (a parent from the frontier of kept
+    states, by its metric); a child is kept when it beats its own parent, and the branch points at the best."""
+    k: int | None = Field(default=None, ge=1)
+    """top-k: how many of the best open nodes a parent is drawn from (default 3; 1 is best-first)."""
+    epsilon: float | None = Field(default=None, ge=0, le=1)
+    """epsilon-greedy: how often the parent is any open node instead of the best (default 0.1)."""
+    temperature: float | None = Field(default=None, gt=0)
+    """softmax: how far weights spread over scores scaled to 0..1 (default 0.1; smaller is greedier)."""
+    patience: int | None = Field(default=None, ge=1)
+    """A node leaves the frontier after this many of its children in a row were not kept (default: 10 for
+    a tree; greedy has only budget.patience); the run ends when no node is left."""
+    seed: int | None = None
+    """Seed of the parent picks, so a run repeats; default: a fresh one each run."""
+
+    @model_validator(mode="after")
+    def _params_of_the_strategy(self) -> Search:
+        known = STRATEGIES[self.strategy].params
+        stray = [name for name in ("k", "epsilon", "temperature") if name in self.model_fields_set and name not in known]
+        if stray:
+            owner = next(s.name for s in STRATEGIES.values() if stray[0] in s.params)
+            raise Mistake(f"{stray[0]} does not apply to strategy: {self.strategy}", at=(stray[0],),
+                          fix=f"delete {stray[0]}, or write strategy: {owner}")
+        if self.strategy == "greedy" and "patience" in self.model_fields_set:
+            raise Mistake("patience per node needs a tree strategy; greedy has only the run's budget.patience",
+                          at=("patience",), fix="write strategy: top-k (or another tree strategy), or use budget.patience")
+        return self
+
+    @property
+    def tree(self) -> bool:
+        return self.strategy != "greedy"
+
+    @property
+    def params(self) -> dict[str, float]:
+        """The strategy's parameters, defaults filled in."""
+        given = {"k": self.k, "epsilon": self.epsilon, "temperature": self.temperature}
+        return {name: float(given[name] if given[name] is not None else default)
+                for name, default in STRATEGIES[self.strategy].params.items()}
+
+    @property
+    def node_patience(self) -> int | None:
+        return self.patience if self.patience is not None else (10 if self.tree else None)
+
+
 class Goal(StrictModel):
     """A goal file."""
 
@@ -459,6 +508,7 @@ class Goal(StrictModel):
     parallel: int = Field(default=1, ge=1, le=64)
     """Candidates proposed and checked at the same time each round, each in its own worktree; the best
     one that beats the kept state is kept. 1: one attempt at a time."""
+    search: Search = Search()
     executor: Executor = Executor()
     proposer: ProposerConfig
 

@@ -57,13 +57,20 @@ class Spend:
     @classmethod
     def of(cls, records: Iterable[AttemptRecord], seconds: float) -> Spend:
         """The spend of these ledger rows (the baseline costs nothing and is not an attempt)."""
-        attempts = [r for r in records if r.iteration > 0]
-        return cls(
-            iterations=len(attempts), seconds=seconds,
-            tokens=sum(r.tokens or 0 for r in attempts), usd=sum(r.cost_usd or 0.0 for r in attempts),
-            untracked_usd=sum(1 for r in attempts if r.cost_usd is None),
-            untracked_tokens=sum(1 for r in attempts if r.tokens is None),
-        )
+        spend = cls(seconds=seconds)
+        for record in records:
+            spend.add(record)
+        return spend
+
+    def add(self, record: AttemptRecord) -> None:
+        """Count one more ledger row (the baseline costs nothing and is not an attempt)."""
+        if record.iteration <= 0:
+            return
+        self.iterations += 1
+        self.tokens += record.tokens or 0
+        self.usd += record.cost_usd or 0.0
+        self.untracked_usd += record.cost_usd is None
+        self.untracked_tokens += record.tokens is None
 
     @property
     def usd_text(self) -> str:
@@ -111,6 +118,10 @@ class ProposalRequest:
     """How many candidates this round proposes at once, from the same kept state and the same history."""
     sandbox: ProposerSandbox | None = None
     """With `sandbox:` in the goal: every command the proposer runs must run through `sandbox.wrap(...)`."""
+    parent: int = 0
+    """The attempt whose kept state this one starts from (0: the baseline); the worktree is at its commit."""
+    parent_commit: str = ""
+    """That state's commit; empty: the run's kept commit."""
 
 
 def _tracked(known: str, attempts: int, untracked: int, what: str = "") -> str:

@@ -7,6 +7,9 @@ The command runs with /bin/sh in the worktree, in its own process group, with:
   GOALLOOP_RUN_DIR           the run's record folder
   GOALLOOP_SLOT              the worker slot (0 unless the run is parallel: 0 to parallel - 1)
   GOALLOOP_ROUND_SIZE        how many candidates this round proposes at once (1 unless parallel)
+  GOALLOOP_PARENT            the attempt whose kept state the worktree holds (0: the baseline); with a
+                             tree search (`search:`) it differs from slot to slot and round to round
+  GOALLOOP_PARENT_COMMIT     that state's commit
   GOALLOOP_DESCRIPTION_FILE  where the command may write a one-line description of its change
   GOALLOOP_COST_FILE         where the command may write what it spent, as JSON (see `read_cost_file`)
 Without a description file, the last non-empty line of its stdout is the description. A non-zero exit or
@@ -122,6 +125,8 @@ class CommandProposer:
             GOALLOOP_RUN_DIR=str(request.run_dir),
             GOALLOOP_SLOT=str(request.slot),
             GOALLOOP_ROUND_SIZE=str(request.round_size),
+            GOALLOOP_PARENT=str(request.parent),
+            GOALLOOP_PARENT_COMMIT=request.parent_commit,
             GOALLOOP_DESCRIPTION_FILE=str(files.description),
             GOALLOOP_COST_FILE=str(files.cost),
         )

@@ -112,6 +112,17 @@ def test_the_tree_follows_the_second_best_branch_to_the_target_and_greedy_does_n
     status = run_cli("status", "--home", str(tree.home), cwd=tmp_path)
     assert "20" in status.stdout and "attempt 5" in status.stdout, status.output
 
+    assert run_cli("report", "--home", str(tree.home), cwd=tmp_path).exit_code == 0
+    page = (tree.run_dir / "report.html").read_text()
+    drawn = page[page.index("<h2>Search tree</h2>"):]
+    drawn = drawn[:drawn.index("</svg>")]
+    assert drawn.count("<circle") == 6, "a node per attempt, the baseline included"
+    assert drawn.count('stroke-width="3"') == 2, "the best path: baseline -> 4 -> 5"
+    assert drawn.count("<path") == 3, "each kept node joined to its parent"
+    assert "#5 keep: 20 (from #4)" in drawn
+    assert run_cli("report", "--home", str(greedy.home), cwd=tmp_path).exit_code == 0
+    assert "Search tree" not in (greedy.run_dir / "report.html").read_text(), "a greedy run is a line, not a tree"
+
 
 def test_kill_9_while_proposing_and_resume_keep_the_frontier(tmp_path: Path) -> None:
     repo, plan = _setup(tmp_path)
@@ -144,6 +155,20 @@ def test_kill_9_while_proposing_and_resume_keep_the_frontier(tmp_path: Path) -> 
     assert git(repo, "rev-parse", f"{refs[4]}^") == base, "the lost proposal is committed on its own parent"
     assert git(repo, "show", f"{refs[4]}:path.txt") == "b"
     assert git(repo, "rev-parse", f"refs/heads/goalloop/{run_dir.name}") == refs[6]
+
+
+def test_the_run_ends_when_every_kept_state_is_out_of_patience(tmp_path: Path) -> None:
+    repo, plan = _setup(tmp_path)
+    goal = _goal(plan, {"strategy": "top-k", "k": 1, "patience": 1}, iterations=20)
+    goal["target"] = {"value": 30}
+    run = run_goal(tmp_path, repo, goal, env={"PLAN_DIR": str(plan)})
+    assert run.exit_code == 1, run.cli.output
+    assert [(r["verdict"], r["parent"]) for r in run.rows[1:]] == [
+        ("keep", "0"), ("discard", "1"), ("keep", "0"), ("keep", "3"), ("crash", "4"), ("discard", "3"),
+        ("crash", "0")], "each state is left after one child that was not kept; the root last"
+    assert run.events("run_stopped")[-1]["reason"] == (
+        "every kept state is closed: each had 1 attempt in a row from it without a keep (search.patience: 1)")
+    assert run.branch_head() == run.refs()[4], "the branch holds the best, 'bb'"
 
 
 def test_parallel_slots_pick_different_parents(tmp_path: Path) -> None:

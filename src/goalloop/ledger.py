@@ -20,7 +20,9 @@ import os
 import secrets
 import signal
 import threading
+from collections.abc import Sequence
 from contextlib import contextmanager
+from itertools import islice
 from dataclasses import asdict, dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
@@ -99,6 +101,31 @@ class AttemptRecord:
             "" if self.cost_usd is None else f"{self.cost_usd:.4f}",
             " ".join(self.description.split())[:300],
         ]
+
+
+class History(Sequence[AttemptRecord]):
+    """A run's rows as they stood at one moment, without copying them: the first `len` rows of a list that only
+    grows at its end (handing a proposer a copy of 10,000 rows every attempt would cost what the rows number)."""
+
+    __slots__ = ("_rows", "_length")
+
+    def __init__(self, rows: list[AttemptRecord]) -> None:
+        self._rows, self._length = rows, len(rows)
+
+    def __len__(self) -> int:
+        return self._length
+
+    def __getitem__(self, index):  # type: ignore[no-untyped-def, override]
+        if isinstance(index, slice):
+            return tuple(self._rows[: self._length][index])
+        if index < 0:
+            index += self._length
+        if not 0 <= index < self._length:
+            raise IndexError(index)
+        return self._rows[index]
+
+    def __iter__(self) -> Iterator[AttemptRecord]:
+        return islice(self._rows, self._length)
 
 
 @dataclass

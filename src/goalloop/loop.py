@@ -38,7 +38,7 @@ from goalloop.executor import Executor, ThreadExecutor, interrupts_held
 from goalloop.executors import CheckRunner
 from goalloop.frontier import Frontier, Node
 from goalloop.goal import Goal, format_duration
-from goalloop.ledger import TREE_COLUMNS, AttemptRecord, Ledger
+from goalloop.ledger import TREE_COLUMNS, AttemptRecord, History, Ledger
 from goalloop.prompt import build_prompt, tree_notes
 from goalloop.proposers.base import NO_PROMPT, Prompt, ProposalRequest, Proposer, Spend, reads_prompt
 from goalloop.resume import write_round
@@ -170,8 +170,9 @@ class Loop:
             self._stall_notes()  # a stall that patience ends is still recorded
             return f"no keep in the last {since_keep} attempts (budget.patience: {patience})"
         if self.tree and not self.frontier.open:
-            return (f"every kept state had {self.goal.search.node_patience} attempts in a row from it without a keep "
-                    f"(search.patience: {self.goal.search.node_patience})")
+            n = self.goal.search.node_patience
+            return (f"every kept state is closed: each had {n} attempt{'s' if n != 1 else ''} in a row from it "
+                    f"without a keep (search.patience: {n})")
         return None
 
     def _too_late(self) -> str | None:
@@ -263,7 +264,7 @@ class Loop:
             request = ProposalRequest(
                 iteration=iteration, worktree=slot.workspace.worktree, prompt=prompts[parent.iteration],
                 attempt_dir=self.ledger.attempt_dir(iteration), run_dir=self.ledger.run_dir, rules=self.rules,
-                budget=self.goal.budget, spend=spend, history=tuple(self.history), env=slot.workspace.tool_env(),
+                budget=self.goal.budget, spend=spend, history=History(self.history), env=slot.workspace.tool_env(),
                 slot=slot.index, round_size=size, sandbox=self.bench.proposer_sandbox(slot),
                 parent=parent.iteration, parent_commit=parent.commit if self.tree else kept.kept_commit,
             )

@@ -8,7 +8,7 @@ proposer that fails returns `Proposal(failed=...)` instead of raising; it raises
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Protocol
@@ -109,7 +109,8 @@ class ProposalRequest:
     spend: Spend
     """Spent before this attempt (before its round, with `parallel`); a proposer that pays per call must not
     start a call that would pass the budget."""
-    history: tuple[AttemptRecord, ...] = ()
+    history: Sequence[AttemptRecord] = ()
+    """The ledger rows before this attempt (before its round, with `parallel`)."""
     env: dict[str, str] = field(default_factory=dict)
     """Variables to add to the environment of anything the proposer runs in the worktree."""
     slot: int = 0

@@ -15,6 +15,7 @@ from html import escape
 from goalloop.goal import format_duration
 from goalloop.ledger import AttemptRecord, RunRecord
 from goalloop.report.chart import render_chart_svg
+from goalloop.report.tree import render_tree_svg
 from goalloop.report.data import (
     NOT_TRACKED,
     Totals,
@@ -156,6 +157,7 @@ def render_html(record: RunRecord) -> str:
         *_findings_html(record),
         f"<h2>{chart_title}</h2>",
         *_figures(record),
+        *_tree_html(record),
         *_kept_html(record),
         "<h2>The result</h2>",
         '<dl class="git">',
@@ -179,6 +181,16 @@ def _figures(record: RunRecord) -> list[str]:
     if not record.meta.metric_goal:
         return [wide.replace("figure wide", "figure")]
     return [wide, f'<div class="figure narrow">{render_chart_svg(record, NARROW_CHART_WIDTH, primary=False)}</div>']
+
+
+def _tree_html(record: RunRecord) -> list[str]:
+    """The search tree, for a run with a tree strategy: kept states joined to their parents, the best path thick."""
+    svg = render_tree_svg(record)
+    if svg is None:
+        return []
+    return ["<h2>Search tree</h2>", '<p class="sub">One dot per attempt, one row per generation; kept states are '
+            "joined to the state they were proposed from, and the path to the best is drawn thick.</p>",
+            f'<div class="figure">{svg}</div>']
 
 
 def _kept_html(record: RunRecord) -> list[str]:

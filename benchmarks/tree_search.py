@@ -1,9 +1,9 @@
 """Greedy against the tree strategies of `search:`, on a deceptive landscape and on a plain convex bowl.
 
 Every run is a real `goalloop run` (the CLI in a subprocess, sys.executable) on a tmp repository holding
-`bits.txt`, a string of N bits, all zero at the start. The proposer is a command that flips one random bit
-of whatever state its worktree holds (the parent the loop picked); the bit depends only on the seed and
-the attempt number, so every strategy sees the same stream of mutations. The check prints the score.
+`bits.txt`, a string of N bits, all zero at the start. The proposer is a command (awk) that flips one random
+bit of whatever state its worktree holds (the parent the loop picked); the bit depends only on the seed and
+the attempt number, so every strategy sees the same stream of mutations. The check (awk) prints the score.
 
     trap   N = 10 bits: the first 7 are traps, the last 3 lead on. From the start (score 0) one trap bit
            scores 10 and is a dead end (every change of it scores 0); a good bit scores 5, two 10, three
@@ -40,35 +40,24 @@ IDENTITY = {"GIT_AUTHOR_NAME": "bench", "GIT_AUTHOR_EMAIL": "bench@example.inval
 BITS = 10
 TRAPS = 7
 
-SCORES = {
-    "trap": f"""\
-from pathlib import Path
-bits = [int(c) for c in Path("bits.txt").read_text().strip()]
-traps, good = sum(bits[:{TRAPS}]), sum(bits[{TRAPS}:])
-print("score:", (10 if traps == 1 else 0) if good == 0 else 0 if traps else 5 * good)
-""",
-    "bowl": """\
-from pathlib import Path
-print("score:", Path("bits.txt").read_text().strip().count("1"))
-""",
+SCORES = {  # awk, not Python: the check runs every attempt and should cost little beside the loop itself
+    "trap": (f"awk '{{t = 0; g = 0; for (i = 1; i <= {BITS}; i++) if (i <= {TRAPS}) t += substr($0, i, 1); "
+             "else g += substr($0, i, 1); print \"score: \" (g == 0 ? (t == 1 ? 10 : 0) : (t ? 0 : 5 * g))}' bits.txt"),
+    "bowl": "awk '{print \"score: \" gsub(/1/, \"1\")}' bits.txt",
 }
 TARGETS = {"trap": 5 * (BITS - TRAPS), "bowl": BITS}
 
 MUTATE = """\
-import os, random
-from pathlib import Path
-bits = list(Path("bits.txt").read_text().strip())
-rng = random.Random(f"{os.environ['BENCH_SEED']}:{os.environ['GOALLOOP_ITERATION']}")
-i = rng.randrange(len(bits))
-bits[i] = "1" if bits[i] == "0" else "0"
-Path("bits.txt").write_text("".join(bits) + "\\n")
-print(f"flip bit {i} of the state of attempt {os.environ['GOALLOOP_PARENT']}")
+awk -v seed="$BENCH_SEED" -v n="$GOALLOOP_ITERATION" 'BEGIN {
+  srand(seed * 100003 + n); getline bits < "bits.txt"; close("bits.txt")
+  i = int(rand() * length(bits)) + 1; flip = substr(bits, i, 1) == "0" ? "1" : "0"
+  print substr(bits, 1, i - 1) flip substr(bits, i + 1) > "bits.txt"
+  print "flip bit " i - 1 " of the state of attempt " ENVIRON["GOALLOOP_PARENT"] }'
 """
 
 STRATEGIES = {
     "greedy": None,
     "best-first (top-k, k: 1)": {"strategy": "top-k", "k": 1},
-    "top-k (k: 3)": {"strategy": "top-k"},
     "epsilon-greedy (0.1)": {"strategy": "epsilon-greedy"},
     "softmax (0.1)": {"strategy": "softmax"},
 }
@@ -83,14 +72,14 @@ def attempts_to_target(root: Path, landscape: str, search: dict | None, seed: in
     repo = root / "repo"
     repo.mkdir(parents=True)
     (repo / "bits.txt").write_text("0" * BITS + "\n")
-    (repo / "score.py").write_text(SCORES[landscape])
     _git(repo, "init", "-q", "-b", "main")
     _git(repo, "add", "-A")
     _git(repo, "commit", "-q", "-m", "start")
-    (root / "mutate.py").write_text(MUTATE)
-    goal = {"name": "bench", "repo": "repo", "check": {"run": f"{sys.executable} score.py", "metric": r"score: (\S+)"},
+    (root / "mutate.sh").write_text(MUTATE)
+    goal = {"name": "bench", "repo": "repo", "editable": ["bits.txt"],
+            "check": {"run": SCORES[landscape], "metric": r"score: (\S+)"},
             "target": {"value": TARGETS[landscape]}, "budget": {"iterations": budget},
-            "proposer": {"kind": "command", "run": f"{sys.executable} {root / 'mutate.py'}"}}
+            "proposer": {"kind": "command", "run": f"sh {root / 'mutate.sh'}"}}
     if search is not None:
         goal["search"] = {**search, "seed": seed}
     (root / "goal.yaml").write_text(yaml.safe_dump(goal))
@@ -98,7 +87,10 @@ def attempts_to_target(root: Path, landscape: str, search: dict | None, seed: in
                          cwd=root, capture_output=True, text=True, env={**os.environ, "BENCH_SEED": str(seed)})
     if run.returncode not in (0, 1):
         raise SystemExit(f"goalloop run exited {run.returncode}:\n{run.stdout}\n{run.stderr}")
-    results = next((root / "home" / "runs").glob("*/results.tsv"))
+    found = list((root / "home" / "runs").glob("*/results.tsv"))
+    if not found:
+        raise SystemExit(f"goalloop run left no results.tsv:\n{run.stdout}\n{run.stderr}")
+    results = found[0]
     for line in results.read_text().splitlines()[2:]:
         cells = line.split("\t")
         if cells[2] and float(cells[2]) >= TARGETS[landscape]:

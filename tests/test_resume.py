@@ -348,3 +348,32 @@ def test_an_attempt_stopped_while_checking_is_proposed_again_never_lost(tmp_path
     assert report.exit_code == 0, report.output
     text = (run_dir / "report.md").read_text(encoding="utf-8")
     assert "proposed again on resume" in text and "| crash |" not in text and "lost" not in text, text
+
+
+def test_a_row_written_without_its_event_is_not_doubled_on_resume(tmp_path: Path) -> None:
+    """A kill -9 between the two writes of a record leaves attempt 2's row in results.tsv but not in
+    events.jsonl; resume judges attempt 2 again, and results.tsv must still hold one row an attempt."""
+    repo = make_repo(tmp_path / "proj", {"knob.py": "X = 0\n", "score.py": "import knob\nprint(f'score: {knob.X}')\n"})
+    script = tmp_path / "propose.sh"
+    script.write_text(KEEP_THEN_HANG)
+    script.chmod(0o755)
+    mark = tmp_path / "proposing"
+    goal = write_goal(tmp_path / "g.yaml", {
+        "repo": str(repo), "check": {"run": "python3 score.py", "metric": r"^score:\s*(\S+)"},
+        "budget": {"iterations": 3},
+        "proposer": {"kind": "command", "run": str(script), "env": {"MARK": str(mark)}}})
+    home = tmp_path / "home"
+    proc = _run_until(goal, home, mark, "attempt 2 never started")
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    (run_json,) = (home / "runs").glob("*/run.json")
+    results = run_json.parent / "results.tsv"
+    with results.open("a", encoding="utf-8") as out:  # what the kill between the two writes leaves
+        out.write("2\tdeadbeef0000\t2\tkeep\t0.1\t\t\"a row, its event never written\"\n")
+
+    mark.unlink()
+    resumed = run_cli("resume", "--home", str(home), cwd=tmp_path, env={"MARK": str(tmp_path / "again")})
+    assert resumed.exit_code in (0, 1), resumed.output
+    rows = results_rows(run_json.parent)
+    assert [r["iteration"] for r in rows] == ["0", "1", "2", "3"], rows
+    assert "its event never written" not in results.read_text(encoding="utf-8")

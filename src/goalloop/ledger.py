@@ -293,6 +293,30 @@ class Ledger:
             self._write_tsv(row[: len(self._columns)])
             self.event("attempt", **asdict(attempt))
 
+    def drop_rows_not_in(self, iterations: set[int]) -> list[int]:
+        """Remove the results.tsv rows of attempts events.jsonl does not hold, and return their numbers.
+
+        Only a kill -9 between the two writes of `record` leaves one (the row is written first): the
+        attempt is then handled again on resume, and would otherwise get a second row."""
+        path = self.run_dir / "results.tsv"
+        rows = list(csv.reader(io.StringIO(path.read_text(encoding="utf-8")), delimiter="\t"))
+        header, body = rows[0], rows[1:]
+        kept = [row for row in body if row and row[0].isdigit() and int(row[0]) in iterations]
+        if len(kept) == len(body):
+            return []
+        dropped = [int(row[0]) for row in body if row not in kept and row and row[0].isdigit()]
+        text = io.StringIO()
+        csv.writer(text, delimiter="\t", lineterminator="\n").writerows([header, *kept])
+        fresh = path.with_name(f"{path.name}.fixing")
+        with open(fresh, "w", encoding="utf-8") as out:
+            out.write(text.getvalue())
+            out.flush()
+            os.fsync(out.fileno())
+        os.replace(fresh, path)  # never a moment without the rows that stay
+        self._results_file.close()
+        self._results_file = _AppendOnly(path)
+        return dropped
+
     def use_columns(self, columns: list[str]) -> None:
         """Give results.tsv these columns (more of them at the end); only before its first row."""
         path = self.run_dir / "results.tsv"

@@ -99,6 +99,8 @@ def reconcile(workspaces: list[Workspace], ledger: Ledger, history: list[Attempt
     """
     for pid_file in child_pid_files(ledger.run_dir):
         kill_leftover_group(pid_file)
+    for iteration in ledger.drop_rows_not_in({r.iteration for r in history}):
+        ledger.event("row_without_event_dropped", iteration=iteration)
     for workspace in workspaces:
         for lock in workspace.remove_stale_locks():
             ledger.event("stale_lock_removed", path=str(lock))

@@ -95,7 +95,11 @@ def assert_ledger_and_git_agree(repo: Path, home: Path, run_dir: Path, iteration
     rows = results_rows(run_dir)
     assert [int(r["iteration"]) for r in rows] == list(range(0, iterations + 1))
     listing = git(repo, "for-each-ref", "--format=%(refname) %(objectname)", f"refs/goalloop/{run_id}/")
-    refs = {int(name.rsplit("/", 1)[1]): sha for name, sha in (line.split() for line in listing.splitlines())}
+    named = [line.split() for line in listing.splitlines()]
+    refs = {int(name.rsplit("/", 1)[1]): sha for name, sha in named if name.rsplit("/", 1)[1].isdigit()}
+    aside = [name for name, _ in named if f"/{run_id}/unjudged/" in name]
+    assert all(int(name.rsplit("/", 1)[1].split("-")[0]) in {int(r["iteration"]) for r in rows} for name in aside), \
+        "an attempt set aside was proposed again and has its row"
     for row in rows[1:]:
         if row["commit"]:
             assert refs[int(row["iteration"])].startswith(row["commit"]), f"row {row['iteration']} has its ref"

@@ -86,7 +86,8 @@ class Run:
     def refs(self) -> dict[int, str]:
         """Attempt number -> commit, from refs/goalloop/<run-id>/<n>."""
         listing = git(self.repo, "for-each-ref", "--format=%(refname) %(objectname)", f"refs/goalloop/{self.run_id}/")
-        return {int(name.rsplit("/", 1)[1]): sha for name, sha in (line.split() for line in listing.splitlines())}
+        named = (line.split() for line in listing.splitlines())
+        return {int(name.rsplit("/", 1)[1]): sha for name, sha in named if name.rsplit("/", 1)[1].isdigit()}
 
     def branch_head(self) -> str:
         return git(self.repo, "rev-parse", f"refs/heads/goalloop/{self.run_id}")

@@ -20,7 +20,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import assert_ledger_and_git_agree, make_repo, results_rows, run_cli, write_goal
+from conftest import assert_ledger_and_git_agree, git, make_repo, results_rows, run_cli, write_goal
 from test_core_loop import PY, run_goal, scripted, step
 
 ray = pytest.importorskip("ray", reason="Ray is not installed (pip install 'goalloop[ray]'); the Ray executor is untested")
@@ -163,7 +163,9 @@ def test_goalloop_sigkilled_mid_round_resumes_with_ledger_refs_and_branch_agreei
     assert done.exit_code == 1, done.output
 
     run_dir = next((home / "runs").glob("goal-*"))
-    assert {r["verdict"] for r in results_rows(run_dir)[1:]} >= {"crash", "keep"}, "lost attempts recorded, the rest judged"
+    assert "keep" in {r["verdict"] for r in results_rows(run_dir)[1:]}
+    aside = git(repo, "for-each-ref", "--format=%(refname)", f"refs/goalloop/{run_dir.name}/unjudged/").splitlines()
+    assert aside, "the attempts the kills stopped are kept at their refs, set aside, and proposed again"
     assert_ledger_and_git_agree(repo, home, run_dir, len(values), slots=2)
 
 

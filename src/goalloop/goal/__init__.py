@@ -1,36 +1,38 @@
 """The goal file: pydantic models, YAML loading with file:line errors, and the JSON schema.
 
-model.py holds the models and the schema; values.py how durations, money and deadlines are written;
+model.py holds the goal's models and the schema, proposers.py one model per proposer kind; values.py how durations, money and deadlines are written;
 load.py reads the YAML and its line map; mistakes.py turns YAML and validation errors into file:line + fix.
 """
 
 from goalloop.goal.load import load_goal, parse_goal
 from goalloop.goal.model import (
-    DEFAULT_CLAUDE_MODEL,
     SCHEMA_URL,
-    AgentCLI,
-    AiderProposer,
     Budget,
     Check,
-    ClaudeCodeProposer,
-    ClaudeProposer,
-    CodexProposer,
-    CommandProposer,
     Environment,
     Executor,
     Goal,
     Holdout,
     Keep,
-    ProposerConfig,
     Sandbox,
+    Target,
+    goal_json_schema,
+)
+from goalloop.goal.proposers import (
+    DEFAULT_CLAUDE_MODEL,
+    AgentCLI,
+    AiderProposer,
+    ClaudeCodeProposer,
+    ClaudeProposer,
+    CodexProposer,
+    CommandProposer,
+    ProposerConfig,
     ScriptedProposer,
     ScriptedStep,
     SearchParam,
     SearchProposer,
-    StrictModel,
-    Target,
-    goal_json_schema,
 )
+from goalloop.goal.strict import StrictModel
 from goalloop.goal.values import (
     Duration,
     Mistake,

@@ -15,7 +15,7 @@ from datetime import date, datetime
 from types import UnionType
 from typing import Annotated, Any, Literal, Union, get_args, get_origin
 
-from pydantic import BaseModel
+from pydantic import BaseModel, ConfigDict
 
 ENV_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 _CONTROL = re.compile(r"[\x00-\x08\x0b-\x1f\x7f]")
@@ -24,6 +24,14 @@ _SURROGATE = re.compile(r"[\ud800-\udfff]")
 Found = tuple[tuple[Any, ...], str, str]
 """(where, what is wrong, the fix) for one mistake."""
 
+
+
+class StrictModel(BaseModel):
+    """The base of every goal model: unknown keys are errors, and so are NaN and infinities where a number
+    goes (the YAML-level rules are `strict_mistakes` below)."""
+
+    model_config = ConfigDict(extra="forbid", populate_by_name=True, use_attribute_docstrings=True,
+                              allow_inf_nan=False)
 
 def strict_mistakes(data: Any, model: type[BaseModel], line_text: Any = None) -> list[Found]:
     """Every strictness mistake in `data` (the loaded YAML) read as `model`. `line_text(loc)` gives the raw

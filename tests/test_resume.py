@@ -266,9 +266,8 @@ fi
 """
 
 
-def test_a_proposal_killed_right_after_a_keep_is_kept_at_a_ref_on_resume(tmp_path: Path) -> None:
-    """The kept state is itself an attempt's commit: a worktree sitting on it with a proposal's edits in
-    it must still be committed and set aside (not reset away), and the attempt proposed again."""
+def _killed_while_proposing_attempt_2(tmp_path: Path) -> tuple[Path, Path]:
+    """A run SIGKILLed while its command proposer is half-way through attempt 2 (attempt 1 kept): (repo, home)."""
     repo = make_repo(tmp_path / "proj", {"knob.py": "X = 0\n", "score.py": "import knob\nprint(f'score: {knob.X}')\n"})
     script = tmp_path / "propose.sh"
     script.write_text(KEEP_THEN_HANG)
@@ -282,8 +281,15 @@ def test_a_proposal_killed_right_after_a_keep_is_kept_at_a_ref_on_resume(tmp_pat
     proc = _run_until(goal, home, mark, "attempt 2 never started")
     proc.send_signal(signal.SIGKILL)
     proc.wait()
+    (tmp_path / "proposing").unlink()
+    return repo, home
 
-    mark.unlink()
+
+def test_a_proposal_killed_right_after_a_keep_is_kept_at_a_ref_on_resume(tmp_path: Path) -> None:
+    """The kept state is itself an attempt's commit: a worktree sitting on it with a proposal's edits in
+    it must still be committed and set aside (not reset away), and the attempt proposed again."""
+    repo, home = _killed_while_proposing_attempt_2(tmp_path)
+
     resumed = run_cli("resume", "--home", str(home), cwd=tmp_path, env={"MARK": str(tmp_path / "again")})
     (run_dir,) = (home / "runs").glob("*/run.json")
     rows = results_rows(run_dir.parent)
@@ -353,25 +359,12 @@ def test_an_attempt_stopped_while_checking_is_proposed_again_never_lost(tmp_path
 def test_a_row_written_without_its_event_is_not_doubled_on_resume(tmp_path: Path) -> None:
     """A kill -9 between the two writes of a record leaves attempt 2's row in results.tsv but not in
     events.jsonl; resume judges attempt 2 again, and results.tsv must still hold one row an attempt."""
-    repo = make_repo(tmp_path / "proj", {"knob.py": "X = 0\n", "score.py": "import knob\nprint(f'score: {knob.X}')\n"})
-    script = tmp_path / "propose.sh"
-    script.write_text(KEEP_THEN_HANG)
-    script.chmod(0o755)
-    mark = tmp_path / "proposing"
-    goal = write_goal(tmp_path / "g.yaml", {
-        "repo": str(repo), "check": {"run": "python3 score.py", "metric": r"^score:\s*(\S+)"},
-        "budget": {"iterations": 3},
-        "proposer": {"kind": "command", "run": str(script), "env": {"MARK": str(mark)}}})
-    home = tmp_path / "home"
-    proc = _run_until(goal, home, mark, "attempt 2 never started")
-    proc.send_signal(signal.SIGKILL)
-    proc.wait()
+    repo, home = _killed_while_proposing_attempt_2(tmp_path)
     (run_json,) = (home / "runs").glob("*/run.json")
     results = run_json.parent / "results.tsv"
     with results.open("a", encoding="utf-8") as out:  # what the kill between the two writes leaves
         out.write("2\tdeadbeef0000\t2\tkeep\t0.1\t\t\"a row, its event never written\"\n")
 
-    mark.unlink()
     resumed = run_cli("resume", "--home", str(home), cwd=tmp_path, env={"MARK": str(tmp_path / "again")})
     assert resumed.exit_code in (0, 1), resumed.output
     rows = results_rows(run_json.parent)

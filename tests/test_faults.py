@@ -9,12 +9,15 @@ Where mounting is not allowed (not root, no CAP_SYS_ADMIN), the mount tests skip
 
 from __future__ import annotations
 
+import json
 import subprocess
 from pathlib import Path
 
 import pytest
 
 from conftest import git, only_run_dir, results_rows, run_cli, write_goal
+
+from goalloop.ledger import SET_ASIDE_EVENT
 
 PROPOSE = """\
 #!/bin/sh
@@ -72,8 +75,9 @@ def assert_named(result, *words: str) -> None:
         assert word in result.stderr, f"{word!r} not in\n{result.stderr}"
 
 
-def assert_reproposed(run_dir: Path, repo: Path, exit_code: int, resumed) -> None:
-    """After the resume: every attempt judged once, attempt 2 among them (not lost), its first try kept."""
+def assert_reproposed(run_dir: Path, repo: Path, exit_code: int, resumed, recorded: bool = True) -> None:
+    """After the resume: every attempt judged once, attempt 2 among them (not lost), its first try kept;
+    `recorded`: and its setting aside is in the ledger (impossible when the fault made the ledger read-only)."""
     assert resumed.exit_code == exit_code, resumed.output
     rows = results_rows(run_dir)
     assert [r["iteration"] for r in rows] == ["0", "1", "2", "3"], rows
@@ -82,6 +86,9 @@ def assert_reproposed(run_dir: Path, repo: Path, exit_code: int, resumed) -> Non
     aside = git(repo, "for-each-ref", "--format=%(refname)", f"refs/goalloop/{run_dir.name}/unjudged/")
     assert aside.startswith(f"refs/goalloop/{run_dir.name}/unjudged/2-"), aside
     assert git(repo, "show", f"{aside}:knob.py") == "X = 3", "the first try of attempt 2 is kept in git"
+    events = [json.loads(line) for line in (run_dir / "events.jsonl").read_text(encoding="utf-8").splitlines()]
+    if recorded:
+        assert [e["ref"] for e in events if e["event"] == SET_ASIDE_EVENT] == [aside], "the report names the set-aside try"
     assert git(repo, "status", "--porcelain") == "", "the user's checkout changed"
 
 
@@ -163,7 +170,7 @@ def test_a_run_folder_made_read_only_is_named_and_nothing_is_lost(tmp_path: Path
     finally:
         for run_dir in (home / "runs").glob("g-*"):
             unmount(run_dir)
-    assert_reproposed(run_dir, score_repo, 1, run_cli("resume", "--home", str(home), cwd=tmp_path))
+    assert_reproposed(run_dir, score_repo, 1, run_cli("resume", "--home", str(home), cwd=tmp_path), recorded=False)
 
 
 def test_a_held_index_lock_in_the_users_repository_does_not_disturb_the_run(tmp_path: Path, score_repo: Path) -> None:

@@ -32,11 +32,13 @@ def remove_run(repo: Path, worktree_root: Path, run_id: str, run_dir: Path) -> N
         for path in _worktrees_under(git, root):
             with suppress(InfrastructureError):
                 git.run("worktree", "remove", "--force", str(path))
-        shutil.rmtree(worktree_root, ignore_errors=True)
+    shutil.rmtree(worktree_root, ignore_errors=True)
+    with suppress(InfrastructureError, OSError):
         for meta in (git.common_dir / "worktrees").glob("*/gitdir"):  # worktrees already gone from disk
-            recorded = Path(meta.read_text(encoding="utf-8", errors="replace").strip())
-            if recorded.resolve().is_relative_to(root):
+            recorded = meta.read_text(encoding="utf-8", errors="replace").strip()
+            if (meta.parent / recorded).resolve().is_relative_to(root):  # relative to it, as git reads it
                 shutil.rmtree(meta.parent, ignore_errors=True)
+    with suppress(InfrastructureError):
         refs = git.run("for-each-ref", "--format=%(refname)", f"{REF_PREFIX}{run_id}/").splitlines()
         for ref in [f"{BRANCH_PREFIX}{run_id}", *refs]:
             with suppress(InfrastructureError):

@@ -18,10 +18,8 @@ import io
 import json
 import os
 import secrets
-import signal
 import threading
 from collections.abc import Sequence
-from contextlib import contextmanager
 from itertools import islice
 from dataclasses import asdict, dataclass, field
 from datetime import datetime, timezone
@@ -29,6 +27,7 @@ from pathlib import Path
 from typing import IO, Any, Iterator, Literal
 
 from goalloop.errors import UsageError
+from goalloop.interrupts import interrupts_held
 
 Verdict = Literal["baseline", "keep", "discard", "crash", "rejected"]
 UNSYNCED_EVENTS = frozenset({"phase"})
@@ -203,24 +202,27 @@ class _AppendOnly:
 
     def __init__(self, path: Path) -> None:
         self.fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | getattr(os, "O_CLOEXEC", 0), 0o644)
+        self._lock = threading.Lock()
+        """Slots of a parallel round append from their threads: a cut-back must not take another's line."""
 
     def size(self) -> int:
         return os.fstat(self.fd).st_size
 
     def append(self, text: str, sync: bool = True) -> None:
         data = text.encode("utf-8")
-        before = self.size()
-        try:
-            while data:
-                data = data[os.write(self.fd, data):]
-            if sync:
-                os.fsync(self.fd)
-        except OSError:
+        with self._lock:
+            before = self.size()
             try:
-                os.ftruncate(self.fd, before)
+                while data:
+                    data = data[os.write(self.fd, data):]
+                if sync:
+                    os.fsync(self.fd)
             except OSError:
-                pass
-            raise
+                try:
+                    os.ftruncate(self.fd, before)
+                except OSError:
+                    pass
+                raise
 
     def close(self) -> None:
         if self.fd >= 0:
@@ -236,8 +238,6 @@ class _DurableLines:
         self._file = file
         self._echo = echo
         self._sync = sync
-        self._lock = threading.Lock()
-        """Slots of a parallel round write events from their threads."""
 
     def msg(self, message: str) -> None:
         self._file.append(message + "\n", self._sync)
@@ -288,7 +288,7 @@ class Ledger:
 
         An interrupt (Ctrl-C, SIGTERM) that arrives between the two writes waits until both are done, so the
         two files never disagree about an attempt."""
-        with _interrupts_deferred():
+        with interrupts_held(raise_after=True):
             row = attempt.tsv_row() + ["" if attempt.parent is None else str(attempt.parent)]
             self._write_tsv(row[: len(self._columns)])
             self.event("attempt", **asdict(attempt))
@@ -341,23 +341,6 @@ def _header(path: Path) -> list[str]:
     with open(path, encoding="utf-8", errors="replace") as stream:
         header = stream.readline().rstrip("\n").split("\t")
     return header if header[: len(RESULTS_COLUMNS)] == RESULTS_COLUMNS else list(RESULTS_COLUMNS)
-
-
-@contextmanager
-def _interrupts_deferred() -> Iterator[None]:
-    """Hold SIGINT, SIGTERM and SIGHUP until the block ends, then raise KeyboardInterrupt if one came."""
-    if threading.current_thread() is not threading.main_thread():
-        yield
-        return
-    came: list[int] = []
-    previous = {sig: signal.signal(sig, lambda number, frame: came.append(number)) for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)}
-    try:
-        yield
-    finally:
-        for sig, handler in previous.items():
-            signal.signal(sig, handler)
-    if came:
-        raise KeyboardInterrupt
 
 
 def new_run_id(goal_name: str, runs_dir: Path) -> str:

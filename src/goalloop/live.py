@@ -18,7 +18,7 @@ from rich.live import Live
 from rich.table import Table
 from rich.text import Text
 
-from goalloop.goal import Goal, format_duration
+from goalloop.goal import Goal, format_duration, format_seconds
 from goalloop.ledger import AttemptRecord
 
 VERDICT_STYLE = {"baseline": "cyan", "keep": "green", "discard": "dim", "crash": "red", "rejected": "yellow"}
@@ -134,9 +134,5 @@ class LiveView:
             if record.warning:
                 note += f"  warning: {record.warning}"
             table.add_row(str(record.iteration), Text(record.verdict, style=VERDICT_STYLE.get(record.verdict, "")),
-                          record.result_text(metric_goal), _short_seconds(record.seconds), Text(" ".join(note.split())))
+                          record.result_text(metric_goal), format_seconds(record.seconds), Text(" ".join(note.split())))
         return table
-
-
-def _short_seconds(seconds: float) -> str:
-    return f"{seconds:.1f}s" if seconds < 60 else format_duration(seconds)

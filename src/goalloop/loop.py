@@ -41,7 +41,7 @@ from goalloop.goal import Goal, format_duration
 from goalloop.ledger import TREE_COLUMNS, AttemptRecord, History, Ledger
 from goalloop.prompt import build_prompt, tree_notes
 from goalloop.proposers.base import NO_PROMPT, Prompt, ProposalRequest, Proposer, Spend, reads_prompt
-from goalloop.resume import write_round
+from goalloop.resume import set_aside, write_round
 from goalloop.sandbox import Bubblewrap
 from goalloop.strategy import STRATEGIES, pick_parents
 from goalloop.workspace import PathRules, Workspace
@@ -200,11 +200,14 @@ class Loop:
             return None
         kept_commit = self.kept.kept_commit if self.history else self.workspace.branch_head()
         for slot, iteration in self._in_flight:
+            parent, sha, committed = self._parent_commit(slot, kept_commit), None, False
             with suppress(InfrastructureError, OSError):
-                slot.workspace.set_aside(iteration, self._parent_commit(slot, kept_commit))
-            with suppress(OSError):
-                folder = self.ledger.attempt_dir(iteration)
-                folder.rename(folder.with_name(f"{folder.name}.unjudged-{int(time.time())}"))
+                sha, committed = slot.workspace.commit_unjudged(iteration, parent), True
+            with suppress(InfrastructureError, OSError):
+                set_aside(slot.workspace, self.ledger, iteration, sha, "stopped by a fault of the machine")
+            if committed:  # else the work is only in the worktree: left there for the resume to commit
+                with suppress(InfrastructureError, OSError):
+                    slot.workspace.reset_to(parent)
         with suppress(OSError):
             self.ledger.event("run_stopped", exit_code=3, state="stopped by a fault", reason=fault.message)
         return fault

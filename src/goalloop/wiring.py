@@ -93,6 +93,3 @@ def make_checks(goal: Goal, cluster: object | None, ledger: Ledger, meta: RunMet
     from goalloop.executors.ray import RayChecks
 
     return RayChecks(cluster, ledger, Path(meta.repo), meta.base_commit, meta.run_id, tuple(goal.env.pass_))
-
-
-# -- printing ---------------------------------------------------------------------------------------------

@@ -391,19 +391,15 @@ class Workspace:
             return None
         return self.commit_attempt(iteration, parent, f"goalloop {self.run_id} #{iteration}: {why}").sha
 
-    def set_aside(self, iteration: int, parent: str) -> str | None:
-        """Keep attempt `iteration`, which a fault of the machine stopped before it was judged, under
-        `refs/goalloop/<run-id>/unjudged/<n>-<time>` (a ref a resume does not count as an attempt), and put
-        the worktree back at `parent`, so that a resume proposes attempt `iteration` afresh. Returns the
-        commit set aside, or None when the attempt had changed nothing."""
+    def commit_unjudged(self, iteration: int, parent: str) -> str | None:
+        """The commit of attempt `iteration`, which was stopped before it was judged: its ref's, or what its
+        worktree holds committed now on `parent`; None when it changed nothing. (To be set aside next.)"""
         ref = self.attempt_ref(iteration)
-        sha = self._run("rev-parse", "--verify", ref) if self.ref_exists(ref) else None
-        if sha is None and (self.head() != parent or self.has_uncommitted_changes()):
-            sha = self.commit_attempt(iteration, parent, f"goalloop {self.run_id} #{iteration}: set aside").sha
-        if sha is not None:
-            self.move_aside(iteration, sha)
-        self.reset_to(parent)
-        return sha
+        if self.ref_exists(ref):
+            return self._run("rev-parse", "--verify", ref)
+        if self.head() != parent or self.has_uncommitted_changes():
+            return self.commit_attempt(iteration, parent, f"goalloop {self.run_id} #{iteration}: set aside").sha
+        return None
 
     def move_aside(self, iteration: int, sha: str) -> str:
         """Move attempt `iteration`'s ref (at `sha`) to `refs/goalloop/<run-id>/unjudged/<n>-<time>`, in one

@@ -19,7 +19,7 @@ from goalloop.ledger import find_run, list_runs, read_run
 
 if TYPE_CHECKING:
     from goalloop.goal import Budget
-    from goalloop.ledger import AttemptRecord, RunRecord
+    from goalloop.ledger import RunRecord
 
 
 def show_status(home: Path, run_id: str | None, as_json: bool) -> None:
@@ -39,7 +39,8 @@ def show_status(home: Path, run_id: str | None, as_json: bool) -> None:
         out.print(f"  resume     goalloop resume {meta.run_id}")
     for now in standing.in_progress:
         out.print(f"  now        {escape(now.text())}" + (f" (worktree {now.slot})" if now.slot else ""))
-    out.print(f"  attempts   {record.iterations} ({verdict_counts(record.attempts)})")
+    counts = ", ".join(f"{n} {v}" for v, n in standing.verdicts.items()) or "none yet"
+    out.print(f"  attempts   {record.iterations} ({counts})")
     if standing.best_attempt is not None:
         out.print(f"  best       {standing.best} at attempt {standing.best_attempt} (baseline {standing.baseline})")
     for use in standing.budget:
@@ -101,8 +102,6 @@ def show_runs(home: Path, as_json: bool) -> None:
 
 
 def clean_runs(home: Path, dry_run: bool) -> None:
-    import git
-
     from goalloop.cleanup import holds_nothing, remove_run
     from goalloop.git_runner import GitFailed
     from goalloop.workspace import remove_worktrees
@@ -125,9 +124,8 @@ def clean_runs(home: Path, dry_run: bool) -> None:
             continue
         try:
             removed = remove_worktrees(Path(record.meta.repo), worktree)
-        except (git.GitCommandError, GitFailed) as exc:
-            why = exc.message if isinstance(exc, GitFailed) else str(exc.stderr)
-            err.print(f"[yellow]warning:[/] could not remove {worktree}: {escape(why.strip())}")
+        except GitFailed as exc:
+            err.print(f"[yellow]warning:[/] could not remove {worktree}: {escape(exc.message.strip())}")
             continue
         out.print(f"removed {len(removed)} worktree(s) of {record.meta.run_id}; branch {record.meta.branch} kept")
 
@@ -140,13 +138,6 @@ def write_reports(home: Path, run_id: str | None, png: bool) -> None:
         if path is not None:
             out.print(str(path))
 
-
-def verdict_counts(attempts: list[AttemptRecord]) -> str:
-    counts: dict[str, int] = {}
-    for a in attempts:
-        if a.iteration > 0:
-            counts[a.verdict] = counts.get(a.verdict, 0) + 1
-    return ", ".join(f"{n} {v}" for v, n in counts.items()) or "none yet"
 
 
 def run_state(record: RunRecord) -> str:

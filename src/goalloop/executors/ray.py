@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import re
 import socket
 import subprocess
@@ -45,6 +46,7 @@ from goalloop.check import CheckResult, ProcessResult
 from goalloop.errors import InfrastructureError
 from goalloop.executors import CheckJob
 from goalloop.executors.scratch import ShippedCheck, ShippedResult, run_shipped
+from goalloop.git_runner import git_environment
 from goalloop.ledger import Ledger
 
 CONNECT_SECONDS = 5.0
@@ -244,7 +246,10 @@ class RayChecks:
         return self._git("diff-tree", "-r", "-p", "--binary", "--full-index", "--no-renames", self.base_commit, commit)
 
     def _git(self, *args: str, cwd: Path | None = None) -> bytes:
-        done = subprocess.run(["git", "-C", str(cwd or self.repo), *args], capture_output=True, check=False)
+        """Read-only git whose output is bytes (a tar, a binary patch), so not the guarded text runner; like
+        it, never with the variables that would point git at another repository or index."""
+        done = subprocess.run(["git", "-C", str(cwd or self.repo), *args], capture_output=True, check=False,
+                              env=git_environment(os.environ))
         if done.returncode != 0:
             raise InfrastructureError(f"git {args[0]} failed while shipping a check: "
                                       f"{done.stderr.decode(errors='replace').strip()}")

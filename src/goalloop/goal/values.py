@@ -109,6 +109,11 @@ def format_duration(seconds: float) -> str:
     return f"{secs}s"
 
 
+def format_seconds(seconds: float) -> str:
+    """A short time in tenths (`0.4s`), a longer one as `format_duration` writes it."""
+    return f"{seconds:.1f}s" if seconds < 60 else format_duration(seconds)
+
+
 Duration = Annotated[float, BeforeValidator(parse_duration)]
 Money = Annotated[float, BeforeValidator(parse_money)]
 

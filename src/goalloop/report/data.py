@@ -8,7 +8,6 @@ import shlex
 import subprocess
 from dataclasses import dataclass
 
-from goalloop.goal import format_duration
 from goalloop.ledger import SET_ASIDE_EVENT, AttemptRecord, RunRecord
 
 CHECK_LOG = "check.stdout.log"
@@ -90,10 +89,6 @@ def _best_line(record: RunRecord, totals: Totals) -> str:
     return f"{best.result_text(metric_goal)} at {where}; baseline {base.result_text(metric_goal)}" + (
         f", {gain}" if gain else ""
     )
-
-
-def _seconds(value: float) -> str:
-    return f"{value:.1f}s" if value < 60 else format_duration(value)
 
 
 def _cost(value: float | None) -> str:

@@ -12,7 +12,7 @@ import shlex
 from datetime import datetime, timezone
 from html import escape
 
-from goalloop.goal import format_duration
+from goalloop.goal import format_duration, format_seconds
 from goalloop.ledger import AttemptRecord, RunRecord
 from goalloop.report.chart import render_chart_svg
 from goalloop.report.tree import render_tree_svg
@@ -28,7 +28,6 @@ from goalloop.report.data import (
     _look_commands,
     _measured,
     _reason,
-    _seconds,
     findings,
     net_diff,
 )
@@ -260,7 +259,7 @@ def _attempts_table(record: RunRecord) -> str:
             f'<td><span class="pill {escape(attempt.verdict)}">{escape(attempt.verdict)}</span></td>'
             f'<td class="n" data-k="{"metric" if metric_goal else "check"}">{shown}</td>{held}'
             f'<td class="n" data-k="cost">{escape(_cost(attempt.cost_usd))}</td>'
-            f'<td class="n" data-k="time">{escape(_seconds(attempt.seconds))}</td>'
+            f'<td class="n" data-k="time">{escape(format_seconds(attempt.seconds))}</td>'
             f'<td class="n" data-k="+lines">{attempt.added_lines}</td>'
             f'<td class="desc">{escape(attempt.description)}{why}{_diff_block(record, attempt, budget)}</td></tr>'
         )

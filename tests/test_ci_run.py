@@ -5,6 +5,7 @@ for a run of 1,000 attempts."""
 from __future__ import annotations
 
 import json
+import subprocess
 from dataclasses import asdict
 from pathlib import Path
 
@@ -126,3 +127,38 @@ def test_the_step_summary_and_pr_body_of_1000_attempts_stay_within_githubs_limit
     body = Path(_outputs(outputs)["pr_body"]).read_text()
     assert len(body) < PR_BODY_LIMIT
     assert "attempt 975:" in body or "attempt 25:" in body
+
+
+def _pushing_goal(tmp_path: Path) -> tuple[Path, Path]:
+    repo = make_repo(tmp_path / "proj", {"knob.py": "X = 1\n", "score.py": "import knob\nprint(f'score: {knob.X}')\n"})
+    goal = write_goal(tmp_path / "g.yaml", {
+        "repo": str(repo), "check": {"run": "python3 score.py", "metric": r"^score:\s*(\S+)"},
+        "target": {"value": 2}, "budget": {"iterations": 1},
+        "proposer": {"kind": "scripted", "steps": [{"description": "two", "files": {"knob.py": "X = 2\n"}}]},
+    })
+    return repo, goal
+
+
+def test_push_sends_the_run_branch_to_the_remote_even_when_started_from_a_git_hook(tmp_path: Path) -> None:
+    repo, goal = _pushing_goal(tmp_path)
+    remote = tmp_path / "remote.git"
+    subprocess.run(["git", "init", "-q", "--bare", str(remote)], check=True)
+    subprocess.run(["git", "-C", str(repo), "remote", "add", "origin", str(remote)], check=True)
+    decoy = make_repo(tmp_path / "decoy", {"d.txt": "d\n"})
+    hook = {"GIT_DIR": str(decoy / ".git"), "GIT_WORK_TREE": str(decoy)}  # as a git hook has them
+    result = run_cli("run", str(goal), "--home", str(tmp_path), "--push", "origin", cwd=tmp_path, env=hook)
+    assert result.exit_code == 0, result.output
+    branch = json.loads((only_run_dir(tmp_path) / "run.json").read_text())["branch"]
+    assert f"pushed {branch} to origin" in result.stderr
+    pushed = subprocess.run(["git", "-C", str(remote), "show", f"{branch}:knob.py"], capture_output=True, text=True)
+    assert pushed.stdout == "X = 2\n", pushed.stderr
+
+
+def test_a_push_that_fails_says_why_and_exits_3_with_the_branch_kept(tmp_path: Path) -> None:
+    repo, goal = _pushing_goal(tmp_path)
+    result = run_cli("run", str(goal), "--home", str(tmp_path), "--push", "nowhere", cwd=tmp_path)
+    assert result.exit_code == 3, result.output
+    assert "could not push" in result.stderr and "nowhere" in result.stderr, result.stderr
+    branch = json.loads((only_run_dir(tmp_path) / "run.json").read_text())["branch"]
+    kept = subprocess.run(["git", "-C", str(repo), "show", f"{branch}:knob.py"], capture_output=True, text=True)
+    assert kept.stdout == "X = 2\n"

@@ -36,8 +36,7 @@ from functools import lru_cache
 from pathlib import Path
 from typing import TYPE_CHECKING, Literal
 
-import git
-
+from goalloop.git_runner import RepoGit
 from goalloop.workspace import PathRules, RepoTarget
 
 if TYPE_CHECKING:
@@ -131,13 +130,11 @@ class RunLayout:
     @classmethod
     def for_run(cls, target: RepoTarget, rules: PathRules, runs: Path, worktrees: Path, run_dir: Path) -> RunLayout:
         """The layout of a run of `target` whose records live in `runs` and worktrees in `worktrees`."""
-        repo = git.Git(str(target.root))
-        common = Path(repo.execute(["git", "rev-parse", "--path-format=absolute", "--git-common-dir"]))
-        listing = repo.execute(["git", "ls-tree", "-r", "--name-only", "-z", target.base_commit],
-                               strip_newline_in_stdout=False)
+        repo = RepoGit(target.root, run_id=None)
+        listing = repo.run("ls-tree", "-r", "--name-only", "-z", target.base_commit, strip=False)
         files = [f for f in listing.split("\0") if f]
         return cls(checkout=target.root, run_folders=runs, worktrees=worktrees, state=run_dir / "sandbox",
-                   git_dir=common, holdout_paths=hidden_tree(files, rules.is_hidden))
+                   git_dir=repo.common_dir, holdout_paths=hidden_tree(files, rules.is_hidden))
 
 
 class Bubblewrap:

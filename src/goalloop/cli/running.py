@@ -5,12 +5,12 @@ progress lines elsewhere; then the summary, the CI files, the push, and the run'
 from __future__ import annotations
 
 import os
+import subprocess
 import sys
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
 
-import git
 import typer
 from rich.markup import escape
 
@@ -22,6 +22,7 @@ from goalloop.cli.summary import attempt_line, print_summary, progress_printer, 
 from goalloop.environment import without_secrets
 from goalloop.errors import GoalloopError, UsageError
 from goalloop.executors import CheckRunner
+from goalloop.git_runner import git_environment
 from goalloop.goal import Goal, parse_goal, resolve_deadline
 from goalloop.ledger import AttemptRecord, Ledger, RunMeta, find_run, list_runs, new_run_id, read_run, utc_now
 from goalloop.live import LiveView
@@ -195,10 +196,10 @@ def _finish(goal: Goal, meta: RunMeta, outcome: RunOutcome, run_dir: Path, show:
     if show.ci:
         write_ci_files(read_run(run_dir), outcome, warn_holdout=not show.progress)
     if show.push and outcome.exit_code == 0:
-        try:
-            git.Git(meta.repo).execute(["git", "push", "--quiet", show.push, f"refs/heads/{meta.branch}"])
-        except git.GitCommandError as exc:
-            err.print(f"[yellow]warning:[/] could not push {meta.branch} to {show.push}: {escape(str(exc.stderr).strip())}")
-            raise typer.Exit(3) from None
+        pushed = subprocess.run(["git", "-C", meta.repo, "push", "--quiet", show.push, f"refs/heads/{meta.branch}"],
+                                env=git_environment(os.environ), capture_output=True, text=True, errors="replace")
+        if pushed.returncode != 0:
+            err.print(f"[yellow]warning:[/] could not push {meta.branch} to {show.push}: {escape(pushed.stderr.strip())}")
+            raise typer.Exit(3)
         err.print(f"pushed {meta.branch} to {show.push}")
     raise typer.Exit(outcome.exit_code)

@@ -10,6 +10,7 @@ saying how to install, when a CLI is absent (`.ci/run` installs all three).
 from __future__ import annotations
 
 import json
+import subprocess
 from pathlib import Path
 from typing import Any
 
@@ -31,6 +32,19 @@ BWRAP_MISSING = unavailable()
 needs_bwrap = pytest.mark.skipif(BWRAP_MISSING is not None,
                                  reason=f"bubblewrap cannot run here: {BWRAP_MISSING and BWRAP_MISSING.problem}")
 SANDBOX = pytest.mark.parametrize("sandbox", [False, True], ids=["sandbox-off", "sandbox-on"])
+
+
+def _nested_bubblewrap_refused() -> str | None:
+    """Why a bubblewrap inside bubblewrap (Codex's own sandbox inside goalloop's) cannot start here, if it cannot."""
+    if BWRAP_MISSING is not None:
+        return None
+    nested = subprocess.run(["bwrap", "--unshare-all", "--share-net", "--die-with-parent", "--dev-bind", "/", "/",
+                             "bwrap", "--unshare-user", "--unshare-pid", "--dev-bind", "/", "/", "true"],
+                            capture_output=True, text=True, timeout=30)
+    return None if nested.returncode == 0 else (nested.stderr.strip() or f"exit {nested.returncode}")
+
+
+NESTED_BWRAP_REFUSED = _nested_bubblewrap_refused()
 
 CLAUDE_MODEL = "claude-sonnet-4-5"
 """A model Claude Code's own price table knows, so it reports a cost."""
@@ -340,6 +354,9 @@ def test_claude_code_under_the_sandbox_cannot_read_the_holdout_or_home(place: Pa
 def test_codex_under_the_sandbox_cannot_read_the_holdout_or_home_and_keeps_its_own_sandbox(
         place: Path, sandbox: bool) -> None:
     """Codex runs `cat` through exec_command in its own bubblewrap sandbox, nested in goalloop's."""
+    if sandbox and NESTED_BWRAP_REFUSED:
+        pytest.skip(f"this kernel runs bubblewrap but not one nested in another, as Codex's sandbox inside "
+                    f"goalloop's needs: {NESTED_BWRAP_REFUSED}")
     codex = cli_or_skip("codex")
     script = [OpenAIReply(calls=[Call("exec_command", {"cmd": "cat holdout/answers.txt; cat ~/.netrc"})]),
               OpenAIReply(calls=[Call("apply_patch", PATCH, custom=True)]),

@@ -112,7 +112,8 @@ def nested_repeat(pattern: str) -> str | None:
         parsed = sre_parser.parse(pattern)
     except (re.error, RecursionError, OverflowError):
         return None  # `regex` syntax `re` does not know: the time bound at match time still holds
-    for start, end in _nested(parsed, pattern):
+    for body in _nested_repeats(parsed):
+        start, end = _span_of(body, pattern)
         return pattern[start:end] if 0 <= start < end <= len(pattern) else pattern
     return None
 
@@ -120,16 +121,17 @@ def nested_repeat(pattern: str) -> str | None:
 _REPEATS = (sre_constants.MAX_REPEAT, sre_constants.MIN_REPEAT)
 
 
-def _nested(parsed: Any, pattern: str) -> Iterator[tuple[int, int]]:
+def _nested_repeats(parsed: Any) -> Iterator[Any]:
+    """The parsed bodies of repeats that hold an unbounded repeat themselves, outermost first."""
     for op, av in parsed.data:
         if op in _REPEATS:
             low, high, body = av
             if high > 1 and _repeats_unbounded(body):
-                yield _span_of(body, pattern)
-            yield from _nested(body, pattern)
+                yield body
+            yield from _nested_repeats(body)
         else:
             for child in _children(op, av):
-                yield from _nested(child, pattern)
+                yield from _nested_repeats(child)
 
 
 def _repeats_unbounded(parsed: Any) -> bool:
@@ -183,18 +185,7 @@ def _is_nested(piece: str) -> bool:
         parsed = sre_parser.parse(piece)
     except re.error:
         return False
-    return any(True for _ in _nested_only(parsed))
-
-
-def _nested_only(parsed: Any) -> Iterator[None]:
-    for op, av in parsed.data:
-        if op in _REPEATS:
-            if av[1] > 1 and _repeats_unbounded(av[2]):
-                yield None
-            yield from _nested_only(av[2])
-        else:
-            for child in _children(op, av):
-                yield from _nested_only(child)
+    return any(True for _ in _nested_repeats(parsed))
 
 
 def _valid(pattern: str) -> str:

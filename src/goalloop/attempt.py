@@ -28,7 +28,8 @@ from goalloop.ledger import AttemptRecord, Ledger
 from goalloop.proposers.base import PROMPT_FILE, Proposal, ProposalRequest, Proposer, reads_prompt
 from goalloop.resume import save_proposal, with_set_aside_spend
 from goalloop.sandbox import Bubblewrap, ProposerSandbox
-from goalloop.workspace import AttemptCommit, PathRules, Workspace
+from goalloop.path_rules import PathRules
+from goalloop.workspace import AttemptCommit, Workspace
 
 
 @dataclass(frozen=True)

@@ -24,9 +24,10 @@ from pathlib import Path
 from goalloop.check import COMMAND_NOT_RUNNABLE, CheckResult, run_check
 from goalloop.goal import Goal, format_duration
 from goalloop.guards import count_tests, runner_of
+from goalloop.path_rules import PathRules
 from goalloop.reasons import failure_reason
+from goalloop.repo_target import RepoTarget
 from goalloop.starter import is_test_file
-from goalloop.workspace import PathRules, RepoTarget
 
 MARKER = "GOALLOOP_DOCTOR_BROKE_THIS_FILE"
 SOURCE_SUFFIXES = {".py", ".js", ".mjs", ".cjs", ".ts", ".tsx", ".jsx", ".rs", ".go", ".c", ".h", ".cc", ".cpp",

@@ -39,12 +39,13 @@ from goalloop.executors import CheckRunner
 from goalloop.frontier import Frontier, Node
 from goalloop.goal import Goal, format_duration
 from goalloop.ledger import TREE_COLUMNS, AttemptRecord, History, Ledger
+from goalloop.path_rules import PathRules
 from goalloop.prompt import build_prompt, tree_notes
 from goalloop.proposers.base import NO_PROMPT, Prompt, ProposalRequest, Proposer, Spend, reads_prompt
 from goalloop.resume import set_aside, write_round
 from goalloop.sandbox import Bubblewrap
 from goalloop.strategy import STRATEGIES, pick_parents
-from goalloop.workspace import PathRules, Workspace
+from goalloop.workspace import Workspace
 
 TARGET_MET, BUDGET_SPENT, INTERRUPTED = 0, 1, 130
 PINS_FILE = "pins.json"

@@ -21,8 +21,8 @@ from pathlib import Path
 import pathspec
 
 from goalloop.goal import Goal
+from goalloop.repo_target import RepoTarget
 from goalloop.starter import read_layout
-from goalloop.workspace import RepoTarget
 
 SHELL_WORDS = {"cd", "export", "set", "if", "then", "else", "fi", "for", "do", "done", "while", "case", "esac",
                "exec", "env", "time", "true", "false", "test", "[", "echo", "printf", "source", ".", "!", "{", "}",

@@ -8,8 +8,8 @@ from typing import TYPE_CHECKING, Callable
 from goalloop.goal import Goal, format_duration
 from goalloop.goal.paths import read_inside
 from goalloop.ledger import AttemptRecord
+from goalloop.path_rules import PathRules
 from goalloop.proposers.base import Prompt
-from goalloop.workspace import PathRules
 
 if TYPE_CHECKING:
     from goalloop.frontier import Node

@@ -37,7 +37,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Literal
 
 from goalloop.git_runner import RepoGit
-from goalloop.workspace import PathRules, RepoTarget
+from goalloop.path_rules import PathRules
+from goalloop.repo_target import RepoTarget
 
 if TYPE_CHECKING:
     from goalloop.goal import Sandbox as SandboxSettings

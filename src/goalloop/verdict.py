@@ -27,7 +27,7 @@ from goalloop import stats
 from goalloop.goal import Goal
 from goalloop.guards import TESTS_RUN, GuardSpec
 from goalloop.ledger import AttemptRecord
-from goalloop.workspace import PathRules
+from goalloop.path_rules import PathRules
 
 DEFAULT_CONFIDENCE = 0.95
 

@@ -14,9 +14,8 @@ from goalloop.goal.paths import check_named_files
 from goalloop.ledger import Ledger, RunMeta
 from goalloop.sandbox import unavailable
 from goalloop.proposers.base import Proposer
-from goalloop.workspace import (
-    PathRules, RepoTarget, resolve_repo,
-)
+from goalloop.path_rules import PathRules
+from goalloop.repo_target import RepoTarget, resolve_repo
 
 
 def _prepare(goal_file: Path) -> tuple[Goal, RepoTarget, PathRules]:

@@ -16,7 +16,7 @@ from typing import Protocol
 from goalloop.goal import Budget, format_duration
 from goalloop.ledger import AttemptRecord
 from goalloop.sandbox import ProposerSandbox
-from goalloop.workspace import PathRules
+from goalloop.path_rules import PathRules
 
 
 PROMPT_FILE = "prompt.md"

@@ -45,9 +45,10 @@ from goalloop.errors import InfrastructureError
 from goalloop.goal import Goal, SearchParam, patterns
 from goalloop.goal import SearchProposer as SearchConfig
 from goalloop.ledger import AttemptRecord
+from goalloop.path_rules import PathRules
 from goalloop.proposers.base import Proposal, ProposalRequest
 from goalloop.proposers.study_journal import SingleWriterJournal
-from goalloop.workspace import PathRules, RepoTarget
+from goalloop.repo_target import RepoTarget
 
 JOURNAL_FILE = "search.journal"
 STUDY_NAME = "goalloop"

@@ -8,8 +8,8 @@ from typing import Any
 
 from goalloop.check import output_excerpt, run_process
 from goalloop.goal import format_duration
+from goalloop.path_rules import PathRules
 from goalloop.sandbox import Wrap
-from goalloop.workspace import PathRules
 
 EDITOR_TOOL_NAME = "str_replace_based_edit_tool"
 BASH_TOOL_NAME = "bash"

@@ -20,7 +20,9 @@ import tempfile
 import time
 from pathlib import Path
 
+from goalloop.goal import parse_goal
 from goalloop.ledger import AttemptRecord, Ledger, RunMeta, utc_now
+from goalloop.tally import save_budget
 
 TARGET_MS = 150
 
@@ -29,8 +31,10 @@ def make_run(home: Path, attempts: int) -> None:
     meta = RunMeta(run_id="bench-20260101-000000", goal_name="bench", goal_path="/dev/null", repo="/nonexistent",
                    base_commit="0" * 40, branch="goalloop/bench-20260101-000000", worktree="/nonexistent",
                    created_at=utc_now(), metric_goal=True, direction="maximize", target=None)
-    goal = "check: {run: 'python score.py', metric: 'score: (\\S+)'}\nbudget: {iterations: %d, time: 8h}\n" % attempts
+    goal = ("instructions: raise the score\nproposer: {kind: command, run: 'true'}\n"
+            "check: {run: 'python score.py', metric: 'score: (\\S+)'}\nbudget: {iterations: %d, time: 8h}\n" % attempts)
     ledger = Ledger.create(home / "runs" / meta.run_id, meta, goal)
+    save_budget(str(ledger.run_dir), parse_goal(goal, Path("bench.yaml")).budget)
     rng = random.Random(0)
     best = 0.0
     for n in range(attempts + 1):

@@ -1,3 +1,3 @@
-from goalloop.cli import main
+from goalloop.quick import main
 
 main()

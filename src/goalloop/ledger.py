@@ -16,16 +16,19 @@ from __future__ import annotations
 import csv
 import io
 import json
+import math
 import os
 import secrets
 import threading
+import time
 from collections.abc import Sequence
 from itertools import islice
 from dataclasses import asdict, dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import IO, Any, Iterator, Literal
+from typing import IO, Any, Callable, Iterator, Literal
 
+from goalloop import tally
 from goalloop.errors import UsageError
 from goalloop.interrupts import interrupts_held
 
@@ -175,7 +178,7 @@ class RunRecord:
 
     @property
     def cost_usd(self) -> float:
-        return sum(a.cost_usd or 0.0 for a in self.attempts)
+        return math.fsum(a.cost_usd or 0.0 for a in self.attempts)
 
     @property
     def tokens(self) -> int:
@@ -200,10 +203,12 @@ class _AppendOnly:
     """A file that grows by whole lines, each written and fsynced at once. A write the disk refuses part-way
     (full, read-only) is cut back off, so the next line after a resume never lands glued to half of one."""
 
-    def __init__(self, path: Path) -> None:
+    def __init__(self, path: Path, after: Callable[[bytes], None] | None = None) -> None:
+        """`after`: called with each text written, in the file's order (under the lock)."""
         self.fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | getattr(os, "O_CLOEXEC", 0), 0o644)
         self._lock = threading.Lock()
         """Slots of a parallel round append from their threads: a cut-back must not take another's line."""
+        self._after = after
 
     def size(self) -> int:
         return os.fstat(self.fd).st_size
@@ -223,6 +228,8 @@ class _AppendOnly:
                 except OSError:
                     pass
                 raise
+            if self._after is not None:
+                self._after(text.encode("utf-8"))
 
     def close(self) -> None:
         if self.fd >= 0:
@@ -254,7 +261,16 @@ class Ledger:
     def __init__(self, run_dir: Path, echo: IO[str] | None = None) -> None:
         """`echo`: also write every event there (for `--log-format json`)."""
         self.run_dir = run_dir
-        self._events_file = _AppendOnly(run_dir / "events.jsonl")
+        self._tally: tally.Tally | None = None
+        self._saved_at = 0.0
+        if (run_dir / "events.jsonl").exists():
+            try:
+                self._tally = tally.load(str(run_dir))
+            except tally.Broken:
+                pass
+        else:
+            self._tally = tally.Tally()
+        self._events_file = _AppendOnly(run_dir / "events.jsonl", after=self._fold)
         self._results_file = _AppendOnly(run_dir / "results.tsv")
         if self._results_file.size() == 0:
             self._write_tsv(RESULTS_COLUMNS)
@@ -331,7 +347,29 @@ class Ledger:
         csv.writer(line, delimiter="\t", lineterminator="\n").writerow(row)
         self._results_file.append(line.getvalue())
 
+    def _fold(self, data: bytes) -> None:
+        """Keep the run's standing (tally.py) as each event is written; save it every SAVE_EVERY seconds."""
+        if self._tally is None:
+            return
+        try:
+            self._tally.feed(data)
+        except tally.Broken:
+            self._tally = None
+            return
+        if time.monotonic() - self._saved_at >= tally.SAVE_EVERY:
+            self._save_tally()
+
+    def _save_tally(self) -> None:
+        if self._tally is not None:
+            try:
+                tally.save(str(self.run_dir), self._tally)
+            except OSError:  # only a summary: status reads the lines after an older one
+                pass
+            self._saved_at = time.monotonic()
+
     def close(self) -> None:
+        if self._events_file.fd >= 0:
+            self._save_tally()
         self._events_file.close()
         self._results_file.close()
 
@@ -371,10 +409,10 @@ def read_run(run_dir: Path) -> RunRecord:
     with open(run_dir / "events.jsonl", "rb") as stream:
         lines = stream.read().splitlines()
     for line in lines:
-        if _PHASE_TAIL in line[-_PHASE_TAIL_ROOM:]:
+        if tally.PHASE_TAIL in line[-tally.PHASE_TAIL_ROOM:]:
             phases.append(line)
             continue
-        event = _parsed(line)
+        event = tally.parsed(line)
         if event is None:
             continue
         name = event.get("event")
@@ -394,22 +432,11 @@ def read_run(run_dir: Path) -> RunRecord:
     return RunRecord(meta=meta, attempts=[attempts[n] for n in sorted(attempts)], stop=stop, run_dir=run_dir, events=events)
 
 
-_PHASE_TAIL = b'"event": "phase", "ts": "'
-"""How a phase event's line ends (the renderer writes `event` and `ts` last), found without parsing it."""
-_PHASE_TAIL_ROOM = len(_PHASE_TAIL) + 40
 _ATTEMPT_FIELDS = frozenset(AttemptRecord.__dataclass_fields__)
 
 
-def _parsed(line: bytes) -> dict[str, Any] | None:
-    try:
-        event = json.loads(line.decode("utf-8", errors="replace"))
-    except ValueError:  # a line the process was killed while writing
-        return None
-    return event if isinstance(event, dict) else None
-
-
 def _parsed_all(lines: list[bytes]) -> list[dict[str, Any]]:
-    return [event for event in map(_parsed, lines) if event is not None]
+    return [event for event in map(tally.parsed, lines) if event is not None]
 
 
 def _attempt_of(event: dict[str, Any]) -> AttemptRecord:

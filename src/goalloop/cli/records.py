@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import os
 from pathlib import Path
+from types import SimpleNamespace
 from typing import TYPE_CHECKING
 
 from rich.markup import escape
@@ -54,11 +55,16 @@ def show_status(home: Path, run_id: str | None, as_json: bool) -> None:
         out.print("  " + attempt_line(attempt, meta.metric_goal))
 
 
-def _budget_of(record: RunRecord) -> Budget | None:
-    """The run's budget as its goal.yaml says, or None if that no longer reads."""
+def _budget_of(record: RunRecord) -> Budget | SimpleNamespace | None:
+    """The run's budget as it started with it (budget.json), else as its goal.yaml says, or None if that no
+    longer reads."""
     from goalloop.errors import GoalloopError
     from goalloop.goal import parse_goal
+    from goalloop.tally import saved_budget
 
+    figures = saved_budget(str(record.run_dir))
+    if figures is not None:
+        return SimpleNamespace(**figures)
     try:
         return parse_goal((record.run_dir / "goal.yaml").read_text(encoding="utf-8"), Path(record.meta.goal_path)).budget
     except (GoalloopError, OSError):

@@ -31,6 +31,7 @@ from goalloop.proposers.base import Proposer, unenforced_budgets
 from goalloop.report.data import set_aside_line
 from goalloop.resume import reconcile
 from goalloop.sandbox import Bubblewrap, RunLayout
+from goalloop.tally import save_budget
 from goalloop.wiring import _prepare, _require_sandbox, connect_cluster, make_checks, make_proposer
 from goalloop.workspace import PathRules, RepoTarget, Workspace, slot_worktrees
 
@@ -90,6 +91,7 @@ def start_run(goal_file: Path, home: Path, show: Presentation, resume_latest: bo
         )
         ledger = Ledger.create(place.runs / run_id, meta, goal.source.read_text(encoding="utf-8"),
                                echo=sys.stdout if show.json_events else None)
+        save_budget(str(ledger.run_dir), goal.budget)
         try:
             ledger.event("run_started", run_id=run_id, pid=os.getpid(), base_commit=target.base_commit)
             pool = Workspace.create_pool(target, worktree, run_id, ledger.run_dir / "git-exclude", goal.parallel)

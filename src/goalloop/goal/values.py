@@ -13,6 +13,8 @@ from typing import Annotated, Any
 
 from pydantic import BeforeValidator
 
+from goalloop.clock import format_duration, format_seconds  # noqa: F401 (spelled there for status, which starts light)
+
 _DURATION_PART = re.compile(r"(\d+(?:\.\d+)?)\s*(ms|s|m|h|d)")
 _UNIT_SECONDS = {"ms": 0.001, "s": 1, "m": 60, "h": 3600, "d": 86400}
 _DURATION_FORMS = "a number followed by s, m, h or d, such as 90s, 10m, 8h or 1h30m"
@@ -96,22 +98,6 @@ def parse_money(value: Any) -> float:
     if amount < 0:
         raise Mistake(f"a sum of money must be zero or more, got {_show(value)}", fix=fix)
     return amount
-
-
-def format_duration(seconds: float) -> str:
-    seconds = round(seconds)
-    hours, rest = divmod(seconds, 3600)
-    minutes, secs = divmod(rest, 60)
-    if hours:
-        return f"{hours}h{minutes:02d}m" if minutes else f"{hours}h"
-    if minutes:
-        return f"{minutes}m{secs:02d}s" if secs else f"{minutes}m"
-    return f"{secs}s"
-
-
-def format_seconds(seconds: float) -> str:
-    """A short time in tenths (`0.4s`), a longer one as `format_duration` writes it."""
-    return f"{seconds:.1f}s" if seconds < 60 else format_duration(seconds)
 
 
 Duration = Annotated[float, BeforeValidator(parse_duration)]

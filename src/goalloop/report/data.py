@@ -9,6 +9,7 @@ import subprocess
 from dataclasses import dataclass
 
 from goalloop.ledger import SET_ASIDE_EVENT, AttemptRecord, RunRecord
+from goalloop.tally import event_finding, set_aside_line
 
 CHECK_LOG = "check.stdout.log"
 VERDICTS = ("keep", "discard", "crash", "rejected")
@@ -120,13 +121,6 @@ def _unpaid_set_aside(record: RunRecord) -> list[dict]:
     return [e for e in set_aside_events(record) if e["iteration"] not in recorded]
 
 
-def set_aside_line(event: dict) -> str:
-    """How an attempt set aside on resume reads: stopped before its verdict, its work kept, proposed again."""
-    where = f"; its work is kept at {event['ref']}" if event.get("ref") else ""
-    return (f"interrupted: attempt {event['iteration']} was stopped before its verdict ({event.get('how', '')}) "
-            f"and proposed again on resume{where}")
-
-
 def _stopped_mid_attempt(record: RunRecord) -> list[int]:
     """Attempts under way when the run stopped cleanly (Ctrl-C, SIGTERM, SIGHUP, a fault) that no row or
     resume has accounted for yet: the next resume proposes them again."""
@@ -155,25 +149,11 @@ def findings(record: RunRecord) -> list[str]:
     if record.meta.metric_goal and base is not None and base.metric is not None and not base.samples:
         found.append("gains are single measurements (keep.repeats: 1): a lucky run of the check counts as a gain")
     for event in record.events:
-        name = event.get("event")
-        if name == "noise":
-            found.append(f"noise: the baseline measured {len(event.get('samples') or [])} times, "
-                         f"spread {_number(event.get('spread'))}")
-        elif name == "stall":
-            line = f"stalled: {event.get('line')}"
-            if line not in found:
-                found.append(line)
-        elif name == "confirm":
-            if isinstance(event.get("metric"), (int, float)) and isinstance(event.get("drift"), (int, float)):
-                found.append(f"confirm: the best measured again: {event['metric']:.6g}, drift {event['drift']:+.6g}")
-            else:
-                found.append(f"confirm: the best measured again gave no result ({event.get('problem') or 'no metric'})")
+        line = event_finding(event)
+        if line is not None and (event.get("event") != "stall" or line not in found):
+            found.append(line)
     found += [f"warning: attempt {a.iteration}: {a.warning}" for a in _attempts(record) if a.warning]
     return found
-
-
-def _number(value: object) -> str:
-    return f"{value:.6g}" if isinstance(value, (int, float)) else "?"
 
 
 def _has_samples(record: RunRecord) -> bool:

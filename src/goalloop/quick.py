@@ -1,0 +1,387 @@
+"""The `goalloop` command's entry point. `status` and `runs`, typed often and from other terminals while a run
+goes on, are answered here from each run's summary (tally.py) with the standard library alone, so they start
+at once; every other command, and whatever this path is not sure to print exactly as the typer app in cli/
+would, goes to that app unchanged: a terminal (colours), an option it does not know, a usage error or an
+unreadable run (their messages), text rich would treat as markup or emoji, a run from before the summary.
+
+The figures are those of report/standing.py and cli/records.py, computed from the fold instead of the whole
+ledger; tests/test_status_fast.py runs both paths over many runs and compares what they print byte for byte.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+TYPE_CHECKING = False  # not typing's: importing typing is a tenth of what status may take to start
+if TYPE_CHECKING:
+    from typing import Any
+
+from goalloop import tally
+from goalloop.clock import format_duration
+
+VERDICTS = ("keep", "discard", "crash", "rejected")
+NOT_TRACKED = "not tracked"
+_RUN_META = {"run_id", "goal_name", "goal_path", "repo", "base_commit", "branch", "worktree", "created_at",
+             "metric_goal", "direction", "target"}
+_RICH_ENV = ("FORCE_COLOR", "TTY_COMPATIBLE", "TTY_INTERACTIVE", "JUPYTER_COLUMNS", "JUPYTER_LINES")
+"""Variables that make rich print as if to a terminal: the typer app prints then."""
+_TABLE_WIDTH = 200
+"""Off a terminal `runs` prints its table at least this wide (records.show_runs)."""
+
+
+class _Unsure(Exception):
+    """Something this path does not print exactly as the typer app would."""
+
+
+def main() -> None:
+    text = answer(sys.argv[1:])
+    if text is None:
+        from goalloop.cli import main as full
+
+        full()
+        return
+    if hasattr(sys.stdout, "reconfigure"):
+        sys.stdout.reconfigure(errors="backslashreplace")
+    sys.stdout.write(text)
+    sys.stdout.flush()
+    sys.exit(0)
+
+
+def answer(args: list[str]) -> str | None:
+    """What `goalloop <args>` prints on stdout, if it is `status` or `runs` succeeding off a terminal; None
+    for anything the typer app must answer."""
+    if not args or args[0] not in ("status", "runs") or any(name in os.environ for name in _RICH_ENV):
+        return None
+    try:
+        if sys.stdout.isatty():
+            return None
+        options = _options(args[1:], takes_run=args[0] == "status")
+        if options is None:
+            return None
+        home, run_id, as_json = options
+        runs_dir = os.path.join(os.path.realpath(home), "runs")
+        return _status(runs_dir, run_id, as_json) if args[0] == "status" else _runs(runs_dir, as_json)
+    except Exception:  # the typer app says it, or reports the error its own way
+        return None
+
+
+def _options(args: list[str], takes_run: bool) -> tuple[str, str | None, bool] | None:
+    """`[RUN_ID] [--home DIR] [--json]` in any order, each once; None for anything else (help, a typo...)."""
+    home: str | None = None
+    run_id: str | None = None
+    as_json = False
+    rest = list(args)
+    while rest:
+        token = rest.pop(0)
+        if token == "--json" and not as_json:
+            as_json = True
+        elif token.startswith("--home") and home is None:
+            if token == "--home":
+                if not rest:
+                    return None
+                token = rest.pop(0)
+            elif token.startswith("--home="):
+                token = token[len("--home="):]
+            else:
+                return None
+            if not token or token.startswith("-"):
+                return None
+            home = token
+        elif takes_run and run_id is None and token and not token.startswith("-"):
+            run_id = token
+        else:
+            return None
+    return home or ".", run_id, as_json
+
+
+# -- reading the runs ---------------------------------------------------------------------------------------
+def _list_runs(runs_dir: str) -> list[str]:
+    """Run folders, oldest first, as ledger.list_runs orders them."""
+    if not os.path.isdir(runs_dir):
+        return []
+    found = []
+    for entry in os.scandir(runs_dir):
+        meta = os.path.join(entry.path, "run.json")
+        if os.path.isfile(meta):
+            found.append((os.stat(meta).st_mtime, entry.name, entry.path))
+    return [path for _, _, path in sorted(found)]
+
+
+def _find_run(runs_dir: str, run_id: str | None) -> str:
+    runs = _list_runs(runs_dir)
+    if not runs:
+        raise _Unsure("no runs: the typer app says so")
+    if run_id is None:
+        return runs[-1]
+    names = [os.path.basename(p) for p in runs]
+    matches = [p for p, n in zip(runs, names) if n == run_id] or [p for p, n in zip(runs, names) if n.startswith(run_id)]
+    if len(matches) != 1:
+        raise _Unsure("no such run, or several: the typer app says so")
+    return matches[0]
+
+
+class _Run:
+    """A run folder as status and runs read it: run.json and the fold of events.jsonl."""
+
+    def __init__(self, run_dir: str) -> None:
+        self.dir = run_dir
+        with open(os.path.join(run_dir, "run.json"), "rb") as stream:
+            meta = json.loads(stream.read())
+        if not isinstance(meta, dict) or set(meta) != _RUN_META:
+            raise _Unsure("run.json does not read as a run")
+        self.meta = meta
+        self.tally = tally.load(run_dir)
+        self.tally.finish()
+        self.s = self.tally.s
+
+    @property
+    def stop(self) -> dict[str, Any] | None:
+        return self.s["stop"]
+
+    @property
+    def finished(self) -> bool:
+        return self.stop is not None and self.stop.get("exit_code") in (0, 1)
+
+    @property
+    def elapsed(self) -> float:
+        return 0.0 if self.s["elapsed"] is None else self.s["elapsed"]
+
+    def state(self) -> str:
+        """As records.run_state: the state it stopped in, or `running` while its lock's process lives."""
+        if self.stop is not None:
+            return str(self.stop.get("state", "stopped"))
+        lock = os.path.join(os.path.dirname(self.dir), ".locks", f"{self.meta['goal_name']}.owner")
+        owner = ""
+        if os.path.exists(lock):
+            with open(lock, encoding="utf-8") as stream:
+                owner = stream.read().strip()
+        if owner and self.meta["run_id"] in owner and _pid_alive(owner):
+            return "running"
+        return "stopped (killed?)"
+
+
+def _pid_alive(owner: str) -> bool:
+    try:
+        os.kill(int(owner.split()[1]), 0)
+        return True
+    except (IndexError, ValueError, ProcessLookupError, PermissionError):
+        return False
+
+
+# -- status -------------------------------------------------------------------------------------------------
+def _status(runs_dir: str, run_id: str | None, as_json: bool) -> str:
+    run = _Run(_find_run(runs_dir, run_id))
+    budget = tally.saved_budget(run.dir)
+    if budget is None:
+        raise _Unsure("no budget.json (a run from before it): the goal file says the budget")
+    standing = _standing(run, run.state(), budget)
+    metric_goal = run.meta["metric_goal"]
+    last = run.s["last"]
+    if as_json:
+        standing["last_attempts"] = [
+            {"iteration": a["iteration"], "verdict": a["verdict"], "result": tally.result_text(a, metric_goal),
+             "metric": a["metric"], "seconds": a["seconds"], "cost_usd": a["cost_usd"],
+             "description": a["description"], "reason": a["reason"]} for a in last]
+        return json.dumps(standing, indent=2, ensure_ascii=False) + "\n"
+    meta, said = run.meta, []
+
+    def line(*chunks: str) -> None:
+        said.append("".join(chunks))
+
+    line("run ", plain(meta["run_id"]), "  goal ", meta["goal_name"], "  ", standing["state"])
+    if standing["reason"]:
+        line("  stopped    ", standing["reason"])
+    if standing["resumable"] and "goalloop resume" not in standing["reason"]:
+        line("  resume     goalloop resume ", plain(meta["run_id"]))
+    for now in standing["in_progress"]:
+        line(f"  now        {_now_text(now)}", plain(f" (worktree {now['slot']})") if now["slot"] else "")
+    counts = ", ".join(f"{n} {v}" for v, n in standing["verdicts"].items() if n) or "none yet"
+    line(f"  attempts   {run.s['tried']} ({counts})")
+    if standing["best_attempt"] is not None:
+        line("  best       ", plain(f"{standing['best']} at attempt {standing['best_attempt']} (baseline "
+                                    f"{standing['baseline']})"))
+    for index, (name, use) in enumerate(standing["budget"].items()):
+        line(f"  {'budget' if index == 0 else '':10} ", _use_text(name, use))
+    line("  spent      ", standing["spent"] or NOT_TRACKED)
+    for finding in standing["findings"]:
+        line("  ", finding)
+    line("  branch     ", plain(f"{meta['branch']}  (in {meta['repo']})"))
+    line("  record     ", plain(run.dir))
+    for attempt in last:
+        line("  ", _attempt_line(attempt, metric_goal))
+    return _checked("".join(text + "\n" for text in said))
+
+
+def _standing(run: _Run, state: str, budget: dict[str, Any]) -> dict[str, Any]:
+    """Standing.of's figures, as Standing.as_json lays them out (the caller adds last_attempts)."""
+    s, meta = run.s, run.meta
+    running = state == "running"
+    now = None
+    if running:
+        from datetime import datetime, timezone
+
+        now = datetime.now(timezone.utc)
+    unpaid = [e for e in s["set_aside"] if not run.tally.recorded(e["iteration"])]
+    cost = run.tally.cost_usd() + sum(e.get("cost_usd") or 0.0 for e in unpaid)
+    tokens = s["tokens"] + sum(e.get("tokens") or 0 for e in unpaid)
+    elapsed = run.elapsed + (_since(s["last_start_ts"], now) if running else 0.0)
+    uses = {"attempts": (s["tried"], budget["iterations"]), "time": (elapsed, budget["time"])}
+    if budget["tokens"] is not None:
+        uses["tokens"] = (tokens, budget["tokens"])
+    if budget["usd"] is not None:
+        uses["usd"] = (cost, budget["usd"])
+    best, baseline = run.tally.kept(), s["baseline"]
+    metric_goal = meta["metric_goal"]
+    return {
+        "run_id": meta["run_id"], "goal": meta["goal_name"], "state": state,
+        "reason": str(run.stop.get("reason", "")) if run.stop else "",
+        "resumable": not run.finished and not running, "attempts": s["tried"],
+        "verdicts": {v: s["counts"].get(v, 0) for v in VERDICTS},
+        "best": tally.result_text(best, metric_goal) if best else "-",
+        "best_attempt": best["iteration"] if best else None,
+        "baseline": tally.result_text(baseline, metric_goal) if baseline else "-",
+        "spent": _spent(s["tried"], s["unknown_cost"], cost, tokens) if s["tried"] else None,
+        "budget": {name: {"used": used, "limit": limit, "left": None if limit is None else max(limit - used, 0)}
+                   for name, (used, limit) in uses.items()},
+        "in_progress": _in_progress(run, now) if running else [],
+        "findings": _findings(run, metric_goal),
+        "branch": meta["branch"], "repo": meta["repo"], "record": run.dir,
+    }
+
+
+def _spent(attempts: int, unknown: int, cost: float, tokens: int) -> str:
+    if unknown == attempts:
+        return f"cost {NOT_TRACKED}, tokens {NOT_TRACKED}"
+    shown = f", {tokens:,} tokens" if tokens else ""
+    more = f" (+{unknown} attempts {NOT_TRACKED})" if unknown else ""
+    return f"${cost:.2f}{shown}{more}"
+
+
+def _when(ts: object) -> Any:
+    from datetime import datetime
+
+    try:
+        return datetime.fromisoformat(str(ts).replace("Z", "+00:00"))
+    except ValueError:
+        return None
+
+
+def _since(ts: object, now: Any) -> float:
+    when = _when(ts)
+    return max((now - when).total_seconds(), 0.0) if when else 0.0
+
+
+def _in_progress(run: _Run, now: Any) -> list[dict[str, Any]]:
+    s, found = run.s, []
+    for slot, latest in sorted(s["latest"].items(), key=lambda item: int(item[0])):
+        iteration = latest["iteration"]
+        if run.tally.recorded(iteration):
+            continue
+        started = _when(s["started"][str(iteration)]) or now
+        found.append({"iteration": iteration, "slot": latest["slot"], "phase": str(latest["phase"]),
+                      "seconds": max((now - started).total_seconds(), 0)})
+    return found
+
+
+def _findings(run: _Run, metric_goal: bool) -> list[str]:
+    """report.data.findings, from the fold."""
+    s = run.s
+    found = [tally.set_aside_line(e) for e in s["set_aside"]]
+    if run.stop is not None and not run.finished:
+        found += [f"interrupted: attempt {n} was under way when the run stopped; `goalloop resume` proposes it "
+                  "again (what it had changed is kept at a ref)"
+                  for n in sorted(n for n in s["under_way"] if not run.tally.recorded(n) and n > 0)]
+    base = s["baseline"]
+    if base is not None and base["reason"]:
+        found.append(f"baseline: {base['reason']}")
+    if metric_goal and base is not None and base["metric"] is not None and not base["samples"]:
+        found.append("gains are single measurements (keep.repeats: 1): a lucky run of the check counts as a gain")
+    found += s["event_findings"]
+    found += [f"warning: attempt {n}: {text}" for n, text in sorted(s["warnings"])]
+    return found
+
+
+def _now_text(now: dict[str, Any]) -> str:
+    return f"attempt {now['iteration']}: {now['phase']}, {format_duration(now['seconds'])}"
+
+
+def _use_text(name: str, use: dict[str, Any]) -> str:
+    """BudgetUse.text."""
+    show = {"attempts": lambda v: f"{v:g}", "time": format_duration, "tokens": lambda v: f"{v:,.0f}",
+            "usd": lambda v: f"${v:.2f}"}[name]
+    unit = {"attempts": " attempts", "tokens": " tokens"}.get(name, "")
+    if use["limit"] is None:
+        return f"{show(use['used'])}{unit}"
+    return f"{show(use['used'])} of {show(use['limit'])}{unit}, {show(use['left'] or 0)} left"
+
+
+def _attempt_line(a: dict[str, Any], metric_goal: bool) -> str:
+    """summary.attempt_line, plain."""
+    if a["verdict"] not in ("baseline", "keep", "discard", "crash", "rejected"):
+        raise _Unsure("a verdict without a style")
+    cost = f"${a['cost_usd']:.3f}" if a["cost_usd"] else ""
+    why = f" ({a['reason']})" if a["reason"] and a["verdict"] != "discard" else ""
+    if a["warning"]:
+        why += f" warning: {a['warning']}"
+    return (f"#{a['iteration']:<4} {a['verdict']:8} {plain(tally.result_text(a, metric_goal)):>10}  "
+            f"{a['seconds']:6.1f}s {cost:>7}  {a['description'][:100]}{why}")
+
+
+# -- runs ---------------------------------------------------------------------------------------------------
+def _runs(runs_dir: str, as_json: bool) -> str:
+    rows = []
+    for folder in reversed(_list_runs(runs_dir)):
+        run = _Run(folder)
+        best = run.tally.kept()
+        rows.append({"run_id": run.meta["run_id"], "goal": run.meta["goal_name"], "state": run.state(),
+                     "attempts": run.s["tried"],
+                     "best": tally.result_text(best, run.meta["metric_goal"]) if best else None,
+                     "time": run.elapsed, "started": run.meta["created_at"]})
+    if as_json:
+        return json.dumps(rows, indent=2, ensure_ascii=False) + "\n"
+    if not rows:
+        return "no runs yet; start one with `goalloop run goals/<goal>.yaml`\n"
+    cells = [["run", "state", "attempts", "best", "time"]]
+    cells += [[plain(r["run_id"]), plain(r["state"]), str(r["attempts"]), plain(r["best"] or "-"),
+               format_duration(r["time"])] for r in rows]
+    for row in cells:
+        if any(not cell.isascii() or not cell.isprintable() for cell in row):
+            raise _Unsure("a cell rich would measure or render otherwise")
+        if len(row[3]) > 12:
+            row[3] = row[3][:11] + "…"
+    widths = [max(len(row[i]) for row in cells) for i in range(5)]
+    widths[0] = max(widths[0], 12)
+    if sum(widths) + 2 * 4 > _TABLE_WIDTH:
+        raise _Unsure("a table rich would fold to fit")
+    lines = []
+    for row in cells:
+        left = [row[i].ljust(widths[i]) for i in (0, 1)]
+        right = [row[i].rjust(widths[i]) for i in (2, 3, 4)]
+        lines.append("  ".join(left + right) + "\n")
+    return _checked("".join(lines))
+
+
+# -- what rich would print otherwise ------------------------------------------------------------------------
+def plain(text: str) -> str:
+    """Text the typer app puts in markup unescaped: sure only without brackets or backslashes."""
+    if "[" in text or "\\" in text:
+        raise _Unsure("text rich would read as markup")
+    return text
+
+
+def _checked(text: str) -> str:
+    """`text`, if rich prints it unchanged off a terminal: no control characters (rich drops some, expands
+    tabs), no backslash (its escaping of one before a closing bracket shows), no `:name:` that is an emoji."""
+    if any(ord(c) < 32 and c != "\n" or c == "\x7f" for c in text) or "\\" in text:
+        raise _Unsure("a character rich would print otherwise")
+    if text.count(":") > 1:
+        import re
+
+        names = [m.group(2) for m in re.finditer(r"(:(\S*?)(?:(?:\-)(emoji|text))?:)", text)]
+        if names:
+            from rich._emoji_codes import EMOJI
+
+            if any(name.lower() in EMOJI for name in names):
+                raise _Unsure("an emoji code rich would replace")
+    return text

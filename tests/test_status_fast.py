@@ -14,12 +14,13 @@ import re
 import subprocess
 import sys
 import threading
+import time
 from pathlib import Path
 from types import SimpleNamespace
 
 import pytest
 
-from conftest import run_cli, write_goal
+from conftest import make_repo, run_cli, write_goal
 from forked_cli import ForkedCli
 from goalloop import quick, tally
 from goalloop.ledger import AttemptRecord, Ledger, RunMeta
@@ -269,3 +270,115 @@ def test_a_real_run_killed_and_resumed_reads_the_same_both_ways(tmp_path: Path, 
     assert "budget     3 of 4 attempts, 1 left" in text and "target met" in text
     same(typer_cli, tmp_path, "status", "--json")
     same(typer_cli, tmp_path, "runs")
+
+
+PROBE = ("import atexit, sys\n"
+         "probe = sys.argv.pop(1)\n"
+         "atexit.register(lambda: open(probe, 'w').write(str(sorted({'typer', 'rich', 'pydantic', 'git'} & set(sys.modules)))))\n"
+         "from goalloop.quick import main\n"
+         "main()\n")
+TYPER_APP = "from goalloop.cli import main\nmain()\n"
+
+
+def on_terminal(code: str, *args: str, cwd: Path, env: dict[str, str], width: int = 120) -> bytes:
+    """What `python -c CODE ARGS` writes to a terminal `width` columns wide."""
+    import fcntl
+    import pty
+    import struct
+    import termios
+
+    leader, follower = pty.openpty()
+    fcntl.ioctl(follower, termios.TIOCSWINSZ, struct.pack("HHHH", 40, width, 0, 0))
+    proc = subprocess.Popen([sys.executable, "-c", code, *args], stdin=follower, stdout=follower, stderr=follower,
+                            cwd=cwd, env=env)
+    os.close(follower)
+    seen = b""
+    while True:
+        try:
+            data = os.read(leader, 65536)
+        except OSError:  # the terminal closed: the process is done
+            break
+        if not data:
+            break
+        seen += data
+    os.close(leader)
+    proc.wait(timeout=60)
+    return seen
+
+
+@pytest.mark.parametrize("terminal", [{"TERM": "xterm-256color"}, {"TERM": "xterm", "COLORTERM": "truecolor"},
+                                      {"TERM": "dumb"}, {"TERM": "xterm", "NO_COLOR": "1"}])
+def test_on_a_terminal_status_is_coloured_as_rich_colours_it(tmp_path: Path, terminal: dict) -> None:
+    eventful_run(new_ledger(tmp_path, "tty-20260101-000000-aaaaaa"),
+                 stop={"exit_code": 1, "state": "budget spent", "reason": "20 attempts spent"})
+    env = {**{k: v for k, v in os.environ.items() if k not in ("NO_COLOR", "COLUMNS", "COLORTERM")}, **terminal}
+    probe = tmp_path / "imported.txt"
+    for args in (["status"], ["status", "--json"], ["runs"], ["status", "nosuch"]):
+        argv = [*args, "--home", str(tmp_path)]
+        reference = on_terminal(TYPER_APP, *argv, cwd=tmp_path, env=env)
+        assert on_terminal(PROBE, str(probe), *argv, cwd=tmp_path, env=env) == reference, (argv, terminal)
+        colours = args != ["status", "--json"] and terminal["TERM"] != "dumb" and "NO_COLOR" not in terminal
+        colours = colours and args != ["status", "nosuch"]
+        assert (probe.read_text() == "[]") == colours, f"{argv} {terminal}: {probe.read_text()}"
+        if colours and args == ["status"]:
+            assert b"\x1b[1mtty-20260101-000000-aaaaaa\x1b[0m" in reference
+    narrow = ["runs", "--home", str(tmp_path)]  # rich folds a table wider than the terminal: the typer app
+    reference = on_terminal(TYPER_APP, *narrow, cwd=tmp_path, env=env, width=40)
+    assert on_terminal(PROBE, str(probe), *narrow, cwd=tmp_path, env=env, width=40) == reference
+    assert "typer" in probe.read_text()
+
+
+def test_off_a_terminal_status_and_runs_import_none_of_the_heavy_libraries(tmp_path: Path) -> None:
+    eventful_run(new_ledger(tmp_path, "light-20260101-000000-aaaaaa"))
+    probe = tmp_path / "imported.txt"
+    for args in (["status"], ["status", "--json"], ["runs"], ["runs", "--json"], ["status", "light"]):
+        proc = subprocess.run([sys.executable, "-c", PROBE, str(probe), *args, "--home", str(tmp_path)], env=ENV,
+                              capture_output=True, text=True, timeout=60)
+        assert proc.returncode == 0 and proc.stdout, proc.stderr
+        assert probe.read_text() == "[]", args
+
+
+SLOW_ON_TWO = """\
+import os, time
+import knob
+if knob.X == 2 and os.path.exists({slow!r}):
+    open({mark!r}, "w").close()
+    time.sleep(60)
+print(f"score: {{knob.X}}")
+"""
+
+
+def test_a_run_killed_mid_check_then_resumed_reads_the_same_both_ways(tmp_path: Path, typer_cli: ForkedCli) -> None:
+    """kill -9 while attempt 2 is checked (the summary then lags the ledger, or is missing its last lines),
+    then a resume that reconciles the run and goes on: status agrees with the typer app at every step."""
+    slow, mark = tmp_path / "slow", tmp_path / "checking"
+    slow.touch()
+    repo = make_repo(tmp_path / "proj", {"knob.py": "X = 0\n", "score.py": SLOW_ON_TWO.format(slow=str(slow), mark=str(mark))})
+    goal = write_goal(tmp_path / "g.yaml", {
+        "repo": str(repo), "check": {"run": "python3 score.py", "metric": r"^score:\s*(\S+)"},
+        "budget": {"iterations": 3, "usd": 4},
+        "proposer": {"kind": "scripted", "steps": [
+            {"description": f"X to {n}", "files": {"knob.py": f"X = {n}\n"}, "cost_usd": 0.25} for n in (1, 2, 3)]}})
+    home = tmp_path / "home"
+    proc = subprocess.Popen([sys.executable, "-m", "goalloop", "run", str(goal), "--home", str(home), "-q"], cwd=tmp_path,
+                            env=ENV, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    for _ in range(3000):
+        if mark.exists() or proc.poll() is not None:
+            break
+        time.sleep(0.02)
+    assert mark.exists(), "attempt 2's check never started"
+    killed = home / "runs" / next(p.name for p in (home / "runs").iterdir() if (p / "run.json").exists())
+    assert "  now        attempt 2: checking" in fast("status", "--home", str(home), cwd=home)[1]
+    proc.kill()
+    proc.wait(timeout=60)
+    text = same(typer_cli, home, "status")
+    assert "stopped (killed?)" in text and "attempts   1 (1 keep)" in text
+    same(typer_cli, home, "status", "--json")
+    slow.unlink()
+    resumed = run_cli("resume", "--home", str(home), cwd=tmp_path)
+    assert resumed.exit_code == 1, resumed.output
+    text = same(typer_cli, home, "status")
+    assert "attempts   3 (3 keep)" in text and "spent      $1.00" in text, text
+    same(typer_cli, home, "status", "--json")
+    same(typer_cli, home, "runs")
+    assert tally.load(str(killed)).covered == (killed / "events.jsonl").stat().st_size

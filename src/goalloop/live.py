@@ -20,8 +20,8 @@ from rich.text import Text
 
 from goalloop.goal import Goal, format_duration, format_seconds
 from goalloop.ledger import AttemptRecord
+from goalloop.quick import VERDICT_STYLE
 
-VERDICT_STYLE = {"baseline": "cyan", "keep": "green", "discard": "dim", "crash": "red", "rejected": "yellow"}
 HEADER_ROWS = 7
 """Lines the view uses above the attempts (title, spend, standing, in progress, counts, table header, margin)."""
 

@@ -1,8 +1,9 @@
 """The `goalloop` command's entry point. `status` and `runs`, typed often and from other terminals while a run
 goes on, are answered here from each run's summary (tally.py) with the standard library alone, so they start
 at once; every other command, and whatever this path is not sure to print exactly as the typer app in cli/
-would, goes to that app unchanged: a terminal (colours), an option it does not know, a usage error or an
-unreadable run (their messages), text rich would treat as markup or emoji, a run from before the summary.
+would, goes to that app unchanged: an option it does not know, help, a usage error or an unreadable run
+(their messages), text rich would read as markup or emoji, a run from before budget.json, and on a terminal
+`runs` and `--json` (rich lays out and colours those) or a terminal without rich's standard colours.
 
 The figures are those of report/standing.py and cli/records.py, computed from the fold instead of the whole
 ledger; tests/test_status_fast.py runs both paths over many runs and compares what they print byte for byte.
@@ -35,7 +36,11 @@ class _Unsure(Exception):
 
 
 def main() -> None:
-    text = answer(sys.argv[1:])
+    try:
+        text = answer(sys.argv[1:])
+    except KeyboardInterrupt:
+        sys.stderr.write("error: interrupted\n")
+        sys.exit(130)
     if text is None:
         from goalloop.cli import main as full
 
@@ -49,21 +54,30 @@ def main() -> None:
 
 
 def answer(args: list[str]) -> str | None:
-    """What `goalloop <args>` prints on stdout, if it is `status` or `runs` succeeding off a terminal; None
-    for anything the typer app must answer."""
+    """What `goalloop <args>` prints on stdout, if it is `status` or `runs` succeeding as this path can say
+    it; None for anything the typer app must answer."""
     if not args or args[0] not in ("status", "runs") or any(name in os.environ for name in _RICH_ENV):
         return None
     try:
-        if sys.stdout.isatty():
-            return None
         options = _options(args[1:], takes_run=args[0] == "status")
         if options is None:
             return None
         home, run_id, as_json = options
         runs_dir = os.path.join(os.path.realpath(home), "runs")
+        if sys.stdout.isatty():
+            if as_json or not _colours_as_rich():
+                return None  # rich colours JSON on a terminal: the typer app prints it
+            if args[0] == "runs":
+                return _runs(runs_dir, as_json, width=_terminal_width())
+            return _status(runs_dir, run_id, as_json, styled=True)
         return _status(runs_dir, run_id, as_json) if args[0] == "status" else _runs(runs_dir, as_json)
     except Exception:  # the typer app says it, or reports the error its own way
         return None
+
+
+def _colours_as_rich() -> bool:
+    """Whether rich would print to this terminal in its standard colours (not none, not colourless)."""
+    return os.environ.get("TERM", "").strip().lower() not in ("dumb", "unknown") and not os.environ.get("NO_COLOR")
 
 
 def _options(args: list[str], takes_run: bool) -> tuple[str, str | None, bool] | None:
@@ -170,7 +184,12 @@ def _pid_alive(owner: str) -> bool:
 
 
 # -- status -------------------------------------------------------------------------------------------------
-def _status(runs_dir: str, run_id: str | None, as_json: bool) -> str:
+_SGR = {"bold": "1", "dim": "2", "red": "31", "green": "32", "yellow": "33", "cyan": "36", "bold yellow": "1;33"}
+VERDICT_STYLE = {"baseline": "cyan", "keep": "green", "discard": "dim", "crash": "red", "rejected": "yellow"}
+"""How each verdict is coloured, by status and the live view."""
+
+
+def _status(runs_dir: str, run_id: str | None, as_json: bool, styled: bool = False) -> str:
     run = _Run(_find_run(runs_dir, run_id))
     budget = tally.saved_budget(run.dir)
     if budget is None:
@@ -184,12 +203,13 @@ def _status(runs_dir: str, run_id: str | None, as_json: bool) -> str:
              "metric": a["metric"], "seconds": a["seconds"], "cost_usd": a["cost_usd"],
              "description": a["description"], "reason": a["reason"]} for a in last]
         return json.dumps(standing, indent=2, ensure_ascii=False) + "\n"
-    meta, said = run.meta, []
+    meta, said, shown = run.meta, [], []
 
-    def line(*chunks: str) -> None:
-        said.append("".join(chunks))
+    def line(*chunks: str | tuple[str, str]) -> None:
+        said.append("".join(_styled(chunk, False) for chunk in chunks))
+        shown.append("".join(_styled(chunk, styled) for chunk in chunks))
 
-    line("run ", plain(meta["run_id"]), "  goal ", meta["goal_name"], "  ", standing["state"])
+    line("run ", (plain(meta["run_id"]), "bold"), "  goal ", meta["goal_name"], "  ", (standing["state"], "bold"))
     if standing["reason"]:
         line("  stopped    ", standing["reason"])
     if standing["resumable"] and "goalloop resume" not in standing["reason"]:
@@ -205,12 +225,13 @@ def _status(runs_dir: str, run_id: str | None, as_json: bool) -> str:
         line(f"  {'budget' if index == 0 else '':10} ", _use_text(name, use))
     line("  spent      ", standing["spent"] or NOT_TRACKED)
     for finding in standing["findings"]:
-        line("  ", finding)
+        line("  ", (finding, "yellow"))
     line("  branch     ", plain(f"{meta['branch']}  (in {meta['repo']})"))
     line("  record     ", plain(run.dir))
     for attempt in last:
-        line("  ", _attempt_line(attempt, metric_goal))
-    return _checked("".join(text + "\n" for text in said))
+        line("  ", *_attempt_line(attempt, metric_goal))
+    _checked("".join(text + "\n" for text in said))
+    return "".join(text + "\n" for text in shown)
 
 
 def _standing(run: _Run, state: str, budget: dict[str, Any]) -> dict[str, Any]:
@@ -316,20 +337,45 @@ def _use_text(name: str, use: dict[str, Any]) -> str:
     return f"{show(use['used'])} of {show(use['limit'])}{unit}, {show(use['left'] or 0)} left"
 
 
-def _attempt_line(a: dict[str, Any], metric_goal: bool) -> str:
-    """summary.attempt_line, plain."""
-    if a["verdict"] not in ("baseline", "keep", "discard", "crash", "rejected"):
+def _attempt_line(a: dict[str, Any], metric_goal: bool) -> list[str | tuple[str, str]]:
+    """summary.attempt_line, in chunks."""
+    if a["verdict"] not in VERDICT_STYLE:
         raise _Unsure("a verdict without a style")
     cost = f"${a['cost_usd']:.3f}" if a["cost_usd"] else ""
-    why = f" ({a['reason']})" if a["reason"] and a["verdict"] != "discard" else ""
+    chunks: list[str | tuple[str, str]] = [
+        f"#{a['iteration']:<4} ", (f"{a['verdict']:8}", VERDICT_STYLE[a["verdict"]]),
+        f" {plain(tally.result_text(a, metric_goal)):>10}  {a['seconds']:6.1f}s {cost:>7}  {a['description'][:100]}"]
+    if a["reason"] and a["verdict"] != "discard":
+        chunks += [" ", (f"({a['reason']})", "dim")]
     if a["warning"]:
-        why += f" warning: {a['warning']}"
-    return (f"#{a['iteration']:<4} {a['verdict']:8} {plain(tally.result_text(a, metric_goal)):>10}  "
-            f"{a['seconds']:6.1f}s {cost:>7}  {a['description'][:100]}{why}")
+        chunks += [" ", (f"warning: {a['warning']}", "bold yellow")]
+    return chunks
+
+
+def _styled(chunk: str | tuple[str, str], styled: bool) -> str:
+    """A chunk as rich prints it: its text, and on a terminal its style's SGR codes around it."""
+    if isinstance(chunk, str):
+        return chunk
+    text, style = chunk
+    return f"\x1b[{_SGR[style]}m{text}\x1b[0m" if styled else text
 
 
 # -- runs ---------------------------------------------------------------------------------------------------
-def _runs(runs_dir: str, as_json: bool) -> str:
+def _terminal_width() -> int:
+    """The width rich gives its console on this terminal: COLUMNS, else the first standard stream's."""
+    columns = os.environ.get("COLUMNS", "")
+    if columns.isdigit():
+        return int(columns)
+    for fd in (0, 1, 2):
+        try:
+            return os.get_terminal_size(fd).columns or 80
+        except OSError:
+            continue
+    return 80
+
+
+def _runs(runs_dir: str, as_json: bool, width: int | None = None) -> str:
+    """records.show_runs; `width`: on a terminal that wide (the header bold), else off one."""
     rows = []
     for folder in reversed(_list_runs(runs_dir)):
         run = _Run(folder)
@@ -352,14 +398,18 @@ def _runs(runs_dir: str, as_json: bool) -> str:
             row[3] = row[3][:11] + "…"
     widths = [max(len(row[i]) for row in cells) for i in range(5)]
     widths[0] = max(widths[0], 12)
-    if sum(widths) + 2 * 4 > _TABLE_WIDTH:
+    if sum(widths) + 2 * 4 > (_TABLE_WIDTH if width is None else width):
         raise _Unsure("a table rich would fold to fit")
     lines = []
-    for row in cells:
-        left = [row[i].ljust(widths[i]) for i in (0, 1)]
-        right = [row[i].rjust(widths[i]) for i in (2, 3, 4)]
-        lines.append("  ".join(left + right) + "\n")
-    return _checked("".join(lines))
+    for index, row in enumerate(cells):
+        padded = [row[i].ljust(widths[i]) if i < 2 else row[i].rjust(widths[i]) for i in range(5)]
+        if index == 0 and width is not None:
+            bold = [f"\x1b[1m{cell}\x1b[0m" for cell in padded]
+            lines.append(f"\x1b[1m \x1b[0m\x1b[1m \x1b[0m".join(bold) + "\n")
+        else:
+            lines.append("  ".join(padded) + "\n")
+    _checked("".join(lines[width is not None:]))
+    return "".join(lines)
 
 
 # -- what rich would print otherwise ------------------------------------------------------------------------

@@ -104,6 +104,23 @@ def test_a_worktree_replaced_by_another_checkout_is_refused(setup, tmp_path: Pat
     assert (worktree / "mine.txt").exists()
 
 
+def test_a_worktree_checked_once_is_checked_again_when_its_git_file_is_rewritten_in_place(setup) -> None:
+    """The worktree was checked by the commands before; its `.git` file, rewritten in place (the same file)
+    to name the user's own git directory, is noticed at once: git never runs on the user's repository."""
+    repo, worktree, space, base, sha = setup
+    space.require()
+    dotgit = worktree / ".git"
+    inode = dotgit.stat().st_ino
+    with open(dotgit, "r+", encoding="utf-8") as stream:
+        stream.truncate(0)
+        stream.write(f"gitdir: {repo / '.git'}\n")
+    assert dotgit.stat().st_ino == inode
+    before = user_state(repo)
+    with pytest.raises(WorktreeMissing, match="belongs to another repository"):
+        space.reset_to(base)
+    assert user_state(repo) == before
+
+
 def test_refs_other_than_the_runs_are_refused_where_git_is_called(setup) -> None:
     repo, worktree, space, base, sha = setup
     before = user_state(repo)

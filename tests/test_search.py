@@ -217,6 +217,36 @@ def test_a_journal_torn_by_a_power_cut_is_continued_and_stays_readable_by_optuna
     assert [t.value for t in trials[1:]] == pytest.approx([r.metric for r in history[1:]])
 
 
+def test_asking_does_not_list_every_trial_and_enqueued_trials_still_come_first(tmp_path: Path, monkeypatch) -> None:
+    """study.ask() looks for waiting (enqueued) trials; the run's storage answers that without listing the
+    study's trials each time (at attempt 10,000, ten thousand of them), and an enqueued trial is still
+    asked first, in the order enqueued, on a fresh study and on one reopened from its journal."""
+    from goalloop.proposers.study_journal import RunStudyStorage, SingleWriterJournal
+
+    listed: list[int] = []
+    real = JournalStorage.get_all_trials
+    def listing(self, study_id, deepcopy=True, states=None):  # noqa: ANN001, ANN202
+        listed.append(len(real(self, study_id, False, None)) if states == (TrialState.WAITING,) else 0)
+        return real(self, study_id, deepcopy, states)
+
+    monkeypatch.setattr(JournalStorage, "get_all_trials", listing)
+    path = tmp_path / JOURNAL_FILE
+    study = optuna.create_study(storage=RunStudyStorage(SingleWriterJournal(path)), study_name=STUDY_NAME)
+    for _ in range(30):
+        trial = study.ask()
+        study.tell(trial, trial.suggest_float("x", 0.0, 1.0))
+    assert sum(listed) <= 1, "asks looked through all the trials for a waiting one"
+    study.enqueue_trial({"x": 0.25})
+    study.enqueue_trial({"x": 0.75})
+    asked = [study.ask() for _ in range(3)]
+    assert [t.suggest_float("x", 0.0, 1.0) for t in asked[:2]] == [0.25, 0.75]
+    for trial in asked:
+        study.tell(trial, 1.0)
+    study.enqueue_trial({"x": 0.5})
+    reopened = optuna.load_study(storage=RunStudyStorage(SingleWriterJournal(path)), study_name=STUDY_NAME)
+    assert reopened.ask().suggest_float("x", 0.0, 1.0) == 0.5
+
+
 # -- it refuses bad params before the baseline ------------------------------------------------------------
 BAD_PARAMS = [
     pytest.param({"pattern": r"^Z = (\S+)$"}, "x.pattern", "matches nothing in knobs.py", id="pattern-matches-nothing"),

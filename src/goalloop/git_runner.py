@@ -119,9 +119,43 @@ class WorktreeGit:
         self.repo = repo
         self.worktree = Path(os.path.abspath(worktree))
         self.env = git_environment({**os.environ, **(env or {})})
+        self._verified: tuple[tuple[object, ...], Path] | None = None
+        """(what the last full check rested on, the gitdir it found)."""
 
     def gitdir(self) -> Path:
-        """The worktree's own git directory, or WorktreeMissing if the folder is not that worktree any more."""
+        """The worktree's own git directory, or WorktreeMissing if the folder is not that worktree any more.
+
+        Checked in full (paths resolved) the first time and whenever anything it rests on changed: the
+        folder, its `.git` file and the metadata's `gitdir` file are the same files (device and inode)
+        with the same text as when the full check passed, or it is made again."""
+        if self._verified is not None:
+            rests_on, gitdir = self._verified
+            try:
+                if self._identity(gitdir) == rests_on:
+                    return gitdir
+            except OSError:
+                pass
+        gitdir = self._check_gitdir()
+        try:
+            self._verified = (self._identity(gitdir), gitdir)
+        except OSError:
+            self._verified = None
+        return gitdir
+
+    def _identity(self, gitdir: Path) -> tuple[object, ...]:
+        """What `gitdir` rests on: the worktree folder, its `.git` file and the metadata's back-pointer."""
+        folder = os.stat(self.worktree)
+        parts: list[object] = [folder.st_dev, folder.st_ino]
+        for path in (self.worktree / ".git", gitdir / "gitdir"):
+            fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+            try:
+                parts += [_file_id(os.fstat(fd)), os.read(fd, 65536)]
+            finally:
+                os.close(fd)
+        meta = os.stat(gitdir)
+        return (*parts, meta.st_dev, meta.st_ino)
+
+    def _check_gitdir(self) -> Path:
         dotgit = self.worktree / ".git"
         try:
             text = dotgit.read_text(encoding="utf-8", errors="replace").strip()
@@ -167,6 +201,10 @@ class WorktreeGit:
             return _execute(argv, self.worktree, self.env, input, strip, f"in {self.worktree}")
         except FileNotFoundError:
             raise self.missing("was deleted during the run") from None
+
+
+def _file_id(stat: os.stat_result) -> tuple[int, int, int, int]:
+    return stat.st_dev, stat.st_ino, stat.st_size, stat.st_mtime_ns
 
 
 def _update_ref_targets(args: tuple[str, ...], input: str | None) -> list[tuple[str, bool]]:

@@ -56,13 +56,27 @@ def _saved_proposal(attempt_dir: Path) -> Proposal:
 def with_set_aside_spend(attempt_dir: Path, proposal: Proposal) -> Proposal:
     """`proposal` charged also with what the earlier tries of the same attempt spent, those a fault of the
     machine set aside unjudged (`NNNN.unjudged-<time>/`): the budget pays for every try."""
-    earlier = [_saved_proposal(folder) for folder in sorted(attempt_dir.parent.glob(f"{attempt_dir.name}.unjudged-*"))]
+    earlier = [_saved_proposal(folder) for folder in _set_aside_folders(attempt_dir.parent).get(attempt_dir.name, [])]
     usd = [p.cost_usd for p in earlier if p.cost_usd is not None]
     tokens = [p.tokens for p in earlier if p.tokens is not None]
     if not usd and not tokens:
         return proposal
     return replace(proposal, cost_usd=(proposal.cost_usd or 0.0) + sum(usd) if usd else proposal.cost_usd,
                    tokens=(proposal.tokens or 0) + sum(tokens) if tokens else proposal.tokens)
+
+
+_SET_ASIDE_FOLDERS: dict[Path, dict[str, list[Path]]] = {}
+
+
+def _set_aside_folders(attempts: Path) -> dict[str, list[Path]]:
+    """Attempt folder name -> its set-aside tries (`NNNN.unjudged-<time>/`, oldest first), listed once a
+    process (the folder holds one entry an attempt; set_aside is the only writer and starts it afresh)."""
+    if attempts not in _SET_ASIDE_FOLDERS:
+        found: dict[str, list[Path]] = {}
+        for entry in sorted(attempts.glob("*.unjudged-*")):
+            found.setdefault(entry.name.split(".unjudged-", 1)[0], []).append(entry)
+        _SET_ASIDE_FOLDERS[attempts] = found
+    return _SET_ASIDE_FOLDERS[attempts]
 
 
 def write_round(run_dir: Path, iterations: dict[int, int], parents: dict[int, tuple[int, str]] | None = None) -> None:
@@ -173,6 +187,7 @@ def set_aside(workspace: Workspace, ledger: Ledger, iteration: int, sha: str | N
     if folder.is_dir():
         moved = folder.with_name(f"{folder.name}.unjudged-{int(time.time())}")
         folder.rename(moved)
+        _SET_ASIDE_FOLDERS.clear()
     fields = {"iteration": iteration, "how": how, "ref": ref, "folder": moved.name if moved else None,
               "description": proposal.description, "cost_usd": proposal.cost_usd, "tokens": proposal.tokens}
     ledger.event(SET_ASIDE_EVENT, **fields)

@@ -38,7 +38,6 @@ from typing import Any
 import optuna
 import regex
 from optuna.distributions import BaseDistribution, CategoricalDistribution, FloatDistribution, IntDistribution
-from optuna.storages import JournalStorage
 from optuna.trial import TrialState
 
 from goalloop.errors import InfrastructureError
@@ -47,7 +46,7 @@ from goalloop.goal import SearchProposer as SearchConfig
 from goalloop.ledger import AttemptRecord
 from goalloop.path_rules import PathRules
 from goalloop.proposers.base import Proposal, ProposalRequest
-from goalloop.proposers.study_journal import SingleWriterJournal
+from goalloop.proposers.study_journal import RunStudyStorage, SingleWriterJournal
 from goalloop.repo_target import RepoTarget
 
 JOURNAL_FILE = "search.journal"
@@ -170,7 +169,7 @@ class SearchProposer:
         """The run's study, created on the first proposal and continued by a resumed run."""
         if self._study is not None:
             return self._study
-        storage = JournalStorage(SingleWriterJournal(request.run_dir / JOURNAL_FILE))
+        storage = RunStudyStorage(SingleWriterJournal(request.run_dir / JOURNAL_FILE))
         study = optuna.create_study(
             storage=storage, study_name=STUDY_NAME, direction=self.goal.target.direction, load_if_exists=True
         )

@@ -177,6 +177,8 @@ def regexes() -> list[Case]:
         metric("redos_nested_star", "^score: (\\d*)*x"),
         metric("redos_group_of_groups", "^((ab)*c?)+$"),
         metric("redos_noncapturing", "(?:\\s*\\w+)*:(\\S+)"),
+        appended("redos_guard_metric", "guards:\n  - name: slow\n    metric: '(a+)+$'\n",
+                 ("guards[0].metric", "repeat inside a repeat", "(a+)+"), line=NEXT + 2),
         appended("redos_holdout_metric", "holdout:\n  run: python3 score.py\n  metric: '(x+x+)+y'\n",
                  ("holdout.metric", "repeat inside a repeat"), line=NEXT + 2),
         Case("redos_search_pattern", search.encode(), 8, ("proposer.params.x.pattern", "repeat inside a repeat")),
@@ -384,3 +386,58 @@ def test_a_slow_metric_pattern_that_validation_lets_through_is_cut_off_by_its_ti
 
     with pytest.raises(subprocess.TimeoutExpired):
         subprocess.run([sys.executable, "-c", f"import re; re.search(r'(a|aa)+$', '{line}')"], timeout=10)
+
+
+SLOW_LINE_WHEN_X_IS_2 = "import knob\nprint(f'score: {knob.X}')\nprint('a' * 3000 + 'b' if knob.X == 2 else 'mb: 5')\n"
+
+
+def slow_guard_goal(tmp_path: Path, score: str) -> tuple[Path, Path]:
+    """A goal with `guards: [{name: slow, metric: '(a|aa)+$'}]` (no repeat inside a repeat: validation lets it
+    through) over a check that prints `score.py`'s output; returns (the goal, the repository)."""
+    from conftest import write_goal
+
+    repo = make_repo(tmp_path / "proj", {"score.py": score, "knob.py": "X = 1\n"})
+    goal = write_goal(tmp_path / "slow-guard.yaml", {
+        "repo": str(repo), "check": {"run": f"{sys.executable} score.py", "metric": r"^score: (\S+)"},
+        "guards": [{"name": "mb", "metric": r"^mb: (\S+)"}, {"name": "slow", "metric": "(a|aa)+$"}],
+        "budget": {"iterations": 1},
+        "proposer": {"kind": "scripted", "steps": [{"files": {"knob.py": "X = 2\n"}}]},
+    })
+    return goal, repo
+
+
+def test_a_guard_pattern_slow_on_the_baseline_is_a_goal_problem_at_its_line(cli: ForkedCli, tmp_path: Path) -> None:
+    """The baseline's output makes the guard backtrack: the run stops with exit 2 at guards[1].metric, with the
+    fix, and leaves nothing behind; it is no internal error."""
+    goal, repo = slow_guard_goal(tmp_path, "print('score: 1')\nprint('a' * 3000 + 'b')\n")
+    assert cli("validate", str(goal), cwd=tmp_path).exit_code == 0
+    refs = git(repo, "for-each-ref")
+    home = tmp_path / "home"
+    result = cli("run", str(goal), "--home", str(home), cwd=tmp_path, timeout=TIMEOUT)
+    assert not result.timed_out
+    assert result.exit_code == 2, result.output
+    assert "internal error" not in result.output and "Traceback" not in result.output, result.output
+    line = goal.read_text(encoding="utf-8").splitlines().index("- name: slow") + 2
+    assert f"{goal}:{line}: guards[1].metric: the guard slow gave no result in time" in result.stderr, result.stderr
+    assert "took more than" in result.stderr and "\n  fix: " in result.stderr, result.stderr
+    assert git(repo, "for-each-ref") == refs
+    assert not home.exists() or not any((home / "runs").glob("*/run.json"))
+
+
+def test_a_guard_pattern_slow_on_an_attempt_rejects_that_attempt_naming_the_guard(cli: ForkedCli,
+                                                                                   tmp_path: Path) -> None:
+    """The baseline prints nothing the guard is slow on; attempt 1's output makes it backtrack. That attempt
+    is rejected with the guard named (it cannot be shown not to break it) and the run ends as usual."""
+    from conftest import only_run_dir, results_rows
+
+    goal, _ = slow_guard_goal(tmp_path, SLOW_LINE_WHEN_X_IS_2)
+    home = tmp_path / "home"
+    result = cli("run", str(goal), "--home", str(home), cwd=tmp_path, timeout=TIMEOUT)
+    assert result.exit_code == 1, result.output
+    assert "internal error" not in result.output, result.output
+    rows = results_rows(only_run_dir(home))
+    assert [r["verdict"] for r in rows] == ["baseline", "rejected"], rows
+    events = (only_run_dir(home) / "events.jsonl").read_text(encoding="utf-8")
+    for said in (result.stdout, events):
+        assert "the guard slow is broken for this attempt: the pattern `(a|aa)+$` took more than" in said, said
+        assert "(fix guards[1].metric in the goal)" in said, said

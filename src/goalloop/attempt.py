@@ -22,7 +22,7 @@ from goalloop.check import COMMAND_NOT_RUNNABLE, CheckResult, child_pid_file, re
 from goalloop.errors import BudgetExhausted, InfrastructureError
 from goalloop.executors import CheckJob, CheckRunner, LocalChecks
 from goalloop.goal import Goal
-from goalloop.guards import GuardSpec, broken_guards, count_tests, read_figures, runner_of
+from goalloop.guards import GuardSpec, SlowGuard, broken_guards, count_tests, read_figures, runner_of
 from goalloop.reasons import failure_reason
 from goalloop.ledger import AttemptRecord, Ledger
 from goalloop.proposers.base import PROMPT_FILE, Proposal, ProposalRequest, Proposer, reads_prompt
@@ -165,12 +165,26 @@ def baseline_judgement(goal: Goal, result: CheckResult, specs: list[GuardSpec]) 
                          fix="install the test runner in the environment the check uses, or name that "
                          "environment's python in check.run (e.g. /path/to/.venv/bin/python -m pytest); "
                          "`goalloop doctor` tries the check without starting a run")
-    figures = read_figures(specs, result.process.stdout_path, output)
+    try:
+        figures = read_figures(specs, result.process.stdout_path, output)
+    except SlowGuard as exc:
+        raise goal.error(guard_key(goal, exc.spec), f"the guard {exc.spec.name} gave no result in time on the "
+                         f"baseline: {exc}", fix=SLOW_GUARD_FIX) from None
     if result.crashed:
         return f"check {result.problem}", figures
     if not goal.is_metric_goal and not result.passed:
         return failure_reason(output, f"exit code {result.process.exit_code}"), figures
     return "", figures
+
+
+SLOW_GUARD_FIX = (r"write a pattern that matches the figure's line directly, such as '^peak_mb:\s*(\S+)' "
+                  "(a repeated choice such as (a|aa)+ backtracks on a long line)")
+
+
+def guard_key(goal: Goal, spec: GuardSpec) -> tuple[str, int, str]:
+    """Where a declared guard sits in the goal: ("guards", index, "metric")."""
+    index = next((i for i, g in enumerate(goal.guards) if (g.name, g.metric) == (spec.name, spec.pattern)), 0)
+    return "guards", index, "metric"
 
 
 def told(result: CheckResult) -> str:
@@ -244,7 +258,12 @@ class Attempter:
                 why = "check failed: " + failure_reason(result.process.excerpt(),
                                                         f"exit code {result.process.exit_code}")
             return Judgement("discard", why, result, result.metric), said
-        figures = read_figures(self.guards, result.process.stdout_path, result.process.excerpt())
+        try:
+            figures = read_figures(self.guards, result.process.stdout_path, result.process.excerpt())
+        except SlowGuard as exc:
+            where = "{}[{}].{}".format(*guard_key(self.goal, exc.spec))
+            why = f"the guard {exc.spec.name} is broken for this attempt: {exc} (fix {where} in the goal)"
+            return Judgement("rejected", why, result, result.metric), f"{said}\nThe attempt was rejected: {why}."
         broken = broken_guards(self.guards, figures, kept.figures)
         if broken:
             return Judgement("rejected", "; ".join(broken), result, result.metric, figures=figures), \

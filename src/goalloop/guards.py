@@ -162,8 +162,18 @@ class GuardSpec:
     """How much worse is still allowed: in the figure's units, or a share such as "5%"."""
 
 
+class SlowGuard(Exception):
+    """A guard's pattern took more than its time bound on the check's stdout: the figure cannot be read."""
+
+    def __init__(self, spec: GuardSpec, timeout: patterns.PatternTimeout) -> None:
+        super().__init__(f"{timeout} of the check's stdout")
+        self.spec = spec
+
+
 def read_figures(specs: list[GuardSpec], stdout_path: Path, output: str) -> dict[str, float]:
-    """The guarded figures a check printed; a figure it did not print is left out."""
+    """The guarded figures a check printed; a figure it did not print is left out.
+
+    Raises SlowGuard when a guard's pattern backtracks past its time bound on what the check printed."""
     figures: dict[str, float] = {}
     for spec in specs:
         if spec.pattern is None:
@@ -171,7 +181,10 @@ def read_figures(specs: list[GuardSpec], stdout_path: Path, output: str) -> dict
             if counted is not None:
                 figures[spec.name] = float(counted[1])
             continue
-        raw = last_match(stdout_path, patterns.compiled(spec.pattern))
+        try:
+            raw = last_match(stdout_path, patterns.compiled(spec.pattern))
+        except patterns.PatternTimeout as exc:
+            raise SlowGuard(spec, exc) from None
         try:
             figures[spec.name] = float(raw) if raw is not None else figures[spec.name]
         except (KeyError, ValueError):

@@ -111,7 +111,7 @@ class Guard(StrictModel):
 
     name: str = Field(min_length=1)
     """What the figure is called in reasons, e.g. peak_mb."""
-    metric: str
+    metric: Regex
     """Regex read from the check's stdout like check.metric (the last matching line, group 1)."""
     direction: Literal["maximize", "minimize"] = "maximize"
     """Which way is better for this figure; the guard fails when it moves the other way."""

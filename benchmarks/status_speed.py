@@ -23,6 +23,7 @@ import argparse
 import compileall
 import os
 import shutil
+import statistics
 import random
 import subprocess
 import sys
@@ -40,7 +41,7 @@ TARGETED = ("status", "runs")
 REPO = Path(__file__).resolve().parent.parent
 
 
-def make_run(home: Path, attempts: int) -> None:
+def make_run(home: Path, attempts: int, keep_summary: bool = True) -> None:
     meta = RunMeta(run_id="bench-20260101-000000", goal_name="bench", goal_path="/dev/null", repo="/nonexistent",
                    base_commit="0" * 40, branch="goalloop/bench-20260101-000000", worktree="/nonexistent",
                    created_at=utc_now(), metric_goal=True, direction="maximize", target=None)
@@ -48,6 +49,8 @@ def make_run(home: Path, attempts: int) -> None:
             "check: {run: 'python score.py', metric: 'score: (\\S+)'}\nbudget: {iterations: %d, time: 8h}\n" % attempts)
     ledger = Ledger.create(home / "runs" / meta.run_id, meta, goal)
     save_budget(str(ledger.run_dir), parse_goal(goal, Path("bench.yaml")).budget)
+    if not keep_summary:
+        ledger._tally = None  # as before the summary existed
     rng = random.Random(0)
     best = 0.0
     for n in range(attempts + 1):
@@ -59,6 +62,19 @@ def make_run(home: Path, attempts: int) -> None:
         ledger.record(AttemptRecord(iteration=n, verdict=verdict, description=f"attempt {n}: try something",
                                     commit=f"{n:040x}", metric=value, seconds=1.0, elapsed=float(n)))
     ledger.close()
+
+
+def ledger_cost(attempts: int, rounds: int) -> tuple[float, float]:
+    """Milliseconds an attempt of the ledger's own writes (two phase events and a row), with the summary kept
+    and without it, interleaved `rounds` times, medians."""
+    costs: dict[bool, list[float]] = {True: [], False: []}
+    with tempfile.TemporaryDirectory() as tmp:
+        for n in range(rounds):
+            for keep in (True, False):
+                started = time.perf_counter()
+                make_run(Path(tmp) / f"{n}-{keep}", attempts, keep_summary=keep)
+                costs[keep].append((time.perf_counter() - started) * 1000 / attempts)
+    return statistics.median(costs[True]), statistics.median(costs[False])
 
 
 def timed(commands: dict[str, list[str]], repeats: int) -> dict[str, float]:
@@ -83,10 +99,13 @@ def main() -> None:
         synced, os.fsync = os.fsync, lambda fd: None  # a synthetic ledger need not survive a power cut
         try:
             make_run(home, options.attempts)
+            print(f"python {sys.executable}; a run of {options.attempts:,} attempts written in "
+                  f"{time.perf_counter() - started:.1f}s")
+            kept, bare_cost = ledger_cost(2000, 5)
         finally:
             os.fsync = synced
-        print(f"python {sys.executable}; a run of {options.attempts:,} attempts written in "
-              f"{time.perf_counter() - started:.1f}s")
+        print(f"the ledger's writes (fsync off), ms an attempt: {kept:.3f} keeping the summary, {bare_cost:.3f} "
+              f"without it ({kept / bare_cost:.2f}x, +{kept - bare_cost:.3f} ms)")
         compileall.compile_dir(str(Path(goalloop_package.__file__).parent), quiet=1)
         goalloop = [sys.executable, "-m", "goalloop"]
         typer_app = [sys.executable, "-c", "from goalloop.cli import main; main()"]

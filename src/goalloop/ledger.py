@@ -83,15 +83,11 @@ class AttemptRecord:
     @property
     def checked(self) -> bool:
         """Whether the check ran on this attempt (not for a rejection or a failed or lost proposal)."""
-        return self.verdict != "rejected" and not (self.verdict == "crash" and not self.reason.startswith("check"))
+        return tally.checked(vars(self))
 
     def result_text(self, metric_goal: bool) -> str:
         """The result as a person reads it: the metric, pass/fail, or '-' when the check did not run."""
-        if not self.checked:
-            return "-"
-        if metric_goal:
-            return "-" if self.metric is None else f"{self.metric:.6g}"
-        return "pass" if self.passed else "fail"
+        return tally.result_text(vars(self), metric_goal)
 
     def tsv_row(self) -> list[str]:
         return [

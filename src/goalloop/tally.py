@@ -69,7 +69,8 @@ def _row(event: dict[str, Any]) -> tuple[dict[str, Any], int | None, float]:
 
 
 def checked(row: dict[str, Any]) -> bool:
-    """Whether the check ran on this attempt (not for a rejection or a failed or lost proposal)."""
+    """Whether the check ran on this attempt (not for a rejection or a failed or lost proposal); `row` is a
+    row of the fold or an AttemptRecord's fields."""
     return row["verdict"] != "rejected" and not (row["verdict"] == "crash" and not row["reason"].startswith("check"))
 
 
@@ -117,7 +118,8 @@ def parsed(line: bytes) -> dict[str, Any] | None:
 
 
 class Tally:
-    """The fold. `feed` it the bytes of events.jsonl in order; `state` is what a summary saves."""
+    """The fold. `feed` it the bytes of events.jsonl in order, `finish` it at their end; `s` (plain JSON) is
+    what a summary saves."""
 
     def __init__(self, state: dict[str, Any] | None = None) -> None:
         self.s: dict[str, Any] = state or {

@@ -218,6 +218,19 @@ def test_a_summary_that_does_not_match_never_changes_the_answer(tmp_path: Path, 
     for broken in (b"", b"{not json", saved.replace(b'"covered":', b'"covered":1')):
         (run_dir / tally.SUMMARY_FILE).write_bytes(broken)
         same(typer_cli, tmp_path, "status")
+    tampered = json.loads(saved)
+    tampered["state"]["last"] = "not a list"
+    (run_dir / tally.SUMMARY_FILE).write_text(json.dumps(tampered))
+    same(typer_cli, tmp_path, "status", answered_fast=False)
+    del tampered["state"]["last"]
+    (run_dir / tally.SUMMARY_FILE).write_text(json.dumps(tampered))
+    same(typer_cli, tmp_path, "status")
+    (run_dir / tally.SUMMARY_FILE).write_text(json.dumps({**tampered, "state": json.loads(saved)["state"] | {"last": 5}}))
+    resumed = Ledger(run_dir)  # a summary that breaks the fold never stops a run: it is left behind
+    resumed.record(row(11, "discard"))
+    resumed.close()
+    assert '"iteration": 11' in events.read_text()
+    same(typer_cli, tmp_path, "status", answered_fast=False)
     (run_dir / tally.SUMMARY_FILE).write_bytes(saved)
     events.write_bytes(events.read_bytes()[: summary_of(run_dir)["covered"] - 200])  # the summary is newer
     same(typer_cli, tmp_path, "status")

@@ -117,17 +117,19 @@ def parsed(line: bytes) -> dict[str, Any] | None:
     return event if isinstance(event, dict) else None
 
 
+def _empty() -> dict[str, Any]:
+    return {"recorded": [], "counts": {}, "tried": 0, "cost": 0, "tokens": 0, "unknown_cost": 0, "elapsed": None,
+            "baseline": None, "top": None, "last": [], "keeps": {}, "last_keep": None, "warnings": [], "stop": None,
+            "set_aside": [], "event_findings": [], "started": {}, "latest": {}, "under_way": [], "last_start_ts": None,
+            "pending": []}
+
+
 class Tally:
     """The fold. `feed` it the bytes of events.jsonl in order, `finish` it at their end; `s` (plain JSON) is
     what a summary saves."""
 
     def __init__(self, state: dict[str, Any] | None = None) -> None:
-        self.s: dict[str, Any] = state or {
-            "recorded": [], "counts": {}, "tried": 0, "cost": 0, "tokens": 0, "unknown_cost": 0, "elapsed": None,
-            "baseline": None, "top": None, "last": [], "keeps": {}, "last_keep": None, "warnings": [],
-            "stop": None, "set_aside": [], "event_findings": [], "started": {}, "latest": {}, "under_way": [],
-            "last_start_ts": None, "pending": [],
-        }
+        self.s: dict[str, Any] = state or _empty()
         self._fed = 0
         self._carry = b""
         self.tail = b""
@@ -294,7 +296,8 @@ def _from_summary(run_dir: str, stream: Any) -> Tally | None:
         with open(os.path.join(run_dir, SUMMARY_FILE), "rb") as summary:
             saved = json.loads(summary.read())
         covered, tail, state = saved["covered"], saved["tail"].encode("latin-1"), saved["state"]
-        if saved.get("version") != _VERSION or type(covered) is not int or not isinstance(state, dict):
+        if (saved.get("version") != _VERSION or type(covered) is not int or not isinstance(state, dict)
+                or state.keys() != _empty().keys()):
             return None
     except (OSError, ValueError, KeyError, TypeError, AttributeError, UnicodeEncodeError):
         return None

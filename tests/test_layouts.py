@@ -10,6 +10,8 @@ except setuptools for the editable install (skipped with the reason when pip can
 
 from __future__ import annotations
 
+import os
+import shutil
 import subprocess
 import sys
 import sysconfig
@@ -18,6 +20,7 @@ from pathlib import Path
 import pytest
 import yaml
 
+from agent_clis import WHERE
 from conftest import git, make_repo, results_rows, run_cli, write_goal
 
 PURELIB = sysconfig.get_paths()["purelib"]
@@ -34,16 +37,28 @@ def make_venv(repo: Path) -> Path:
 
 
 def init_goal(repo: Path) -> tuple[Path, dict]:
-    result = run_cli("init", "--proposer", "command", cwd=repo)
+    """The goal `goalloop init` writes with its default proposer (Claude Code)."""
+    result = run_cli("init", cwd=repo)
     assert result.exit_code == 0, result.output
     path = repo / "goals" / f"{repo.name}.yaml"
     return path, yaml.safe_load(path.read_text())
 
 
+@pytest.fixture(scope="module")
+def claude_env(tmp_path_factory: pytest.TempPathFactory) -> dict[str, str]:
+    """PATH with a `claude` and a key, so that validate checks the layout and finds nothing else to say: the
+    real CLI where `.ci/run` installed it, else a stand-in (validate looks it up; these tests run no proposer)."""
+    found = shutil.which("claude") or (str(WHERE["claude"]) if WHERE["claude"].exists() else None)
+    if found is None:
+        folder = tmp_path_factory.mktemp("bin")
+        (folder / "claude").write_text("#!/bin/sh\nexit 1\n")
+        (folder / "claude").chmod(0o755)
+        found = str(folder / "claude")
+    return {"PATH": f"{Path(found).parent}{os.pathsep}{os.environ['PATH']}", "ANTHROPIC_API_KEY": "sk-ant-test"}
+
+
 def _warnings(validate_output: str) -> list[str]:
-    """validate's warnings, but the one about the agent CLI init names (claude is not installed here)."""
-    return [line for line in validate_output.splitlines()
-            if line.strip().startswith("warning") and "`claude` is not on PATH" not in line]
+    return [line for line in validate_output.splitlines() if line.strip().startswith("warning")]
 
 
 def scripted_run(tmp_path: Path, goal: dict, steps: list[dict], name: str = "g") -> tuple[int, list[dict], str]:
@@ -79,12 +94,12 @@ def toolz(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return repo
 
 
-def test_init_protects_toolz_tests_where_they_are(toolz: Path) -> None:
+def test_init_protects_toolz_tests_where_they_are(toolz: Path, claude_env: dict[str, str]) -> None:
     path, goal = init_goal(toolz)
     assert goal["protected"] == ["toolz/tests/**"]
     assert goal["editable"] == ["toolz/**"]
     assert goal["check"]["run"] == f"{toolz / '.venv' / 'bin' / 'python'} -m pytest -q"
-    result = run_cli("validate", str(path), cwd=toolz)
+    result = run_cli("validate", str(path), cwd=toolz, env=claude_env)
     assert result.exit_code == 0 and _warnings(result.stdout) == [], result.output
     assert "goalloop doctor" in result.stdout
 
@@ -131,13 +146,13 @@ TABULATE = {
 }
 
 
-def test_init_protects_tabulates_test_folder_and_its_pytest_config(tmp_path: Path) -> None:
+def test_init_protects_tabulates_test_folder_and_its_pytest_config(tmp_path: Path, claude_env: dict[str, str]) -> None:
     repo = make_repo(tmp_path / "python-tabulate", TABULATE)
     make_venv(repo)
     path, goal = init_goal(repo)
     assert goal["protected"] == ["test/**", "tox.ini"]
     assert goal["editable"] == ["tabulate/**"]
-    result = run_cli("validate", str(path), cwd=repo)
+    result = run_cli("validate", str(path), cwd=repo, env=claude_env)
     assert result.exit_code == 0 and _warnings(result.stdout) == [], result.output
     doctor = run_cli("doctor", str(path), cwd=repo)
     assert doctor.exit_code == 0, doctor.output

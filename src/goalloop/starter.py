@@ -21,7 +21,31 @@ from pathlib import Path, PurePosixPath
 
 SCHEMA_COMMENT = "# yaml-language-server: $schema=./goal.schema.json\n"
 
+OTHER_AGENTS = """\
+# Other agents: kind: codex (reads CODEX_API_KEY or OPENAI_API_KEY), kind: aider (program: its venv's aider),
+# kind: claude (the Messages API, no CLI), or kind: command with run: my-agent < "$GOALLOOP_PROMPT_FILE".
+"""
+
 PROPOSER_BLOCKS = {
+    "claude-code": """\
+proposer:
+  kind: claude-code               # the Claude Code CLI: `claude` on PATH; its key (ANTHROPIC_API_KEY) reaches it alone
+  # model: claude-sonnet-4-5      # default: Claude Code's own
+  # allow: ["Bash(ruff check:*)"] # tools beyond editing files and running the check
+  timeout: 30m
+""" + OTHER_AGENTS,
+    "codex": """\
+proposer:
+  kind: codex                     # the Codex CLI: `codex` on PATH; reads CODEX_API_KEY or OPENAI_API_KEY
+  # model: gpt-5-codex            # default: Codex's own
+  timeout: 30m
+""",
+    "aider": """\
+proposer:
+  kind: aider                     # Aider: `aider` on PATH (or program: ~/.aider-venv/bin/aider)
+  # model: sonnet                 # default: Aider's own, from the key it finds
+  timeout: 30m
+""",
     "claude": """\
 proposer:
   kind: claude                    # Claude through the API; needs ANTHROPIC_API_KEY
@@ -30,14 +54,12 @@ proposer:
 """,
     "command": """\
 proposer:
-  kind: command                   # any agent CLI that edits files in place
-  # The prompt is in $GOALLOOP_PROMPT_FILE. Claude Code:
-  run: claude -p "$(cat "$GOALLOOP_PROMPT_FILE")" --permission-mode acceptEdits
-  # Codex:  codex exec --full-auto "$(cat "$GOALLOOP_PROMPT_FILE")"
-  # Aider:  aider --yes --message-file "$GOALLOOP_PROMPT_FILE"
+  kind: command                   # any other agent CLI that edits files in place (Claude Code, Codex and
+                                  # Aider are kind: claude-code, codex and aider)
+  run: my-agent < "$GOALLOOP_PROMPT_FILE"   # CHANGE_ME: your agent; it may write its spend to $GOALLOOP_COST_FILE
   timeout: 30m
-env:
-  pass: [ANTHROPIC_API_KEY]       # secrets are hidden from checks and commands unless passed here
+# env:
+#   pass: [MY_AGENT_API_KEY]      # secrets are hidden from checks and commands unless passed here
 """,
     "search": """\
 proposer:
@@ -47,6 +69,9 @@ proposer:
     learning_rate: {file: CHANGE_ME.py, pattern: 'LR = ([0-9.e-]+)', low: 1.0e-4, high: 1.0e-1, log: true}
 """,
 }
+
+USD_REPORTED = ("claude-code", "aider", "claude")
+"""The starters whose proposer reports dollars, so a usd budget is written for them."""
 
 TEST_DIR_NAMES = ("tests", "test", "testing", "__tests__")
 PYTHON_TEST_FILE = re.compile(r"(^test_.*|.*_test)\.py$")
@@ -259,7 +284,7 @@ def starter_goal(kind: str, repo_root: Path, goal_path: Path) -> str:
         + metric_lines
         + target
         + "budget:\n  iterations: 20\n  time: 8h\n"
-        + ("  usd: 5.00\n" if kind == "claude" else "")
+        + ("  usd: 5.00\n" if kind in USD_REPORTED else "")
         + PROPOSER_BLOCKS[kind]
     )
 

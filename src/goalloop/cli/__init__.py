@@ -303,7 +303,7 @@ def report(
     write_reports(home, run_id, png)
 
 
-STARTER_PROPOSERS = ("claude", "command", "search")
+STARTER_PROPOSERS = ("claude-code", "codex", "aider", "claude", "command", "search")
 """The proposers `init` writes a starter block for (starter.PROPOSER_BLOCKS, named here so help lists them
 without importing the starter)."""
 
@@ -313,7 +313,7 @@ def init(
     proposer: Annotated[
         Literal[STARTER_PROPOSERS],  # type: ignore[valid-type]
         typer.Option("--proposer", help="What proposes the changes.", case_sensitive=False),
-    ] = "command",
+    ] = "claude-code",
     name: Annotated[Optional[str], typer.Option("--name", metavar="NAME", help="Goal name (default: the repository's folder name).")] = None,
     repo: Annotated[Path, typer.Option("--repo", metavar="DIR", help="The repository the goal works on.")] = Path("."),
 ) -> None:

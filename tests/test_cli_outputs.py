@@ -152,3 +152,33 @@ def test_committed_schema_matches_the_models() -> None:
     assert result.exit_code == 0
     committed = (REPO_ROOT / "goals" / "goal.schema.json").read_text()
     assert json.loads(result.stdout) == json.loads(committed), "goals/goal.schema.json is stale"
+
+
+FAILING_CHECK = """\
+import sys
+print("collecting ... 3 items")
+print("FAILED tests/test_parse.py::test_header - ValueError: bad header")
+print("hint: See above for details.")
+sys.exit(1)
+"""
+
+
+def test_run_tips_doctor_and_the_report_gives_the_failing_baselines_reason(tmp_path: Path) -> None:
+    """The start of `run` names `goalloop doctor` for this goal; report.md and report.html say why the
+    baseline fails (the failing test, not the trailing hint)."""
+    repo = make_repo(tmp_path / "proj", {"check.py": FAILING_CHECK, "knob.py": "X = 1\n"})
+    goal = write_goal(tmp_path / "g.yaml", {
+        "repo": str(repo), "check": {"run": "python3 check.py"}, "budget": {"iterations": 1},
+        "proposer": {"kind": "scripted", "steps": [{"description": "try", "files": {"knob.py": "X = 2\n"}}]},
+    })
+    home = tmp_path / "home"
+    run = run_cli("run", str(goal), "--home", str(home), cwd=tmp_path)
+    assert run.exit_code == 1, run.output
+    assert f"tip: `goalloop doctor {goal}` proves the check tests the worktree" in run.stdout, run.stdout
+
+    result = run_cli("report", "--home", str(home), cwd=tmp_path)
+    assert result.exit_code == 0, result.output
+    markdown, html = (Path(line) for line in result.stdout.split())
+    reason = "baseline: FAILED tests/test_parse.py::test_header - ValueError: bad header"
+    assert "\n- " + reason.replace("_", "\\_") + "\n" in markdown.read_text(encoding="utf-8")  # under Findings
+    assert reason in html.read_text(encoding="utf-8")

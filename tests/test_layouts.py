@@ -80,11 +80,6 @@ TOOLZ = {
     "toolz/tests/test_itertoolz.py": "from toolz import first, second\n\n\ndef test_first():\n    assert first([1, 2]) == 1\n",
     "toolz/tests/test_second.py": "from toolz import second\n\n\ndef test_second():\n    assert second([1, 2]) == 2\n",
 }
-RENAME_THE_FAILING_TEST = {
-    "description": "move the failing test where pytest does not look",
-    "files": {"toolz/tests/test_itertoolz.py": None,
-              "toolz/tests/itertoolz_checks.py": TOOLZ["toolz/tests/test_itertoolz.py"]},
-}
 
 
 @pytest.fixture(scope="module")
@@ -104,25 +99,36 @@ def test_init_protects_toolz_tests_where_they_are(toolz: Path, claude_env: dict[
     assert "goalloop doctor" in result.stdout
 
 
-def test_renaming_the_failing_test_is_rejected_by_inits_globs_and_by_the_count_guard(toolz: Path, tmp_path: Path) -> None:
-    """With init's goal the rename touches a protected path. With the glob the old init wrote (tests/**, which
-    matches nothing here) the rename reaches the check, and passes it, but ran 1 test where the baseline
-    ran 2: rejected with both counts. With the guard off too, the attack succeeds: exit 0, target met."""
-    _, goal = init_goal(toolz) if not (toolz / "goals" / "toolz.yaml").exists() else \
-        (None, yaml.safe_load((toolz / "goals" / "toolz.yaml").read_text()))
-    goal = {**goal, "repo": str(toolz)}
-    code, rows, out = scripted_run(tmp_path, goal, [RENAME_THE_FAILING_TEST], "init")
-    assert (code, rows[1]["verdict"]) == (1, "rejected"), out
-    assert "toolz/tests/test_itertoolz.py (protected)" in out
+def rename(failing: str, to: str, files: dict[str, str]) -> dict:
+    """A scripted step that moves the failing test to a file name pytest does not collect."""
+    return {"description": "move the failing test where pytest does not look", "files": {failing: None, to: files[failing]}}
 
-    old = {**goal, "protected": ["tests/**"]}
-    code, rows, out = scripted_run(tmp_path, old, [RENAME_THE_FAILING_TEST], "old")
+
+def assert_renaming_is_rejected(tmp_path: Path, repo: Path, step: dict, unprotected: list[str]) -> None:
+    """With init's goal the rename touches a protected path. With `unprotected` (a glob that misses the tests,
+    as the old init wrote) and every path editable, the rename reaches the check, and passes it, but ran 1
+    test where the baseline ran 2: rejected with both counts. With the count guard off too, the attack
+    succeeds: exit 0, target met."""
+    path = repo / "goals" / f"{repo.name}.yaml"
+    goal = {**(yaml.safe_load(path.read_text()) if path.exists() else init_goal(repo)[1]), "repo": str(repo)}
+    code, rows, out = scripted_run(tmp_path, goal, [step], "init")
+    assert (code, rows[1]["verdict"]) == (1, "rejected"), out
+    failing = next(name for name, text in step["files"].items() if text is None)
+    assert f"{failing} (protected)" in out
+
+    old = {**goal, "protected": unprotected, "editable": []}
+    code, rows, out = scripted_run(tmp_path, old, [step], "old")
     assert (code, rows[1]["verdict"]) == (1, "rejected"), out
     assert "ran 1 tests, the kept state ran 2 (guard: tests run)" in out
 
     unguarded = {**old, "keep": {"guard_tests": False}}
-    code, rows, out = scripted_run(tmp_path, unguarded, [RENAME_THE_FAILING_TEST], "off")
+    code, rows, out = scripted_run(tmp_path, unguarded, [step], "off")
     assert (code, rows[1]["verdict"]) == (0, "keep"), out
+
+
+def test_renaming_the_failing_test_is_rejected_by_inits_globs_and_by_the_count_guard(toolz: Path, tmp_path: Path) -> None:
+    step = rename("toolz/tests/test_itertoolz.py", "toolz/tests/itertoolz_checks.py", TOOLZ)
+    assert_renaming_is_rejected(tmp_path, toolz, step, ["tests/**"])
 
 
 def test_the_failing_baseline_says_which_test_fails(toolz: Path, tmp_path: Path) -> None:
@@ -159,6 +165,16 @@ def test_init_protects_tabulates_test_folder_and_its_pytest_config(tmp_path: Pat
     assert "1 tests ran (pytest)" in doctor.stdout and "it tests the worktree" in doctor.stdout
 
 
+def test_renaming_tabulates_failing_test_is_rejected_by_inits_globs_and_by_the_count_guard(tmp_path: Path) -> None:
+    """In test/ (where the old init's tests/** matched nothing), with tox.ini's pytest section."""
+    failing = "test/test_align.py"
+    files = {**TABULATE, failing: "from tabulate import tabulate\n\n\ndef test_two_rows():\n"
+                                   "    assert tabulate([[1], [2]]) == '1\\n2\\n'\n"}
+    repo = make_repo(tmp_path / "python-tabulate", files)
+    make_venv(repo)
+    assert_renaming_is_rejected(tmp_path, repo, rename(failing, "test/align_checks.py", files), ["tests/**"])
+
+
 def test_validate_warns_about_a_protected_glob_that_matches_nothing_and_names_the_real_tests(tmp_path: Path) -> None:
     repo = make_repo(tmp_path / "python-tabulate", TABULATE)
     goal = write_goal(tmp_path / "g.yaml", {
@@ -184,6 +200,7 @@ SRC = {
                       'addopts = "-p no:cacheprovider"\n',
     "src/mypkg/__init__.py": "def add(a, b):\n    return a - b\n",
     "tests/test_add.py": "from mypkg import add\n\n\ndef test_add():\n    assert add(1, 2) == 3\n",
+    "tests/test_import.py": "import mypkg\n\n\ndef test_import():\n    assert mypkg.add\n",
 }
 FIX = {"description": "add, not subtract", "files": {"src/mypkg/__init__.py": "def add(a, b):\n    return a + b\n"}}
 
@@ -229,6 +246,12 @@ def test_inits_check_for_a_src_layout_tests_the_worktree(src_layout: Path, tmp_p
     assert "it tests the worktree" in result.stdout
     code, rows, out = scripted_run(tmp_path, {**goal, "repo": str(src_layout)}, [FIX], "init")
     assert (code, rows[1]["verdict"]) == (0, "keep"), out
+
+
+def test_renaming_the_src_layouts_failing_test_is_rejected_by_inits_globs_and_by_the_count_guard(
+        src_layout: Path, tmp_path: Path) -> None:
+    """The src layout installed editable, with init's PYTHONPATH=src check; unprotected, the count guard holds."""
+    assert_renaming_is_rejected(tmp_path, src_layout, rename("tests/test_add.py", "tests/add_checks.py", SRC), [])
 
 
 def test_validate_warns_about_a_venv_path_that_is_only_in_the_checkout(src_layout: Path, tmp_path: Path) -> None:

@@ -199,11 +199,7 @@ def test_a_held_index_lock_in_the_worktree_is_named_with_the_fix(tmp_path: Path,
     assert lock.name == "index.lock" and lock.exists()
     lock.unlink()
     resumed = run_cli("resume", "--home", str(home), cwd=tmp_path)
-    assert resumed.exit_code == 1, resumed.output
-    rows = results_rows(only_run_dir(home))
-    assert [r["iteration"] for r in rows] == ["0", "1", "2", "3"]
-    run_id = only_run_dir(home).name
-    assert git(score_repo, "show", f"refs/goalloop/{run_id}/2:knob.py") == "X = 3", "attempt 2's change is kept"
+    assert_reproposed(only_run_dir(home), score_repo, 1, resumed)
 
 
 def test_the_user_committing_to_their_own_branches_mid_run_disturbs_nothing(tmp_path: Path, score_repo: Path) -> None:

@@ -368,3 +368,22 @@ def test_init_runs_a_unittest_suite_with_unittest_and_guards_its_count(tmp_path:
     code, rows, out = scripted_run(tmp_path, goal, [hide])
     assert (code, rows[1]["verdict"]) == (1, "rejected"), out
     assert "ran 1 tests, the kept state ran 2" in out
+
+
+def test_doctor_from_a_git_hook_uses_the_goals_repository_not_the_hooks(tmp_path: Path) -> None:
+    """A hook of another repository runs `goalloop doctor` with GIT_DIR and GIT_WORK_TREE set, as git sets
+    them for hooks. The scratch worktree is still made in the goal's repository, the check notices the
+    broken source there, and the scratch worktree is gone afterwards; the hook's repository is untouched."""
+    repo = make_repo(tmp_path / "proj", {"calc.py": "def double(x):\n    return 2 * x\n",
+                                         "check.py": "import calc\nassert calc.double(2) == 4\n"})
+    other = make_repo(tmp_path / "other", {"README.md": "another project\n"})
+    goal = write_goal(tmp_path / "g.yaml", {"repo": str(repo), "check": {"run": f"{sys.executable} check.py"},
+                                            "editable": ["calc.py"],
+                                            "proposer": {"kind": "scripted", "steps": [{"fail": "unused"}]}})
+    hook = {"GIT_DIR": str(other / ".git"), "GIT_WORK_TREE": str(other), "GIT_INDEX_FILE": str(other / ".git/index")}
+    result = run_cli("doctor", str(goal), cwd=other, env=hook)
+    assert result.exit_code == 0, result.output
+    assert "it tests the worktree" in result.stdout, result.output
+    for project in (repo, other):
+        assert len(git(project, "worktree", "list").splitlines()) == 1, git(project, "worktree", "list")
+        assert git(project, "status", "--porcelain") == ""

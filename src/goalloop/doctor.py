@@ -7,7 +7,9 @@ layout), a cached build, or nothing at all. It also reports the baseline's run t
 whether any test ran (a runner that is not installed, a suite that collects nothing), the check's noise
 when the goal measures repeatedly (or a second measurement when it does not), each with its fix.
 
-`run` refuses nothing on its say: these are findings for a person, not rules.
+`run` refuses nothing on its say: these are findings for a person, not rules. Its git goes through the
+guarded runners of git_runner.py, so a GIT_DIR or GIT_WORK_TREE inherited from a git hook cannot point
+it at another repository or at the user's checkout.
 """
 
 from __future__ import annotations
@@ -22,6 +24,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from goalloop.check import COMMAND_NOT_RUNNABLE, CheckResult, run_check
+from goalloop.git_runner import GitFailed, RepoGit, WorktreeGit
 from goalloop.goal import Goal, format_duration
 from goalloop.guards import count_tests, runner_of
 from goalloop.path_rules import PathRules
@@ -61,14 +64,15 @@ def diagnose(goal: Goal, target: RepoTarget, rules: PathRules, env: dict[str, st
     found = Diagnosis()
     scratch = Path(tempfile.mkdtemp(prefix="goalloop-doctor-"))
     worktree, logs = scratch / "worktree", scratch / "logs"
-    _git(target.root, "worktree", "add", "--detach", "--quiet", str(worktree), target.base_commit)
+    git = RepoGit(target.root, None)
+    git.run("worktree", "add", "--detach", "--quiet", str(worktree), target.base_commit)
     try:
         env = dict(env, PYTHONDONTWRITEBYTECODE="1")
         base = _check(goal, worktree, env, logs, "base")
         if not _runs(goal, target, base, found):
             return found
         samples = _noise(goal, worktree, env, logs, base, found)
-        broken = _break_sources(worktree, rules, _tracked(worktree))
+        broken = _break_sources(worktree, rules, _tracked(git, worktree))
         if not broken:
             found.add("note", "no editable source file to break, so whether the check tests the worktree was "
                       "not tried", "name the sources under `editable:` so doctor can break them")
@@ -81,7 +85,11 @@ def diagnose(goal: Goal, target: RepoTarget, rules: PathRules, env: dict[str, st
             text, fix = _insensitive(goal, target, worktree, env, broken)
             found.add("problem", text, fix)
     finally:
-        _git(target.root, "worktree", "remove", "--force", str(worktree))
+        try:
+            git.run("worktree", "remove", "--force", str(worktree))
+        except GitFailed as exc:
+            found.add("note", f"the scratch worktree {worktree} could not be removed: {exc}",
+                      f"run `git -C {target.root} worktree prune` once the folder is gone")
         shutil.rmtree(scratch, ignore_errors=True)
     return found
 
@@ -160,9 +168,9 @@ def _noise(goal: Goal, worktree: Path, env: dict[str, str], logs: Path, base: Ch
     return samples
 
 
-def _tracked(worktree: Path) -> list[str]:
-    listing = subprocess.run(["git", "ls-files", "-z"], cwd=worktree, capture_output=True, check=False)
-    return [f for f in listing.stdout.decode("utf-8", errors="replace").split("\0") if f]
+def _tracked(git: RepoGit, worktree: Path) -> list[str]:
+    listing = WorktreeGit(git, worktree).run("ls-files", "-z", strip=False)
+    return [f for f in listing.split("\0") if f]
 
 
 def _break_sources(worktree: Path, rules: PathRules, files: list[str]) -> list[str]:
@@ -236,6 +244,3 @@ def _import_origin(command: str, worktree: Path, env: dict[str, str], package: s
         return None
     return found.stdout.strip() or None
 
-
-def _git(repo: Path, *args: str) -> None:
-    subprocess.run(["git", *args], cwd=repo, capture_output=True, check=False, timeout=120)

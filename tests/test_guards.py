@@ -133,8 +133,43 @@ def test_vitest_counts_passed_and_failed(tmp_path: Path) -> None:
     assert "breaks" in failure_reason(output)
 
 
+GO_SUITE = {
+    "go.mod": "module example.com/demo\n\ngo 1.19\n",
+    "demo.go": "package demo\n\nfunc Add(a, b int) int { return a + b }\n",
+    "demo_test.go": """\
+        package demo
+
+        import "testing"
+
+        func TestOk(t *testing.T) { if Add(1, 2) != 3 { t.Fatal("add") } }
+        func TestBad(t *testing.T) { if Add(1, 2) != 4 { t.Fatal("add is not 4") } }
+        func TestSkipped(t *testing.T) { t.Skip("later") }
+        func TestTable(t *testing.T) {
+            for _, name := range []string{"one", "two"} {
+                t.Run(name, func(t *testing.T) {})
+            }
+        }
+        """,
+}
+
+
+@pytest.mark.parametrize("flag", ["-v", "-json"])
+def test_go_test_counts_top_level_tests_that_ran(tmp_path: Path, flag: str) -> None:
+    """The real `go test -v` and `go test -json` on a tiny module: TestOk, TestBad and TestTable ran (its
+    subtests are not counted again); TestSkipped did not."""
+    go = shutil.which("go")
+    if go is None:
+        pytest.skip("go is not installed (.ci/run installs golang-go with apt-get): go test's output is not "
+                    "checked against the real runner")
+    _write(tmp_path, GO_SUITE)
+    cache = {"GOCACHE": str(tmp_path / "gocache"), "GOPATH": str(tmp_path / "gopath"), "GOFLAGS": "-mod=mod",
+             "GOTOOLCHAIN": "local", "GOPROXY": "off"}
+    output = _run([go, "test", flag, "./..."], tmp_path, env=cache)
+    assert count_tests(output) == ("go", 3), output
+
+
 def test_go_test_verbose_and_json_lines() -> None:
-    """go is not installed here, so these are go test's documented formats, not a real run."""
+    """go test's documented formats, with a subtest and its parent; the real runner is driven above."""
     verbose = "=== RUN   TestA\n--- PASS: TestA (0.00s)\n=== RUN   TestB\n    --- PASS: TestB/sub (0.00s)\n" \
               "--- FAIL: TestB (0.00s)\nFAIL\nFAIL\texample.com/m\t0.002s\n"
     assert count_tests(verbose) == ("go", 2)

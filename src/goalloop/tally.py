@@ -328,10 +328,14 @@ _BUDGET_KEYS = ("iterations", "time", "tokens", "usd")
 
 
 def save_budget(run_dir: str, budget: Any) -> None:
-    """Write the budget status shows (so it reads without the goal's models); `budget` has their attributes."""
+    """Write the budget status shows (so it reads without the goal's models); `budget` has their attributes.
+    A write that fails is let go: status then reads the budget from goal.yaml, the slow way."""
     figures = {key: getattr(budget, key) for key in _BUDGET_KEYS}
-    with open(os.path.join(run_dir, BUDGET_FILE), "w", encoding="utf-8") as stream:
-        stream.write(json.dumps(figures) + "\n")
+    try:
+        with open(os.path.join(run_dir, BUDGET_FILE), "w", encoding="utf-8") as stream:
+            stream.write(json.dumps(figures) + "\n")
+    except OSError:
+        pass
 
 
 def saved_budget(run_dir: str) -> dict[str, Any] | None:

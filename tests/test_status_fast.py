@@ -363,7 +363,8 @@ print(f"score: {{knob.X}}")
 
 def test_a_run_killed_mid_check_then_resumed_reads_the_same_both_ways(tmp_path: Path, typer_cli: ForkedCli) -> None:
     """kill -9 while attempt 2 is checked (the summary then lags the ledger, or is missing its last lines),
-    then a resume that reconciles the run and goes on: status agrees with the typer app at every step."""
+    then, the run made to look older than budget.json and standing.json, a resume that reconciles it and goes
+    on: status agrees with the typer app at every step, and after the resume answers fast again."""
     slow, mark = tmp_path / "slow", tmp_path / "checking"
     slow.touch()
     repo = make_repo(tmp_path / "proj", {"knob.py": "X = 0\n", "score.py": SLOW_ON_TWO.format(slow=str(slow), mark=str(mark))})
@@ -387,6 +388,9 @@ def test_a_run_killed_mid_check_then_resumed_reads_the_same_both_ways(tmp_path: 
     text = same(typer_cli, home, "status")
     assert "stopped (killed?)" in text and "attempts   1 (1 keep)" in text
     same(typer_cli, home, "status", "--json")
+    for made_later in (tally.BUDGET_FILE, tally.SUMMARY_FILE):  # as a run from before them
+        (killed / made_later).unlink()
+    assert same(typer_cli, home, "status", answered_fast=False) == text
     slow.unlink()
     resumed = run_cli("resume", "--home", str(home), cwd=tmp_path)
     assert resumed.exit_code == 1, resumed.output
@@ -395,3 +399,4 @@ def test_a_run_killed_mid_check_then_resumed_reads_the_same_both_ways(tmp_path: 
     same(typer_cli, home, "status", "--json")
     same(typer_cli, home, "runs")
     assert tally.load(str(killed)).covered == (killed / "events.jsonl").stat().st_size
+    assert summary_of(killed)["covered"] == (killed / "events.jsonl").stat().st_size, "the resume wrote both"

@@ -126,6 +126,7 @@ def _resume(run_dir: Path, place: Home, show: Presentation, cluster: object | No
         raise typer.Exit(int(record.stop["exit_code"]))
     goal = parse_goal((run_dir / "goal.yaml").read_text(encoding="utf-8"), Path(meta.goal_path))
     _require_sandbox(goal)
+    save_budget(str(run_dir), goal.budget)  # a run from before budget.json gets one: its status then starts fast
     target = RepoTarget(root=Path(meta.repo), base_commit=meta.base_commit)
     rules = PathRules.for_goal(goal, target)
     proposer = make_proposer(goal, target)

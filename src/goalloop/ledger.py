@@ -6,6 +6,8 @@
     results.tsv         one row per attempt, baseline first (iteration, commit, metric, verdict, seconds,
                         cost_usd, description, parent: the attempt it was proposed from)
     attempts/NNNN/      prompt.md, diff.patch, the check's and the proposer's full output
+    budget.json         the budget status shows (tally.save_budget), written at the start and on resume
+    standing.json       a summary of events.jsonl kept as the events are written (tally.py), for status
 
 Rows are flushed and fsynced before the branch moves, so after a crash the ledger is never behind git
 about a kept attempt.

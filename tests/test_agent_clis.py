@@ -295,6 +295,49 @@ def _goal(kind: str, **proposer: Any) -> dict[str, Any]:
     return calc_goal({"kind": kind, **proposer})
 
 
+def _stand_in(tmp_path: Path, kind: str) -> Path:
+    """An executable named like the CLI that notes each call (these tests are about what runs before it)."""
+    stand_in = tmp_path / "bin" / kind
+    stand_in.parent.mkdir(exist_ok=True)
+    stand_in.write_text(f"#!/bin/sh\necho called >> {tmp_path / 'calls.log'}\nexit 0\n")
+    stand_in.chmod(0o755)
+    return stand_in
+
+
+@pytest.mark.parametrize("kind, proposer, env", [
+    ("claude-code", {}, {"CLAUDE_CODE_USE_BEDROCK": "1", "AWS_PROFILE": "dev"}),
+    ("claude-code", {}, {"CLAUDE_CODE_USE_VERTEX": "1", "ANTHROPIC_VERTEX_PROJECT_ID": "p"}),
+    ("claude-code", {"env": {"CLAUDE_CODE_USE_BEDROCK": "true"}}, {}),
+    ("aider", {"model": "ollama_chat/qwen2.5-coder"}, {"OLLAMA_API_BASE": "http://127.0.0.1:11434"}),
+    ("aider", {"base_url": "http://127.0.0.1:8080/v1", "model": "openai/local"}, {}),
+], ids=["bedrock", "vertex", "bedrock-in-goal", "aider-ollama", "aider-base-url"])
+def test_a_cli_that_needs_no_key_here_is_not_refused_for_want_of_one(tmp_path: Path, kind: str,
+                                                                      proposer: dict[str, Any], env: dict[str, str]) -> None:
+    """Claude Code on Bedrock or Vertex authenticates with the cloud's credentials, Aider on a local model
+    with none: validate accepts them without an API key; the same goals without the switch are refused."""
+    calc_repo(tmp_path)
+    program = str(_stand_in(tmp_path, kind))
+    goal_path = write_goal(tmp_path / "goal.yaml", {"repo": "proj", **_goal(kind, program=program, **proposer)})
+    result = goalloop("validate", str(goal_path), cwd=tmp_path, env=without_keys(env))
+    assert result.exit_code == 0, result.output
+    plain = write_goal(tmp_path / "plain.yaml", {"repo": "proj", **_goal(kind, program=program)})
+    refused = goalloop("validate", str(plain), cwd=tmp_path, env=without_keys())
+    assert refused.exit_code == 2 and f"{kind} needs an API key" in refused.output, refused.output
+
+
+def test_a_dollar_budget_left_below_the_caps_precision_is_spent_not_a_zero_cap(tmp_path: Path) -> None:
+    """budget.usd 0.00004: --max-budget-usd would read 0.0000; the budget counts as spent (exit 1) and
+    Claude Code is never started with a cap of nothing."""
+    calc_repo(tmp_path)
+    program = str(_stand_in(tmp_path, "claude"))
+    result = run_calc_goal(tmp_path, {"kind": "claude-code", "program": program},
+                           without_keys({"ANTHROPIC_API_KEY": "sk-test", "SEEN_LOG": str(tmp_path / "keys.log")}),
+                           budget={"iterations": 3, "usd": 0.00004})
+    assert result.exit_code == 1, result.output
+    assert "dollar budget spent" in result.output
+    assert not (tmp_path / "calls.log").exists(), "Claude Code was started with --max-budget-usd 0.0000"
+
+
 def test_validate_warns_that_codex_cannot_be_held_to_a_dollar_budget(tmp_path: Path) -> None:
     """Codex reports tokens, not dollars: budget.usd is named as unenforceable, budget.tokens is not."""
     calc_repo(tmp_path)

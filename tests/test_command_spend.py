@@ -152,3 +152,31 @@ def test_a_prompt_on_stdin_reaches_the_command_whole(tmp_path: Path) -> None:
     assert run.exit_code == 1, run.cli.output
     prompt = (run.run_dir / "attempts" / "0001" / "prompt.md").read_text()
     assert len(prompt.encode()) > 200 * 1024 and received.read_text() == prompt
+
+
+WEB_APP_TEST_OUTPUT = """\
+FAILED tests/test_auth.py::test_dashboard_redirects - AssertionError: expected 'Please log in to continue'
+E   assert response.status == "401 Unauthorized"
+    return render("Please login first")
+"""
+
+
+def test_an_agent_whose_output_quotes_login_code_is_not_taken_for_not_logged_in(tmp_path: Path) -> None:
+    """An agent working on a web app's login code fails three times, its output full of that code's words
+    ("Please log in", "401 Unauthorized"): not the CLI's own message, so the run spends its budget (exit 1)."""
+    repo = score_repo_at(tmp_path)
+    (tmp_path / "said.txt").write_text(WEB_APP_TEST_OUTPUT)
+    run = run_goal(tmp_path, repo, command_goal(f"cat {tmp_path / 'said.txt'}; exit 1", iterations=4))
+    assert run.exit_code == 1, run.cli.output
+    assert [r["verdict"] for r in run.rows] == ["baseline"] + ["crash"] * 4
+    assert "not logged in" not in run.cli.output
+
+
+def test_an_agent_waiting_for_a_browser_login_ends_the_run_after_three_timeouts(tmp_path: Path) -> None:
+    repo = score_repo_at(tmp_path)
+    command = 'echo "Waiting for browser login..."; sleep 60'
+    run = run_goal(tmp_path, repo, command_goal(command, iterations=20, timeout="1s"))
+    assert run.exit_code == 3, run.cli.output
+    assert len(run.rows) == 4, run.cli.output
+    assert "the agent waited for a browser login until it timed out" in run.cli.output
+    assert "fix: give it an API key" in run.cli.output

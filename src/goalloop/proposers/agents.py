@@ -72,11 +72,28 @@ CODEX = Preset("codex", "codex", ("CODEX_API_KEY", "OPENAI_API_KEY"), "npm insta
 AIDER = Preset(
     "aider", "aider",
     ("OPENAI_API_KEY", "ANTHROPIC_API_KEY", "OPENROUTER_API_KEY", "GEMINI_API_KEY", "DEEPSEEK_API_KEY",
-     "GROQ_API_KEY", "MISTRAL_API_KEY", "XAI_API_KEY", "AZURE_API_KEY"),
+     "GROQ_API_KEY", "MISTRAL_API_KEY", "XAI_API_KEY", "AZURE_API_KEY", "OLLAMA_API_KEY"),
     "python3 -m venv ~/.aider-venv && ~/.aider-venv/bin/pip install aider-chat (its own venv: its pins "
     "clash with most projects), then program: ~/.aider-venv/bin/aider", frozenset({"usd", "tokens"}),
 )
 PRESETS = {preset.kind: preset for preset in (CLAUDE_CODE, CODEX, AIDER)}
+
+CLAUDE_CLOUD = {
+    "CLAUDE_CODE_USE_BEDROCK": ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN",
+                                "AWS_BEARER_TOKEN_BEDROCK", "AWS_PROFILE"),
+    "CLAUDE_CODE_USE_VERTEX": ("GOOGLE_APPLICATION_CREDENTIALS",),
+    "CLAUDE_CODE_USE_FOUNDRY": ("ANTHROPIC_FOUNDRY_API_KEY",),
+}
+"""Claude Code's switches to a cloud provider, and the secret-looking credentials it then reads (passed to it
+alone, like its keys)."""
+AIDER_LOCAL_MODELS = ("ollama/", "ollama_chat/", "lm_studio/", "llamafile/")
+"""Model prefixes that name a local server: Aider needs no key for them."""
+CAP_DIGITS = 4
+"""Decimals of --max-budget-usd."""
+
+
+def _switched_on(value: str | None) -> bool:
+    return (value or "").strip().lower() in {"1", "true", "yes", "on"}
 
 
 class AgentProposer(CommandProposer):
@@ -86,7 +103,8 @@ class AgentProposer(CommandProposer):
 
     def __init__(self, config: Any, goal: Goal, environ: dict[str, str]) -> None:
         self.keys = tuple(config.keys) if config.keys else self.preset.keys
-        super().__init__(config, without_secrets(environ, [*goal.env.pass_, *self.keys]), network=self.preset.network)
+        passed = [*goal.env.pass_, *self.keys, *self.credentials({**environ, **config.env})]
+        super().__init__(config, without_secrets(environ, passed), network=self.preset.network)
         self.goal = goal
         self.tracks = self.preset.reports
         self.nests_sandbox = self.preset.nests_sandbox
@@ -105,8 +123,16 @@ class AgentProposer(CommandProposer):
                              fix=f"install it ({self.preset.install}), or set program: to its path")
         return found
 
+    def credentials(self, environ: dict[str, str]) -> list[str]:
+        """Variables besides its keys that it authenticates with in this environment (a cloud provider's)."""
+        return []
+
+    def keyless(self) -> bool:
+        """Whether it needs none of its key variables here (a cloud provider's credentials, a local model)."""
+        return False
+
     def _key_check(self, goal: Goal) -> None:
-        if not any(self.base_env.get(name) for name in self.keys):
+        if not self.keyless() and not any(self.base_env.get(name) for name in self.keys):
             names = " or ".join(self.keys)
             raise goal.error(("proposer", "keys") if self.config.keys else ("proposer", "kind"),
                              f"{self.preset.kind} needs an API key, and none of {names} is set",
@@ -152,6 +178,13 @@ class ClaudeCodeAgent(AgentProposer):
 
     preset = CLAUDE_CODE
 
+    def credentials(self, environ: dict[str, str]) -> list[str]:
+        return [name for provider, names in CLAUDE_CLOUD.items() if _switched_on(environ.get(provider)) for name in names]
+
+    def keyless(self) -> bool:
+        """On Bedrock, Vertex or Foundry Claude Code authenticates with that cloud's credentials, not a key."""
+        return any(_switched_on({**self.base_env, **self.config.env}.get(flag)) for flag in CLAUDE_CLOUD)
+
     def arguments(self, request: ProposalRequest, files: AttemptFiles) -> list[str]:
         check = " ".join(self.goal.check.run.split())
         allowed = ["Read", "Glob", "Grep", "Edit", "Write", f"Bash({check})", f"Bash({check}:*)", *self.config.allow]
@@ -160,7 +193,7 @@ class ClaudeCodeAgent(AgentProposer):
             argv += ["--model", self.config.model]
         cap = self._budget_left(request)
         if cap is not None:
-            argv += ["--max-budget-usd", f"{cap:.4f}"]
+            argv += ["--max-budget-usd", f"{cap:.{CAP_DIGITS}f}"]
         return argv
 
     def _budget_left(self, request: ProposalRequest) -> float | None:
@@ -168,7 +201,7 @@ class ClaudeCodeAgent(AgentProposer):
         if request.budget.usd is None:
             return None
         left = request.budget.usd - request.spend.usd
-        if left <= 0:
+        if round(left / max(request.round_size, 1), CAP_DIGITS) <= 0:  # a cap of 0.0000 is no cap to give
             raise BudgetExhausted(f"dollar budget spent (${request.spend.usd:.2f} of ${request.budget.usd:.2f})",
                                   cost_usd=0.0, tokens=0)
         return left / max(request.round_size, 1)
@@ -294,6 +327,10 @@ class AiderAgent(AgentProposer):
 
     preset = AIDER
     prompt_by_file = True
+
+    def keyless(self) -> bool:
+        """A local model (ollama/..., or any base_url: a local server may take no key) needs none."""
+        return bool(self.config.base_url) or (self.config.model or "").startswith(AIDER_LOCAL_MODELS)
 
     def arguments(self, request: ProposalRequest, files: AttemptFiles) -> list[str]:
         folder = request.attempt_dir

@@ -27,10 +27,15 @@ class Known:
 
 
 _LOGIN = re.compile(
-    r"not logged in|please (run )?(/login|.{0,20}\blogin\b)|invalid (x-)?api[ _-]?key|authentication_error"
-    r"|missing (an )?api key|no api key|api key (is )?(missing|not set|required)|401 unauthorized"
-    r"|not able to authenticate you",
-    re.IGNORECASE,
+    # the CLIs' own messages, where they print them: at the start of a line (after an "Error:" or the like)
+    # or as Claude Code's JSON result; a tool's or test's output quoted inside a line never counts
+    r'(?:^|"result":\s*")(?:(?:api )?error:\s*)?'
+    r"(?:(?:not logged in|invalid api key) · (?:please run /login|fix external api key)"  # Claude Code
+    r"|api error: 401\b.*authentication_error"                                          # Claude Code
+    r"|litellm\.authenticationerror\b|the api provider is not able to authenticate you"  # Aider
+    r"|unexpected status 401 unauthorized"                                               # Codex
+    r"|not logged in\b|missing (?:an )?api key\b|no api key (?:found|provided|set)\b)",    # other agent CLIs
+    re.IGNORECASE | re.MULTILINE,
 )
 _BROWSER_WAIT = re.compile(r"waiting .{0,40}(browser|log ?in)|open(ing)? .{0,30}browser .{0,30}log ?in", re.IGNORECASE)
 

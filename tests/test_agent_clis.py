@@ -10,6 +10,7 @@ saying how to install, when a CLI is absent (`.ci/run` installs all three).
 from __future__ import annotations
 
 import json
+import re
 import subprocess
 from pathlib import Path
 from typing import Any
@@ -183,6 +184,40 @@ def test_claude_code_may_run_only_the_check_unless_allow_grants_more(tmp_path: P
         assert (result.exit_code, verdict) == (0, "keep"), result.output
 
 
+def _system_text(body: dict[str, Any]) -> str:
+    system = body.get("system") or ""
+    return system if isinstance(system, str) else "\n".join(str(b.get("text", "")) for b in system)
+
+
+def test_claude_code_runs_a_multi_line_check_through_its_script(tmp_path: Path) -> None:
+    """A check of two lines matches no one-line Bash rule; Claude Code is told the script in the run folder
+    that holds it (`sh <script>`), may run that, and sees the check pass after its fix."""
+    claude = cli_or_skip("claude")
+    repo = calc_repo(tmp_path)
+    ran: list[dict[str, Any]] = []
+
+    def run_the_script(body: dict[str, Any]) -> Reply:
+        found = re.search(r"run exactly: (sh \S+)", _system_text(body))
+        assert found, "Claude Code was not told how to run the check"
+        ran.append(tool_use("Bash", command=found[1], description="Run the check"))
+        return turn(ran[-1])
+
+    script = [turn(tool_use("Read", file_path="calc.py")),
+              turn(tool_use("Edit", file_path="calc.py", old_string="a - b", new_string="a + b")),
+              run_the_script, turn(text("Fixed add()."))]
+    with LoopbackAPI(script, side=lambda body: None if body.get("tools") else Reply([text("ok")])) as api:
+        env = without_keys({"ANTHROPIC_BASE_URL": api.url, "ANTHROPIC_API_KEY": "sk-ant-loopback",
+                            "SEEN_LOG": str(tmp_path / "keys.log")})
+        result = run_calc_goal(tmp_path, {"kind": "claude-code", "program": claude, "model": CLAUDE_MODEL}, env,
+                               check={"run": f"test -f calc.py\n{check_command()}\n"}, budget={"iterations": 1})
+        assert result.exit_code == 0, result.output
+        answer = str(api.tool_result(ran[0])["content"])
+    assert "all passed" in answer and "denied" not in answer, answer
+    run_dir = only_run_dir(tmp_path / "home")
+    assert ran[0]["input"]["command"].endswith(str(run_dir / "agents" / "claude-code" / "check.sh"))
+    assert_only_the_fix(repo, run_dir)
+
+
 # -- Codex ------------------------------------------------------------------------------------------------
 CODEX_MODEL = "gpt-5.5"
 """A model Codex 0.171 has metadata for: it is offered the apply_patch tool."""
@@ -323,6 +358,26 @@ def test_a_cli_that_needs_no_key_here_is_not_refused_for_want_of_one(tmp_path: P
     plain = write_goal(tmp_path / "plain.yaml", {"repo": "proj", **_goal(kind, program=program)})
     refused = goalloop("validate", str(plain), cwd=tmp_path, env=without_keys())
     assert refused.exit_code == 2 and f"{kind} needs an API key" in refused.output, refused.output
+
+
+README = Path(__file__).resolve().parent.parent / "README.md"
+
+
+@pytest.mark.parametrize("kind, program", [("claude-code", "claude"), ("codex", "codex"), ("aider", "aider")])
+def test_the_readme_shows_the_options_each_cli_is_really_given(tmp_path: Path, kind: str, program: str) -> None:
+    """The command line in the README's bullet for each kind names exactly the options goalloop passes."""
+    calc_repo(tmp_path)
+    stand_in = tmp_path / "bin" / program
+    stand_in.parent.mkdir()
+    stand_in.write_text(f"#!/bin/sh\nprintf '%s\\n' \"$@\" > {tmp_path / 'args.txt'}\nexit 1\n")
+    stand_in.chmod(0o755)
+    key = {**{k: "sk-test" for k in KINDS.values()}, "SEEN_LOG": str(tmp_path / "keys.log")}
+    run_calc_goal(tmp_path, {"kind": kind, "program": str(stand_in)}, without_keys(key), budget={"iterations": 1})
+    given = {a for a in (tmp_path / "args.txt").read_text().splitlines() if re.fullmatch(r"--[a-zA-Z-]+", a)}
+    bullet = re.search(rf"^- `{kind}` runs `(.*?)`", README.read_text(encoding="utf-8"), re.M | re.S)
+    assert bullet, f"README has no bullet saying what {kind} runs"
+    shown = set(re.findall(r"--[a-zA-Z][a-zA-Z-]+", bullet[1]))
+    assert shown == given, f"README shows {sorted(shown - given)} not given; omits {sorted(given - shown)}"
 
 
 def test_a_dollar_budget_left_below_the_caps_precision_is_spent_not_a_zero_cap(tmp_path: Path) -> None:

@@ -88,6 +88,8 @@ CLAUDE_CLOUD = {
 alone, like its keys)."""
 AIDER_LOCAL_MODELS = ("ollama/", "ollama_chat/", "lm_studio/", "llamafile/")
 """Model prefixes that name a local server: Aider needs no key for them."""
+CHECK_SCRIPT_HINT = "To run the goal's check command yourself, run exactly:"
+"""Told to Claude Code (--append-system-prompt), followed by `sh <its check script>`."""
 CAP_DIGITS = 4
 """Decimals of --max-budget-usd."""
 
@@ -187,14 +189,28 @@ class ClaudeCodeAgent(AgentProposer):
 
     def arguments(self, request: ProposalRequest, files: AttemptFiles) -> list[str]:
         check = " ".join(self.goal.check.run.split())
-        allowed = ["Read", "Glob", "Grep", "Edit", "Write", f"Bash({check})", f"Bash({check}:*)", *self.config.allow]
-        argv = ["-p", "--output-format", "json", "--permission-mode", "dontAsk", "--allowedTools", *allowed]
+        script = shlex.join(["sh", str(self._check_script(request))])
+        allowed = ["Read", "Glob", "Grep", "Edit", "Write", f"Bash({check})", f"Bash({check}:*)", f"Bash({script})",
+                   *self.config.allow]
+        argv = ["-p", "--output-format", "json", "--permission-mode", "dontAsk", "--allowedTools", *allowed,
+                "--append-system-prompt", f"{CHECK_SCRIPT_HINT} {script}"]
         if self.config.model:
             argv += ["--model", self.config.model]
         cap = self._budget_left(request)
         if cap is not None:
             argv += ["--max-budget-usd", f"{cap:.{CAP_DIGITS}f}"]
         return argv
+
+    def _check_script(self, request: ProposalRequest) -> Path:
+        """The goal's check as a script in the state folder: one command Claude Code may run whatever the
+        check looks like (its Bash rules match one line; a multi-line or compound check matches none)."""
+        path = self.state_dir(request) / "check.sh"
+        text = f"#!/bin/sh\n{self.goal.check.run.rstrip()}\n"
+        if not path.exists() or path.read_text(encoding="utf-8") != text:
+            partial = path.with_name(f"check.sh.{os.getpid()}.{request.slot}")
+            partial.write_text(text, encoding="utf-8")
+            partial.replace(path)
+        return path
 
     def _budget_left(self, request: ProposalRequest) -> float | None:
         """This slot's share of what is left of budget.usd; refuses to start when nothing is."""

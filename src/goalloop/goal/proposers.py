@@ -40,7 +40,8 @@ class AgentCLI(StrictModel):
     """The variables holding its API key, passed to it (never to the check) by name; default: the ones
     the CLI reads (claude-code: ANTHROPIC_API_KEY, ANTHROPIC_AUTH_TOKEN or CLAUDE_CODE_OAUTH_TOKEN; codex:
     CODEX_API_KEY or OPENAI_API_KEY; aider: OPENAI_API_KEY, ANTHROPIC_API_KEY, OPENROUTER_API_KEY and the
-    other providers' keys). One of them must be set."""
+    other providers' keys). One of them must be set, except for Claude Code with CLAUDE_CODE_USE_BEDROCK,
+    CLAUDE_CODE_USE_VERTEX or CLAUDE_CODE_USE_FOUNDRY set and Aider with an ollama/ model or a base_url."""
     base_url: str | None = None
     """The model API's endpoint (a proxy, a gateway, a local server); default: the CLI's own."""
     timeout: Duration = 1800.0

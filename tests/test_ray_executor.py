@@ -184,6 +184,36 @@ def test_ctrl_c_during_a_check_on_the_cluster_ends_it_and_exits_130(tmp_path: Pa
     assert _gone(int((marks / "blocked").read_text())), "the check on the worker was ended"
 
 
+def test_ctrl_c_in_a_round_of_one_ends_the_check_on_the_cluster_and_the_daemon_it_started(
+        tmp_path: Path, cluster) -> None:
+    """A round of one waits for its check in the main thread, where Ctrl-C lands as KeyboardInterrupt
+    rather than as the stand-in's death; the task is cancelled there too, and what the check left on the
+    node (a daemon in a session of its own, which neither the worker's guard nor Ray ends) is killed from
+    the head before goalloop says the run is interrupted."""
+    block = ("import os, subprocess, sys, time\nimport knob\nif knob.X == 5:\n"
+             "    daemon = subprocess.Popen(['sleep', '300'], start_new_session=True)\n"
+             "    open(os.path.join(sys.argv[1], 'daemon'), 'w').write(str(daemon.pid))\n"
+             "    open(os.path.join(sys.argv[1], 'blocked'), 'w').write(str(os.getpid()))\n"
+             "    time.sleep(120)\nprint(f'score: {knob.X}')\n")
+    goal, _, marks = _marked_goal(tmp_path, cluster, block, [5, 3], parallel=1)
+    proc = subprocess.Popen([sys.executable, "-m", "goalloop", "run", str(goal), "--home", str(tmp_path / "home")],
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    assert _wait_for(lambda: (marks / "blocked").exists() or proc.poll() is not None, 240)
+    check, daemon = int((marks / "blocked").read_text()), int((marks / "daemon").read_text())
+    assert psutil.Process(daemon).status() != psutil.STATUS_ZOMBIE
+    proc.send_signal(signal.SIGINT)
+    output = proc.communicate(timeout=90)[0]
+    assert proc.returncode == 130, output
+    alive = [pid for pid in (check, daemon)
+             if psutil.pid_exists(pid) and psutil.Process(pid).status() != psutil.STATUS_ZOMBIE]
+    for pid in alive:
+        psutil.Process(pid).kill()
+    lost = [line for run in (tmp_path / "home" / "runs").glob("*/events.jsonl")
+            for line in run.read_text().splitlines() if "check_lost" in line]
+    assert not alive, f"still running after goalloop said the run was interrupted: {alive} (check {check}, " \
+                      f"daemon {daemon}); {lost}"
+
+
 def test_unreachable_cluster_is_exit_3_with_the_fix_before_anything_is_created(tmp_path: Path) -> None:
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))

@@ -19,8 +19,11 @@ scratch checkout could not be made: git or tar missing, disk full) is a `crash` 
 since another try would fail the same way. Every loss is a `check_lost` event in the ledger.
 
 Ctrl-C: each remote check has a local stand-in process whose group is recorded in the slot's pid file,
-like a local check's; when the loop kills it, the task is cancelled (force), and its worker's guard
-kills the check. If goalloop itself is killed, Ray ends the tasks of the dead driver the same way.
+like a local check's; when the loop kills it (or Ctrl-C lands in the main thread, in a round of one),
+the task is cancelled (force) and its worker's guard kills the check's group; then a small task on the
+check's node kills every process carrying the check's tag (a daemon it started in a session of its own),
+and goalloop waits for that before it says the run is interrupted. If goalloop itself is killed, Ray
+ends the tasks of the dead driver, and the guard the check's group.
 """
 
 from __future__ import annotations
@@ -45,12 +48,13 @@ import goalloop
 from goalloop.check import CheckResult, ProcessResult
 from goalloop.errors import InfrastructureError
 from goalloop.executors import CheckJob
-from goalloop.executors.scratch import ShippedCheck, ShippedResult, run_shipped
+from goalloop.executors.scratch import ShippedCheck, ShippedResult, end_stopped_check, run_shipped
 from goalloop.git_runner import git_environment
 from goalloop.ledger import Ledger
 
 CONNECT_SECONDS = 5.0
 WAIT_STEP_SECONDS = 0.25
+STOP_CONFIRM_SECONDS = 30.0
 WARM_UP_SECONDS = 60.0
 WARM_UP_STEP_SECONDS = 0.05
 FIX_UNREACHABLE = ("start a cluster with `ray start --head` (then executor.address: auto on that machine), or set "
@@ -175,6 +179,11 @@ def _check_task(job: ShippedCheck, base: list[ray.ObjectRef]):  # noqa: ANN201 -
     yield run_shipped(job, lambda: ray.get(base[0]) if base else b"")
 
 
+@ray.remote(max_retries=0, num_cpus=0)
+def _end_stopped_check(job: ShippedCheck) -> None:
+    end_stopped_check(job)
+
+
 class RayChecks:
     """A CheckRunner that runs every check of the run as a Ray task on a scratch checkout of its commit."""
 
@@ -221,8 +230,11 @@ class RayChecks:
             result = stand_in.wait_for(stream)
             return Try(time.monotonic() - started, node=node, result=result)
         except _Stopping:
-            ray.cancel(stream, force=True)
+            self._stop(stream, job, shipped, node)
             return Try(time.monotonic() - started, node=node, fault="interrupted: goalloop is stopping", final=True)
+        except KeyboardInterrupt:  # a round of one waits in the main thread, where Ctrl-C lands
+            self._stop(stream, job, shipped, node)
+            raise
         except ray.exceptions.RayTaskError as exc:  # the task's own code failed: another try would fail the same way
             cause = exc.cause if isinstance(getattr(exc, "cause", None), Exception) else exc
             return Try(time.monotonic() - started, node=node, fault=_first_line(cause), final=True)
@@ -234,6 +246,23 @@ class RayChecks:
                        fault=f"{type(exc).__name__}: {_first_line(exc)}")
         finally:
             stand_in.end()
+
+    def _stop(self, stream: Any, job: CheckJob, shipped: ShippedCheck, node: str | None) -> None:
+        """Cancel the task (its worker is killed, and its guard kills the check), then, on the node the check
+        runs on, kill what is left of it and wait for that: goalloop says a run is stopped only once its
+        checks are."""
+        ray.cancel(stream, force=True)
+        nodes = [node] if node else self.cluster.nodes_that_fit()  # it may have started where we did not read yet
+        ending = {where: _end_stopped_check.options(
+            scheduling_strategy=NodeAffinitySchedulingStrategy(where, soft=False)).remote(shipped) for where in nodes}
+        for where, ended in ending.items():
+            try:
+                ray.get(ended, timeout=STOP_CONFIRM_SECONDS)
+            except ray.exceptions.RayError as exc:  # GetTimeoutError among them
+                with self._lock:
+                    self.ledger.event("check_lost", iteration=job.iteration, prefix=job.prefix, node=where,
+                                      reason=f"could not confirm that the stopped check ended: {_first_line(exc)}",
+                                      action="left to the worker's guard")
 
     # -- what travels -----------------------------------------------------------------------------------
     def _base(self) -> ray.ObjectRef:

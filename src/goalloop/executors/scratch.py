@@ -28,7 +28,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import goalloop
-from goalloop.check import run_check
+from goalloop.check import kill_leftover_group, run_check
 from goalloop.environment import without_secrets
 
 RETURNED_LOG_BYTES = 256 * 1024
@@ -86,9 +86,20 @@ class ScratchError(RuntimeError):
     """The worker could not make the scratch checkout (git or tar missing, disk full, a diff that fails)."""
 
 
+def _slot_root(job: ShippedCheck) -> Path:
+    return Path(job.scratch_root or tempfile.gettempdir()) / f"goalloop-{job.run_id}" / f"slot-{job.slot}"
+
+
+def end_stopped_check(job: ShippedCheck) -> None:
+    """Kill whatever the slot's check on this node left running (every process carrying its tag). The head
+    calls it after cancelling the task, so that a stop does not rest on the worker's guard alone: Ray may
+    kill the guard, a child of the killed worker, before the guard has killed the check."""
+    kill_leftover_group(_slot_root(job) / "check.pgid")
+
+
 def run_shipped(job: ShippedCheck, load_base: Callable[[], bytes]) -> ShippedResult:
     """Make the scratch checkout of `job.commit`, run the check in it, and return the result."""
-    root = Path(job.scratch_root or tempfile.gettempdir()) / f"goalloop-{job.run_id}" / f"slot-{job.slot}"
+    root = _slot_root(job)
     root.mkdir(parents=True, exist_ok=True)
     with open(root / ".lock", "w") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)

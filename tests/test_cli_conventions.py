@@ -28,7 +28,7 @@ def test_every_command_takes_h_and_its_help_ends_with_exit_codes_and_an_example(
     run_help = run_cli("run", "-h", cwd=tmp_path).stdout
     assert re.search(r"--quiet\s+-q\s+Print only", run_help), run_help
     assert "<text|json>" in run_help
-    assert "<claude|command|search>" in run_cli("init", "-h", cwd=tmp_path).stdout
+    assert "<claude-code|codex|aider|claude|command|search>" in run_cli("init", "-h", cwd=tmp_path).stdout
 
 
 def test_usage_and_goal_errors_read_the_same(tmp_path: Path) -> None:

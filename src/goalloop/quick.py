@@ -22,7 +22,6 @@ from goalloop import tally
 from goalloop.clock import format_duration
 
 VERDICTS = ("keep", "discard", "crash", "rejected")
-NOT_TRACKED = "not tracked"
 _RUN_META = {"run_id", "goal_name", "goal_path", "repo", "base_commit", "branch", "worktree", "created_at",
              "metric_goal", "direction", "target"}
 _RICH_ENV = ("FORCE_COLOR", "TTY_COMPATIBLE", "TTY_INTERACTIVE", "JUPYTER_COLUMNS", "JUPYTER_LINES")
@@ -223,7 +222,7 @@ def _status(runs_dir: str, run_id: str | None, as_json: bool, styled: bool = Fal
                                     f"{standing['baseline']})"))
     for index, (name, use) in enumerate(standing["budget"].items()):
         line(f"  {'budget' if index == 0 else '':10} ", _use_text(name, use))
-    line("  spent      ", standing["spent"] or NOT_TRACKED)
+    line("  spent      ", standing["spent"] or tally.NOT_TRACKED)
     for finding in standing["findings"]:
         line("  ", (finding, "yellow"))
     line("  branch     ", plain(f"{meta['branch']}  (in {meta['repo']})"))
@@ -262,21 +261,13 @@ def _standing(run: _Run, state: str, budget: dict[str, Any]) -> dict[str, Any]:
         "best": tally.result_text(best, metric_goal) if best else "-",
         "best_attempt": best["iteration"] if best else None,
         "baseline": tally.result_text(baseline, metric_goal) if baseline else "-",
-        "spent": _spent(s["tried"], s["unknown_cost"], cost, tokens) if s["tried"] else None,
+        "spent": tally.spent_text(s["tried"], s["unknown_cost"], cost, tokens) if s["tried"] else None,
         "budget": {name: {"used": used, "limit": limit, "left": None if limit is None else max(limit - used, 0)}
                    for name, (used, limit) in uses.items()},
         "in_progress": _in_progress(run, now) if running else [],
         "findings": _findings(run, metric_goal),
         "branch": meta["branch"], "repo": meta["repo"], "record": run.dir,
     }
-
-
-def _spent(attempts: int, unknown: int, cost: float, tokens: int) -> str:
-    if unknown == attempts:
-        return f"cost {NOT_TRACKED}, tokens {NOT_TRACKED}"
-    shown = f", {tokens:,} tokens" if tokens else ""
-    more = f" (+{unknown} attempts {NOT_TRACKED})" if unknown else ""
-    return f"${cost:.2f}{shown}{more}"
 
 
 def _when(ts: object) -> Any:

@@ -83,6 +83,20 @@ def result_text(row: dict[str, Any], metric_goal: bool) -> str:
     return "pass" if row["passed"] else "fail"
 
 
+
+NOT_TRACKED = "not tracked"
+"""How a cost nobody reported reads (a command proposer's agent CLI pays its own bills): never `$0.00`."""
+
+
+def spent_text(attempts: int, unknown: int, cost_usd: float, tokens: int) -> str:
+    """What the proposers spent: `$0.42, 12,000 tokens (+2 attempts not tracked)`; `cost not tracked, tokens
+    not tracked` when none of `attempts` reported a cost (`unknown` did not)."""
+    if attempts and unknown == attempts:
+        return f"cost {NOT_TRACKED}, tokens {NOT_TRACKED}"
+    shown = f", {tokens:,} tokens" if tokens else ""
+    more = f" (+{unknown} attempts {NOT_TRACKED})" if unknown else ""
+    return f"${cost_usd:.2f}{shown}{more}"
+
 def set_aside_line(event: dict) -> str:
     """How an attempt set aside on resume reads: stopped before its verdict, its work kept, proposed again."""
     where = f"; its work is kept at {event['ref']}" if event.get("ref") else ""

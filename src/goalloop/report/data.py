@@ -9,12 +9,10 @@ import subprocess
 from dataclasses import dataclass
 
 from goalloop.ledger import SET_ASIDE_EVENT, AttemptRecord, RunRecord
-from goalloop.tally import event_finding, set_aside_line
+from goalloop.tally import NOT_TRACKED, event_finding, set_aside_line, spent_text
 
 CHECK_LOG = "check.stdout.log"
 VERDICTS = ("keep", "discard", "crash", "rejected")
-NOT_TRACKED = "not tracked"
-"""How a cost nobody reported reads (a command proposer's agent CLI pays its own bills): never `$0.00`."""
 
 
 @dataclass(frozen=True)
@@ -58,11 +56,7 @@ class Totals:
 
     def spent(self) -> str:
         """What the proposers spent: `$0.42, 12,000 tokens`; `not tracked` when none reported a cost."""
-        if self.none_reported:
-            return f"cost {NOT_TRACKED}, tokens {NOT_TRACKED}"
-        tokens = f", {self.tokens:,} tokens" if self.tokens else ""
-        unknown = f" (+{self.unknown_cost} attempts {NOT_TRACKED})" if self.unknown_cost else ""
-        return f"${self.cost_usd:.2f}{tokens}{unknown}"
+        return spent_text(self.attempts, self.unknown_cost, self.cost_usd, self.tokens)
 
 
 def _attempts(record: RunRecord) -> list[AttemptRecord]:

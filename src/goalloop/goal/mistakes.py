@@ -18,6 +18,7 @@ from pydantic.fields import FieldInfo
 from pydantic_core import PydanticUndefined
 
 from goalloop.errors import GoalError
+from goalloop.goal.docs import describe_fields
 from goalloop.goal.model import Goal, _bad_name, _key_path
 from goalloop.goal.values import Mistake, _show
 
@@ -300,6 +301,7 @@ def _takes(name: str, field: FieldInfo | None) -> str:
 def _describe_all(errors: list[dict[str, Any]], lines: dict[tuple[Any, ...], int]) -> list[tuple[int, str, str]]:
     """(line, message, fix) for each mistake, in file order. The errors pydantic gives for each branch of a
     union (`float`, `str`) are one mistake: the value fits none of them."""
+    describe_fields()  # the fixes quote what a key takes
     by_key: dict[tuple[Any, ...], list[dict[str, Any]]] = {}
     for error in errors:
         by_key.setdefault(_schema_at(tuple(error["loc"]))[2], []).append(error)

@@ -21,6 +21,7 @@ from pydantic import (
 )
 
 from goalloop.errors import GoalError
+from goalloop.goal.docs import rebuild_described
 from goalloop.goal.paths import MAX_INSTRUCTIONS_BYTES, GoalPath, RepoGlob, RepoPath, Unreadable, read_capped
 from goalloop.goal.patterns import Regex
 from goalloop.goal.values import Duration, Mistake, Money, _show, resolve_deadline
@@ -432,6 +433,7 @@ def _bad_name(got: str) -> tuple[str, str]:
 
 def goal_json_schema() -> dict[str, Any]:
     """The JSON Schema of goal files, for editors (yaml-language-server) and `goalloop schema`."""
+    rebuild_described()
     schema = Goal.model_json_schema(by_alias=True)
     schema["$schema"] = "https://json-schema.org/draft/2020-12/schema"
     schema["title"] = "goalloop goal file"

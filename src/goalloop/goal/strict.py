@@ -17,6 +17,8 @@ from typing import Annotated, Any, Literal, Union, get_args, get_origin
 
 from pydantic import BaseModel, ConfigDict
 
+from goalloop.goal import docs
+
 ENV_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 _CONTROL = re.compile(r"[\x00-\x08\x0b-\x1f\x7f]")
 _SURROGATE = re.compile(r"[\ud800-\udfff]")
@@ -28,10 +30,16 @@ Found = tuple[tuple[Any, ...], str, str]
 
 class StrictModel(BaseModel):
     """The base of every goal model: unknown keys are errors, and so are NaN and infinities where a number
-    goes (the YAML-level rules are `strict_mistakes` below)."""
+    goes (the YAML-level rules are `strict_mistakes` below). Its fields' docstrings are their descriptions
+    once docs.describe_fields has read them."""
 
-    model_config = ConfigDict(extra="forbid", populate_by_name=True, use_attribute_docstrings=True,
-                              allow_inf_nan=False)
+    model_config = ConfigDict(extra="forbid", populate_by_name=True, allow_inf_nan=False)
+
+    @classmethod
+    def __pydantic_init_subclass__(cls, **kwargs: Any) -> None:
+        super().__pydantic_init_subclass__(**kwargs)
+        docs.MODELS.append(cls)
+
 
 def strict_mistakes(data: Any, model: type[BaseModel], line_text: Any = None) -> list[Found]:
     """Every strictness mistake in `data` (the loaded YAML) read as `model`. `line_text(loc)` gives the raw

@@ -22,6 +22,7 @@ import pytest
 
 from conftest import make_repo, run_cli, write_goal
 from forked_cli import ForkedCli
+from terminal import on_terminal
 from goalloop import quick, tally
 from goalloop.ledger import AttemptRecord, Ledger, RunMeta
 
@@ -291,32 +292,6 @@ PROBE = ("import atexit, sys\n"
          "from goalloop.quick import main\n"
          "main()\n")
 TYPER_APP = "from goalloop.cli import main\nmain()\n"
-
-
-def on_terminal(code: str, *args: str, cwd: Path, env: dict[str, str], width: int = 120) -> bytes:
-    """What `python -c CODE ARGS` writes to a terminal `width` columns wide."""
-    import fcntl
-    import pty
-    import struct
-    import termios
-
-    leader, follower = pty.openpty()
-    fcntl.ioctl(follower, termios.TIOCSWINSZ, struct.pack("HHHH", 40, width, 0, 0))
-    proc = subprocess.Popen([sys.executable, "-c", code, *args], stdin=follower, stdout=follower, stderr=follower,
-                            cwd=cwd, env=env)
-    os.close(follower)
-    seen = b""
-    while True:
-        try:
-            data = os.read(leader, 65536)
-        except OSError:  # the terminal closed: the process is done
-            break
-        if not data:
-            break
-        seen += data
-    os.close(leader)
-    proc.wait(timeout=60)
-    return seen
 
 
 @pytest.mark.parametrize("terminal", [{"TERM": "xterm-256color"}, {"TERM": "xterm", "COLORTERM": "truecolor"},

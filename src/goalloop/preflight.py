@@ -22,7 +22,6 @@ import pathspec
 
 from goalloop.goal import Goal
 from goalloop.repo_target import RepoTarget
-from goalloop.starter import read_layout
 
 SHELL_WORDS = {"cd", "export", "set", "if", "then", "else", "fi", "for", "do", "done", "while", "case", "esac",
                "exec", "env", "time", "true", "false", "test", "[", "echo", "printf", "source", ".", "!", "{", "}",
@@ -67,6 +66,8 @@ def _unmatched_patterns(goal: Goal, target: RepoTarget, files: list[str]) -> lis
                 continue
             fix = "fix the pattern or remove it"
             if key == "protected":
+                from goalloop.starter import read_layout
+
                 suggestion = suggestion or read_layout(target.root).protected
                 fix = (f"the tests here are protected by {', '.join(suggestion)}" if suggestion else
                        "name the files the check depends on")

@@ -1,12 +1,15 @@
 """The `goalloop` command's entry point. `status` and `runs`, typed often and from other terminals while a run
 goes on, are answered here from each run's summary (tally.py) with the standard library alone, so they start
-at once; every other command, and whatever this path is not sure to print exactly as the typer app in cli/
-would, goes to that app unchanged: an option it does not know, help, a usage error or an unreadable run
-(their messages), text rich would read as markup or emoji, a run from before budget.json, and on a terminal
-`runs` and `--json` (rich lays out and colours those) or a terminal without rich's standard colours.
+at once; `validate GOAL.yaml`, typed after every edit of a goal file, prints validation.py's lines here, without
+the typer app and rich. Every other command, and whatever this path is not sure to print exactly as the typer
+app in cli/ would, goes to that app unchanged: an option it does not know, help, a usage error, an invalid goal
+or an unreadable run (their messages), text rich would read as markup or emoji, a run from before budget.json,
+and on a terminal `runs` and `--json` (rich lays out and colours those) or a terminal without rich's standard
+colours.
 
 The figures are those of report/standing.py and cli/records.py, computed from the fold instead of the whole
-ledger; tests/test_status_fast.py runs both paths over many runs and compares what they print byte for byte.
+ledger; tests/test_status_fast.py runs both paths over many runs and compares what they print byte for byte,
+and tests/test_validate_fast.py does so for goal files.
 """
 
 from __future__ import annotations
@@ -53,11 +56,13 @@ def main() -> None:
 
 
 def answer(args: list[str]) -> str | None:
-    """What `goalloop <args>` prints on stdout, if it is `status` or `runs` succeeding as this path can say
-    it; None for anything the typer app must answer."""
-    if not args or args[0] not in ("status", "runs") or any(name in os.environ for name in _RICH_ENV):
+    """What `goalloop <args>` prints on stdout, if it is `status`, `runs` or `validate` succeeding as this path
+    can say it; None for anything the typer app must answer."""
+    if not args or args[0] not in ("status", "runs", "validate") or any(name in os.environ for name in _RICH_ENV):
         return None
     try:
+        if args[0] == "validate":
+            return _validate(args[1:])
         options = _options(args[1:], takes_run=args[0] == "status")
         if options is None:
             return None
@@ -403,6 +408,33 @@ def _runs(runs_dir: str, as_json: bool, width: int | None = None) -> str:
     return "".join(lines)
 
 
+# -- validate -----------------------------------------------------------------------------------------------
+def _validate(args: list[str]) -> str | None:
+    """validation.py's lines for `validate GOAL.yaml` as the typer app prints them (cli/goals.py: rich, each
+    chunk's text escaped); None for any other arguments."""
+    if len(args) != 1 or not args[0] or args[0].startswith("-"):
+        return None
+    styled = sys.stdout.isatty()
+    if styled and not _colours_as_rich():
+        return None
+    from pathlib import Path
+
+    from goalloop.validation import validation_lines
+
+    return "".join(_escaped_line(line, styled) + "\n" for line in validation_lines(Path(args[0])))
+
+
+def _escaped_line(chunks: list[str | tuple[str, str]], styled: bool) -> str:
+    """A line whose chunks rich is given escaped: their text, sure only without a bracket (escaping and
+    reading back keeps a bracket only in some places) or a chunk ending in a backslash (escaped, it shows
+    twice)."""
+    texts = [chunk if isinstance(chunk, str) else chunk[0] for chunk in chunks]
+    if any("[" in text or text.endswith("\\") for text in texts):
+        raise _Unsure("text rich would print otherwise once escaped")
+    _checked("".join(texts), escaped=True)
+    return "".join(_styled(chunk, styled) for chunk in chunks)
+
+
 # -- what rich would print otherwise ------------------------------------------------------------------------
 def plain(text: str) -> str:
     """Text the typer app puts in markup unescaped: sure only without brackets or backslashes."""
@@ -411,10 +443,11 @@ def plain(text: str) -> str:
     return text
 
 
-def _checked(text: str) -> str:
+def _checked(text: str, escaped: bool = False) -> str:
     """`text`, if rich prints it unchanged off a terminal: no control characters (rich drops some, expands
-    tabs), no backslash (its escaping of one before a closing bracket shows), no `:name:` that is an emoji."""
-    if any(ord(c) < 32 and c != "\n" or c == "\x7f" for c in text) or "\\" in text:
+    tabs), no backslash unless `escaped` (its escaping of one before a closing bracket shows), no `:name:`
+    that is an emoji."""
+    if any(ord(c) < 32 and c != "\n" or c == "\x7f" for c in text) or ("\\" in text and not escaped):
         raise _Unsure("a character rich would print otherwise")
     if text.count(":") > 1:
         import re

@@ -6,16 +6,18 @@ Used by the cli package only, which stays the one place that picks concrete clas
 from __future__ import annotations
 import os
 from pathlib import Path
+from typing import TYPE_CHECKING
 from goalloop.environment import without_secrets
 from goalloop.errors import InfrastructureError
-from goalloop.executors import CheckRunner
 from goalloop.goal import Goal, load_goal
 from goalloop.goal.paths import check_named_files
-from goalloop.ledger import Ledger, RunMeta
-from goalloop.sandbox import unavailable
-from goalloop.proposers.base import Proposer
 from goalloop.path_rules import PathRules
 from goalloop.repo_target import RepoTarget, resolve_repo
+
+if TYPE_CHECKING:  # `validate` comes here too: it runs no check and writes no record
+    from goalloop.executors import CheckRunner
+    from goalloop.ledger import Ledger, RunMeta
+    from goalloop.proposers.base import Proposer
 
 
 def _prepare(goal_file: Path) -> tuple[Goal, RepoTarget, PathRules]:
@@ -32,6 +34,8 @@ def _require_sandbox(goal: Goal) -> None:
     """A goal with `sandbox:` runs only where bubblewrap works: never silently without it."""
     if goal.sandbox is None:
         return
+    from goalloop.sandbox import unavailable
+
     if goal.executor.kind == "ray":
         raise goal.error(("executor", "kind"), "the sandbox is not applied to checks on a Ray cluster",
                          fix="delete sandbox:, or run the checks on this machine (executor: {kind: threads})")

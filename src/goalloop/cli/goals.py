@@ -15,45 +15,11 @@ from goalloop.cli.console import out
 
 def validate_goal(goal_file: Path) -> None:
     """Check a goal file and print what a run would do, without running anything."""
-    from goalloop.environment import without_secrets
-    from goalloop.goal import format_duration
-    from goalloop.preflight import goal_warnings
-    from goalloop.prompt import describe_check
-    from goalloop.proposers.base import unenforced_budgets
-    from goalloop.wiring import _prepare, make_proposer
+    from goalloop.validation import validation_lines
 
-    goal, target, rules = _prepare(goal_file)
-    proposer = make_proposer(goal, target)
-    budget = goal.budget
-    limits = [
-        f"{budget.iterations} attempts" if budget.iterations else "",
-        f"{format_duration(budget.time)}" if budget.time else "",
-        f"{budget.tokens:,} tokens" if budget.tokens else "",
-        f"${budget.usd:.2f}" if budget.usd is not None else "",
-    ]
-    out.print(f"[green]ok[/] {goal_file}: goal [bold]{goal.run_name}[/]")
-    out.print(f"  repo       {target.root} at {goal.base} ({target.base_commit[:12]})")
-    out.print(f"  check      {escape(describe_check(goal))}")
-    if goal.is_metric_goal and goal.target.value is None:
-        out.print("  target     none: improve until the budget is spent")
-    out.print(f"  budget     {', '.join(x for x in limits if x) or 'none'}")
-    out.print(f"  proposer   {goal.proposer.kind}"
-              + (f", {goal.parallel} candidates at once a round (parallel)" if goal.parallel > 1 else ""))
-    if goal.executor.kind == "ray":
-        config = goal.executor
-        asks = ", ".join([f"{config.num_cpus:g} CPU"] + [f"{config.num_gpus:g} GPU"] * bool(config.num_gpus)
-                         + [f"{amount:g} {name}" for name, amount in config.resources.items()])
-        out.print(f"  checks     on the Ray cluster at {escape(config.address)}, each asking for {escape(asks)}")
-    out.print(f"  protected  {escape(', '.join(p.lstrip('/') for p in rules.protected_patterns))}")
-    if goal.sandbox is not None:
-        out.print(f"  sandbox    {escape(goal.sandbox.summary())}")
-    out.print(f"  editable   {escape(', '.join(goal.editable) or 'everything not protected')}")
-    out.print(f"  a run creates branch goalloop/{goal.run_name}-<time> and a worktree under workspaces/")
-    for warning in goal_warnings(goal, target, without_secrets(os.environ, goal.env.pass_)):
-        out.print(f"  [yellow]warning[/]    {escape(warning)}")
-    for warning in unenforced_budgets(goal.budget, proposer):
-        out.print(f"  [yellow]warning[/]    {escape(warning)}")
-    out.print(f"  next: `goalloop doctor {goal_file}` proves the check tests the worktree (runs it twice)")
+    for line in validation_lines(goal_file):
+        out.print("".join(escape(chunk) if isinstance(chunk, str) else f"[{chunk[1]}]{escape(chunk[0])}[/]"
+                          for chunk in line))
 
 
 def write_starter(proposer: str, name: str | None, repo: Path) -> None:

@@ -39,12 +39,23 @@ def inside_repository(text: str) -> str:
 
 def inside_repository_glob(text: str) -> str:
     """Validator of a gitignore-style glob: a leading / anchors it at the repository's top folder (`/score.py`),
-    unless what follows names a folder at the root of this machine (`/etc/**`), which is refused as absolute."""
+    unless what follows names a folder at the root of this machine (`/etc/**`), which is refused as absolute;
+    and git must read it as a pattern (`tests\\` escapes nothing)."""
     first = text.lstrip("/").split("/", 1)[0]
     if text.startswith("/") and not text.startswith("//") and first and not Path("/", first).exists():
         inside_repository(text.lstrip("/"))
-        return text
-    return inside_repository(text)
+    else:
+        inside_repository(text)
+    import pathspec
+
+    try:
+        pathspec.PathSpec.from_lines("gitignore", [text])
+    except ValueError:
+        raise Mistake(f"'{text}' is not a pattern git can read", fix=(
+            "drop the backslash at the end: a backslash escapes the character after it" if text.endswith("\\")
+            else "write it as a line of .gitignore: / between folders, a backslash only before a character to "
+            "take literally")) from None
+    return text
 
 
 def _climbs_out(text: str) -> bool:

@@ -11,8 +11,11 @@ make every start compile them again).
     status, runs          target: at most 150 ms more than `python -c pass` (issue 16)
     status, typer app     the same command through the typer app (the path -h and errors take): for scale
     status, no summary    standing.json deleted, as for a run from before it: every event read
-    validate              goals/example.yaml (a search goal): no target beyond the issue's 150 ms; it needs
-                          the goal's pydantic models, which alone take most of that
+    validate              a metric goal with a command proposer, in a small repository: the same target; it
+                          loads pydantic and builds the goal's models, which alone take most of it
+    validate, typer app   the same through the typer app (the path a mistake in the goal takes): for scale
+    validate, search      goals/example.yaml (a search goal): its knobs are checked by the search proposer,
+                          which loads Optuna (and numpy)
 
     .venv/bin/python benchmarks/status_speed.py [--attempts 10000] [--repeats 7]
 """
@@ -37,7 +40,7 @@ from goalloop.ledger import AttemptRecord, Ledger, RunMeta, utc_now
 from goalloop.tally import SUMMARY_FILE, save_budget
 
 TARGET_MS = 150
-TARGETED = ("status", "runs")
+TARGETED = ("status", "runs", "validate")
 REPO = Path(__file__).resolve().parent.parent
 
 
@@ -62,6 +65,18 @@ def make_run(home: Path, attempts: int, keep_summary: bool = True) -> None:
         ledger.record(AttemptRecord(iteration=n, verdict=verdict, description=f"attempt {n}: try something",
                                     commit=f"{n:040x}", metric=value, seconds=1.0, elapsed=float(n)))
     ledger.close()
+
+
+def make_goal(folder: Path) -> Path:
+    """A small repository and a metric goal on it with a command proposer, as `validate` is typed on."""
+    folder.mkdir()
+    (folder / "score.py").write_text("print('score: 1')\n", encoding="utf-8")
+    (folder / "goal.yaml").write_text("instructions: raise the score\ncheck: {run: 'python3 score.py', metric: "
+                                      "'^score: (\\S+)'}\nkeep: {repeats: 3}\nbudget: {iterations: 20, time: 1h}\n"
+                                      "proposer: {kind: command, run: 'true'}\n", encoding="utf-8")
+    for args in (["init", "-q"], ["add", "-A"], ["-c", "user.name=b", "-c", "user.email=b@b", "commit", "-qm", "start"]):
+        subprocess.run(["git", *args], cwd=folder, check=True, capture_output=True)
+    return folder / "goal.yaml"
 
 
 def ledger_cost(attempts: int, rounds: int) -> tuple[float, float]:
@@ -113,12 +128,15 @@ def main() -> None:
         shutil.copytree(home / "runs", bare / "runs")
         for summary in (bare / "runs").glob(f"*/{SUMMARY_FILE}"):
             summary.unlink()
+        goal = make_goal(home / "repo")
         times = timed({"python -c pass": [sys.executable, "-c", "pass"],
                        "status": [*goalloop, "status", "--home", str(home)],
                        "runs": [*goalloop, "runs", "--home", str(home)],
                        "status, typer app": [*typer_app, "status", "--home", str(home)],
                        "status, no summary": [*goalloop, "status", "--home", str(bare)],
-                       "validate": [*goalloop, "validate", "goals/example.yaml"]}, options.repeats)
+                       "validate": [*goalloop, "validate", str(goal)],
+                       "validate, typer app": [*typer_app, "validate", str(goal)],
+                       "validate, search": [*goalloop, "validate", "goals/example.yaml"]}, options.repeats)
         python = times.pop("python -c pass")
         print(f"load average {os.getloadavg()[0]:.2f}; medians of {options.repeats}")
         print(f"{'python -c pass':20} {python * 1000:7.0f} ms (interpreter start)")

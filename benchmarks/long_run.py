@@ -7,7 +7,8 @@ budget.iterations N:
   search    the search proposer, random sampler, one float knob
 The cost of attempt i is the growth of the ledger's `elapsed` from row i-1 to row i (everything the runner
 does for the attempt: the proposal, git, the check, the ledger, the prompt). Printed: the median cost over
-attempts 100-200 and over the last 100 (N-100 .. N) and their ratio. Target: <= 1.05.
+attempts 100-200 and over the last 100 (N-100 .. N) and their ratio, and the median of the last 100 of each thousand (growth shows as a trend,
+load as a jump). Target: <= 1.05.
 
 TPE's own cost grows with the trials (it models all of them each time it samples): measured apart,
 in-process, as the median ask + tell of an in-memory study at trials 100-200 and near 1,000 and 2,000.
@@ -115,6 +116,9 @@ def main() -> None:
             costs = run(kind, attempts, Path(tmp), options.profile if kind == "search" else None)
             early, late = window(costs, EARLY, EARLY + WINDOW), window(costs, attempts - WINDOW, attempts)
             rows.append((kind, early, late))
+            print(f"  {kind}: median ms/attempt over the last {WINDOW} of each thousand (a trend shows growth; a "
+                  "jump in one window, load): " + " ".join(f"{1000 * window(costs, end - WINDOW, end):.1f}"
+                                                          for end in range(1000, attempts + 1, 1000)), flush=True)
     print(f"\n{'proposer':10} {'ms/attempt 100-200':>20} {f'ms/attempt {attempts - WINDOW:,}-{attempts:,}':>24} {'ratio':>7}")
     for kind, early, late in rows:
         verdict = "met" if late / early <= TARGET else "NOT met"

@@ -79,6 +79,9 @@ MUTATIONS = {
                                                                 input=f"option no-deref\nupdate HEAD {sha}\n"),
     "raw update-index": lambda space, base, sha: space._run("update-index", "--no-skip-worktree", "--", "knob.py"),
     "raw write-tree": lambda space, base, sha: space._run("write-tree"),
+    "commit a known change": lambda space, base, sha: space.commit_known(2, base, "attempt 2", {"knob.py": "X = 3\n"}),
+    "kept update-ref process": lambda space, base, sha: space._git.update_refs(f"option no-deref\nupdate HEAD {sha}\n"),
+    "start a listing": lambda space, base, sha: space._git.start("ls-files", "--modified", "--others"),
 }
 
 
@@ -145,6 +148,10 @@ def test_refs_other_than_the_runs_are_refused_where_git_is_called(setup) -> None
         lambda: space._run("update-ref", "HEAD", sha),  # without no-deref: would follow HEAD to a branch
         lambda: space._run("checkout", "feature"),
         lambda: space._run("commit", "-m", "x"),
+        lambda: space._git.update_refs(f"update refs/heads/main {sha}\n"),
+        lambda: space._git.update_refs(f"option no-deref\nupdate HEAD {sha}\nupdate refs/heads/feature {sha}\n"),
+        lambda: space._git.update_refs(f"update HEAD {sha}\n"),
+        lambda: space._git.start("reset", "--hard", sha),
     ]
     for attempt in refused:
         with pytest.raises(UnsafeGitCommand):

@@ -221,12 +221,15 @@ class Attempter:
         proposal = with_set_aside_spend(attempt_dir, proposal)
         description = proposal.description or f"attempt {iteration}"
         workspace = slot.workspace
-        commit = workspace.commit_attempt(
-            iteration, request.parent_commit or kept.kept_commit, f"goalloop {workspace.run_id} #{iteration}: {description}"
-        )
+        parent, message = request.parent_commit or kept.kept_commit, f"goalloop {workspace.run_id} #{iteration}: {description}"
+        commit = workspace.commit_known(iteration, parent, message, proposal.files) if proposal.files is not None else None
+        if commit is None:
+            commit = workspace.commit_attempt(iteration, parent, message)
         if commit.patch:
             (attempt_dir / "diff.patch").write_text(commit.patch, encoding="utf-8")
         judged, said = self._judge(slot, iteration, proposal, commit, kept, pins, request.history)
+        if judged.verdict != "keep":
+            workspace.start_undo()
         return Candidate(iteration, slot, proposal, commit, judged, time.monotonic() - started, said, stopped)
 
     def _judge(self, slot: Slot, iteration: int, proposal: Proposal, commit: AttemptCommit, kept: AttemptRecord,

@@ -43,6 +43,9 @@ WORKTREE_COMMANDS = REPO_COMMANDS - {"worktree", "branch", "config"} | {
     "reset", "clean", "add", "update-index", "status", "ls-files", "diff", "diff-files", "diff-index", "diff-tree",
     "write-tree", "commit-tree"}
 """What WorktreeGit runs: never `checkout`, `commit` or `merge`, which could move a branch."""
+READ_ONLY_COMMANDS = frozenset({"ls-files", "diff-files", "ls-tree", "cat-file", "rev-parse"})
+"""What WorktreeGit.start may leave running while goalloop goes on: commands that write nothing, not even
+the index (`status` refreshes it), so one an interrupt leaves behind finishes harmlessly by itself."""
 
 
 class GitFailed(InfrastructureError):
@@ -121,6 +124,7 @@ class WorktreeGit:
         self.env = git_environment({**os.environ, **(env or {})})
         self._verified: tuple[tuple[object, ...], Path] | None = None
         """(what the last full check rested on, the gitdir it found)."""
+        self._refs: RefStream | None = None
 
     def gitdir(self) -> Path:
         """The worktree's own git directory, or WorktreeMissing if the folder is not that worktree any more.
@@ -202,6 +206,115 @@ class WorktreeGit:
         except FileNotFoundError:
             raise self.missing("was deleted during the run") from None
 
+    def start(self, *args: str) -> Running:
+        """Start a command that writes nothing (READ_ONLY_COMMANDS) and return at once, so that it runs
+        while goalloop does its own work; `Running.output()` waits for it."""
+        if args[0] not in READ_ONLY_COMMANDS:
+            raise UnsafeGitCommand(f"refused to leave `git {args[0]}` running in {self.worktree}: it writes")
+        argv = ["git", f"--git-dir={self.gitdir()}", f"--work-tree={self.worktree}", *args]
+        try:
+            return Running(argv, self.worktree, self.env, f"in {self.worktree}")
+        except FileNotFoundError:
+            raise self.missing("was deleted during the run") from None
+
+    def update_refs(self, script: str, wait: bool = True) -> None:
+        """Apply an `update-ref --stdin` script as one transaction, guarded as `run` guards it, in a git
+        process kept for the worktree: a process a transaction would cost more than the rest of a cheap
+        attempt. The worktree is checked to be the run's first, as before every command. `wait=False`
+        returns before git answers; the next transaction, or `refs_done`, waits for the answer (and raises
+        GitFailed if the transaction failed)."""
+        self.repo._guard(("update-ref", "--stdin"), script, head_allowed=True)
+        gitdir = self.gitdir()
+        if self._refs is None or self._refs.gitdir != gitdir:
+            self.close()
+            self._refs = RefStream(gitdir, self.env, f"in {self.worktree}")
+        self._refs.send(script)
+        if wait:
+            self._refs.wait()
+
+    def refs_done(self) -> None:
+        """Wait for the answer to a transaction sent with `wait=False`."""
+        if self._refs is not None:
+            self._refs.wait()
+
+    def close(self) -> None:
+        """End the kept `update-ref` process, if any (it also ends by itself when goalloop does)."""
+        if self._refs is not None:
+            self._refs.close()
+            self._refs = None
+
+
+class RefStream:
+    """One `git update-ref --stdin` process that applies transaction after transaction (`start` ..
+    `commit`), all or nothing each. Between transactions it holds no lock. A failed transaction ends the
+    process (git exits on the first error) and raises GitFailed; the next one starts a new process."""
+
+    def __init__(self, gitdir: Path, env: dict[str, str], where: str) -> None:
+        self.gitdir, self._env, self._where = gitdir, env, where
+        self._proc: subprocess.Popen[bytes] | None = None
+        self._unanswered = False
+
+    def send(self, script: str) -> None:
+        """Send one transaction; its answer is read by `wait` (called first here for the one before)."""
+        self.wait()
+        with interrupts_held(raise_after=True):
+            proc = self._process()
+            assert proc.stdin is not None
+            try:
+                proc.stdin.write(f"start\n{script.rstrip()}\nprepare\ncommit\n".encode())
+                proc.stdin.flush()
+            except BrokenPipeError:
+                pass  # git exited: `wait` reads why
+            self._unanswered = True
+
+    def wait(self) -> None:
+        if not self._unanswered or self._proc is None:
+            return
+        proc = self._proc
+        assert proc.stdout is not None
+        with interrupts_held(raise_after=True):
+            answers = [proc.stdout.readline() for _ in range(3)]
+            self._unanswered = False
+            if answers == [b"start: ok\n", b"prepare: ok\n", b"commit: ok\n"]:
+                return
+            self._proc = None
+            proc.kill()
+            _, err = proc.communicate()
+        message = err.decode(errors="replace").strip()
+        raise faults.from_git(message, str(self.gitdir)) or GitFailed(
+            f"git update-ref --stdin failed {self._where}: {message or f'exit code {proc.returncode}'}",
+            fix="check the repository with `git status` and `git worktree list`; the run can be resumed",
+        )
+
+    def _process(self) -> subprocess.Popen[bytes]:
+        if self._proc is None or self._proc.poll() is not None:
+            self._proc = subprocess.Popen(["git", f"--git-dir={self.gitdir}", "update-ref", "--stdin"],
+                                          cwd=self.gitdir, env=self._env, stdin=subprocess.PIPE,
+                                          stdout=subprocess.PIPE, stderr=subprocess.PIPE, start_new_session=True)
+        return self._proc
+
+    def close(self) -> None:
+        if self._proc is not None:
+            with interrupts_held(raise_after=True):
+                self._proc.communicate()
+            self._proc = None
+
+
+class Running:
+    """A git command started by `WorktreeGit.start`, in its own session (a Ctrl-C does not reach it)."""
+
+    def __init__(self, argv: list[str], cwd: Path, env: dict[str, str], where: str) -> None:
+        self._argv, self._cwd, self._where = argv, cwd, where
+        with interrupts_held(raise_after=True):
+            self._proc = subprocess.Popen(argv, cwd=cwd, env=env, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+                                          stderr=subprocess.PIPE, start_new_session=True)
+
+    def output(self, strip: bool = True) -> str:
+        """Its output, once it exits; GitFailed if it exits non-zero."""
+        with interrupts_held(raise_after=True):
+            out, err = self._proc.communicate()
+        return _result(self._argv, self._proc.returncode, out, err, strip, self._cwd, self._where)
+
 
 def _file_id(stat: os.stat_result) -> tuple[int, int, int, int]:
     return stat.st_dev, stat.st_ino, stat.st_size, stat.st_mtime_ns
@@ -240,11 +353,15 @@ def _execute(argv: list[str], cwd: Path, env: dict[str, str], input: str | None,
                                 stdin=subprocess.PIPE if input is not None else subprocess.DEVNULL,
                                 start_new_session=True)
         out, err = proc.communicate(input.encode() if input is not None else None)
-    if proc.returncode != 0:
+    return _result(argv, proc.returncode, out, err, strip, cwd, where)
+
+
+def _result(argv: list[str], code: int, out: bytes, err: bytes, strip: bool, cwd: Path, where: str) -> str:
+    if code != 0:
         message = err.decode(errors="replace").strip()
         raise faults.from_git(message, str(cwd)) or GitFailed(
             f"git {' '.join(a for a in argv[1:] if not a.startswith('--git-dir') and not a.startswith('--work-tree'))[:120]}"
-            f" failed {where}: {message or f'exit code {proc.returncode}'}",
+            f" failed {where}: {message or f'exit code {code}'}",
             fix="check the repository with `git status` and `git worktree list`; the run can be resumed",
         )
     text = out.decode(errors="replace")

@@ -186,7 +186,9 @@ def kill_tagged(tag: str) -> None:
 
 
 def git_processes_near(places: list[Path], files: list[Path]) -> list[int]:
-    """Live git processes working in (or naming) one of `places`, or holding one of `files` open."""
+    """Live git processes working in (or naming) one of `places`, or holding one of `files` open; not this
+    process's own children: this is asked before a run's git work starts, when the only ones are the kept
+    `update-ref --stdin` processes, which hold no lock between transactions."""
     table = _table()
     if not table:
         return []
@@ -194,7 +196,7 @@ def git_processes_near(places: list[Path], files: list[Path]) -> list[int]:
     held = {str(f.resolve()) for f in files}
     busy = []
     for pid, proc in table.items():
-        if proc.zombie or pid == os.getpid():
+        if proc.zombie or pid == os.getpid() or proc.ppid == os.getpid():
             continue
         base = PROC / str(pid)
         try:

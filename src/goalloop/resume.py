@@ -42,8 +42,12 @@ ROUND_FILE = "round.json"
 
 
 def save_proposal(attempt_dir: Path, proposal: Proposal) -> None:
-    """Keep what a proposal reported (its cost above all) until its row is written."""
-    (attempt_dir / PROPOSAL_FILE).write_text(json.dumps(asdict(proposal)), encoding="utf-8")
+    """Keep what a proposal reported (its cost above all) until its row is written; nothing for one known
+    to have cost nothing (a missing file charges nothing either)."""
+    if proposal.cost_usd == 0 and proposal.tokens == 0:
+        return
+    reported = {key: value for key, value in asdict(proposal).items() if key != "files"}
+    (attempt_dir / PROPOSAL_FILE).write_text(json.dumps(reported), encoding="utf-8")
 
 
 def _saved_proposal(attempt_dir: Path) -> Proposal:

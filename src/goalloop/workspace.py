@@ -5,6 +5,14 @@ no dependence on the user's identity, and a commit a proposer made itself is fol
 Before an attempt is committed, whatever a proposer could use to hide a change from git (index flags,
 files git ignores) is undone, so the commit holds exactly what the check will judge.
 
+An attempt whose every change the proposer knows (the search proposer's: `Proposal.files`) takes a fast
+path when the worktree was left clean at its parent: its objects are written in-process (git_objects.py),
+its ref in the update-ref process kept for the worktree, and undoing it is one `git ls-files` that must
+list nothing but those files (and untracked files, which are removed), then writing the files back;
+anything else there and the worktree is reset as usual. Two differences from the usual path: HEAD and
+the index stay at the parent while the check runs (the check sees the attempt as an uncommitted change;
+its commit is the attempt ref), and an empty folder the check made is left until the next full reset.
+
 The worktree itself (creating, repairing, locks) is worktree.py's; the names below are re-exported for
 the modules that import them from here.
 """
@@ -12,16 +20,22 @@ the modules that import them from here.
 from __future__ import annotations
 
 import hashlib
+import os
 import shutil
+import stat
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from goalloop.git_runner import GitFailed
+from goalloop.git_objects import KnownCommit, ObjectWriter
+from goalloop.git_runner import GitFailed, Running
 from goalloop.path_rules import PathRules, check_script_paths
 from goalloop.repo_target import RepoTarget, resolve_repo
 from goalloop.run_lock import RunLock
-from goalloop.worktree import REF_PREFIX, RunWorktree, remove_worktrees, slot_worktrees
+from goalloop.worktree import COMMIT_IDENTITY, REF_PREFIX, RunWorktree, remove_worktrees, slot_worktrees
+
+SNAPSHOT_LIMIT = 500
+"""Worktrees with more entries than this are not stat-snapshotted around a fast-path check."""
 
 __all__ = ["AttemptCommit", "ChangedFile", "PathRules", "RepoTarget", "RunLock", "Workspace", "check_script_paths",
            "remove_worktrees", "resolve_repo", "slot_worktrees"]
@@ -54,10 +68,22 @@ class Workspace(RunWorktree):
 
     def __init__(self, repo_root: Path, worktree: Path, run_id: str, exclude_file: Path) -> None:
         super().__init__(repo_root, worktree, run_id, exclude_file)
-        self._ignored_after_reset: set[str] = set()
+        self._ignored_after_reset: set[str] | None = set()
+        """Files git ignores that were there after the last reset (None: not listed since; see commit_attempt)."""
         self._index_written: bytes | None = None
         """A hash of the worktree's index as goalloop last left it; the same bytes mean no proposer set
         flags in it since."""
+        self._clean_at: str | None = None
+        """The commit the worktree was last left exactly at (by a reset), until anything is committed."""
+        self._known: tuple[str, KnownCommit] | None = None
+        """The parent of the last attempt committed on the fast path, and what that attempt changed."""
+        self._objects: ObjectWriter | None = None
+        self._listing: Running | None = None
+        """What the check changed, being listed since `start_undo`."""
+        self._stamp_before_check: dict[str, tuple[int, ...]] | None = None
+        """The worktree's stat snapshot as the fast-path attempt left it for its check (None: too large)."""
+        self._check_changed_nothing = False
+        """Set by `start_undo` when the snapshots before and after the check are equal."""
 
     # -- attempts -------------------------------------------------------------------------------------
     def commit_attempt(self, iteration: int, parent: str, message: str) -> AttemptCommit:
@@ -66,9 +92,13 @@ class Workspace(RunWorktree):
         An empty change (the tree equals the parent's) makes no commit. Anything the proposer committed
         itself is folded in: the attempt's parent is always the last kept commit.
         """
+        self._clean_at = None
+        self._drop_undo()
         if self._index_written is None or self._index_stamp() != self._index_written:
             self._unhide_from_git()
-        stray = sorted(self.ignored_paths() - self._ignored_after_reset)
+        ignored = self.ignored_paths()
+        # None after a fast undo, which lists none: only a proposer whose files are known has run since.
+        stray = sorted(ignored - (ignored if self._ignored_after_reset is None else self._ignored_after_reset))
         for rel in stray:
             _remove(self.worktree / rel)
         if self.head() != parent or not self._git.head_is_detached():  # the proposer committed or checked out
@@ -90,6 +120,88 @@ class Workspace(RunWorktree):
             f"option no-deref\ncreate {self.attempt_ref(iteration)} {sha}\n",
         )
         return AttemptCommit(sha=sha, changed=changed, patch=patch, removed_ignored=stray)
+
+    def commit_known(self, iteration: int, parent: str, message: str, files: dict[str, str]) -> AttemptCommit | None:
+        """Commit attempt `iteration` whose only change is `files` (path -> new text), written over the
+        worktree at `parent`, without asking git to scan the worktree. None when the worktree's state
+        cannot be vouched for (not left clean at `parent` by goalloop, HEAD moved, the index touched) or a
+        file is not a plain file at `parent`: then commit it with `commit_attempt`."""
+        if (self._clean_at != parent or self.head() != parent or not self._git.head_is_detached()
+                or self._index_stamp() != self._index_written):
+            return None
+        if self._objects is None:
+            self._objects = ObjectWriter(self._repo.common_dir, COMMIT_IDENTITY)
+        made = self._objects.commit_files(parent, {path: text.encode() for path, text in files.items()}, message)
+        if made is None:
+            return None
+        if made.sha is None:
+            return AttemptCommit(sha=None)
+        self._git.update_refs(f"create {self.attempt_ref(iteration)} {made.sha}\n", wait=False)  # answered by start_undo
+        self._clean_at, self._known = None, (parent, made)
+        self._stamp_before_check = _stat_snapshot(self.worktree)
+        return AttemptCommit(sha=made.sha, changed=[ChangedFile(*change) for change in made.numstat], patch=made.patch)
+
+    def start_undo(self) -> None:
+        """The attempt's checks are over and it will not be kept: after a fast-path attempt, start listing
+        what the check changed, so that it runs while the ledger is written; the next `reset_to` finishes
+        the undo."""
+        if self._known is None or self._listing is not None or self._check_changed_nothing:
+            return
+        self._git.refs_done()
+        if self.head() != self._known[0] or self._index_stamp() != self._index_written:
+            return  # the check moved HEAD or touched the index: reset_to resets in full
+        if self._stamp_before_check is not None and _stat_snapshot(self.worktree) == self._stamp_before_check:
+            self._check_changed_nothing = True
+            return
+        # One process lists both: tracked files that differ from the index (C, or R when deleted) and
+        # untracked files outside the ignore rules (?); cheaper than `status`, which also compares HEAD.
+        self._listing = self._git.start("ls-files", "--modified", "--deleted", "--others", "--exclude-standard",
+                                        "-t", "-z")
+
+    def _undo_known(self) -> bool:
+        """Put the worktree back at the parent of the last fast-path attempt: True if only the attempt's
+        files (rewritten from their bytes there) and untracked files (removed) differed, else False, having
+        changed nothing (the caller then resets in full)."""
+        self.start_undo()
+        known, listing, unchanged = self._known, self._listing, self._check_changed_nothing
+        self._known, self._listing, self._check_changed_nothing = None, None, False
+        if known is None or (listing is None and not unchanged):
+            return False
+        entries = [] if listing is None else [(entry[:1], entry[2:])
+                                              for entry in listing.output(strip=False).split("\0") if entry]
+        sha, made = known
+        if any(tag not in ("C", "?") or (tag == "C" and path not in made.old) for tag, path in entries):
+            return False
+        if not all(self._plain_file(path, executable) for path, executable in made.executable.items()):
+            return False
+        for path, data in made.old.items():
+            (self.worktree / path).write_bytes(data)
+        for path in (path for tag, path in entries if tag == "?"):
+            _remove(self.worktree / path)
+            _prune_empty_parents(self.worktree, Path(path).parent)
+        self._clean_at, self._ignored_after_reset, self._index_written = sha, None, self._index_stamp()
+        return True
+
+    def _plain_file(self, path: str, executable: bool) -> bool:
+        """Whether `path` is still a regular file inside the worktree (not a symlink, through which writing
+        would reach outside it) with the executable bit it has at the parent."""
+        place = self.worktree / path
+        try:
+            mode = os.lstat(place).st_mode
+        except OSError:
+            return False
+        inside = place.resolve().is_relative_to(self.worktree.resolve())
+        return inside and stat.S_ISREG(mode) and bool(mode & stat.S_IXUSR) == executable
+
+    def _drop_undo(self) -> None:
+        """Forget the fast-path attempt (a full reset follows), waiting for what `start_undo` started."""
+        listing, self._known, self._listing, self._check_changed_nothing = self._listing, None, None, False
+        self._git.refs_done()
+        if listing is not None:
+            try:
+                listing.output()
+            except GitFailed:
+                pass  # the full reset that follows reads the worktree afresh
 
     def _unhide_from_git(self) -> None:
         """Clear `assume-unchanged` and `skip-worktree` flags, with which a proposer could make git overlook
@@ -133,17 +245,21 @@ class Workspace(RunWorktree):
 
     def keep(self, sha: str, previous: str) -> None:
         """Move the run's branch to `sha` (only if it still points at `previous`) and clean the worktree."""
-        self._run("update-ref", f"refs/heads/{self.branch}", sha, previous)
+        self._git.update_refs(f"update refs/heads/{self.branch} {sha} {previous}\n")
         self.reset_to(sha)
 
     def reset_to(self, sha: str) -> None:
         """Put the worktree exactly at `sha`: tracked files restored, new files removed."""
+        if self._known is not None and self._known[0] == sha and self._undo_known():
+            return
+        self._drop_undo()
         if not self._git.head_is_detached():  # a proposer checked out a branch: leave that branch alone
             self._detach(sha)
         self._run("reset", "--quiet", "--hard", sha)
         self._run("clean", "-d", "--force", "--force", "--quiet")
         self._ignored_after_reset = self.ignored_paths()
         self._index_written = self._index_stamp()
+        self._clean_at = sha
 
     def _index_stamp(self) -> bytes | None:
         """A hash of the worktree's index file (a millisecond for 20,000 entries; `ls-files -v` takes 50x)."""
@@ -202,6 +318,47 @@ def _remove(path: Path) -> None:
         shutil.rmtree(path, ignore_errors=True)
     else:
         path.unlink(missing_ok=True)
+
+
+def _stat_snapshot(root: Path) -> dict[str, tuple[int, ...]] | None:
+    """(mode, size, mtime, inode) of every file and folder in the worktree but `.git`; None past
+    SNAPSHOT_LIMIT entries, where `git ls-files` is the cheaper way to find what a check changed. Two equal
+    snapshots mean the check created, deleted and rewrote nothing (a folder's mtime moves when an entry is
+    added or removed in it; a file's when it is written)."""
+    found: dict[str, tuple[int, ...]] = {}
+    folders = [""]
+    while folders:
+        folder = folders.pop()
+        try:
+            entries = list(os.scandir(root / folder if folder else root))
+        except OSError:
+            return None
+        for entry in entries:
+            rel = f"{folder}/{entry.name}" if folder else entry.name
+            if rel == ".git":
+                continue
+            try:
+                info = entry.stat(follow_symlinks=False)
+            except OSError:
+                return None
+            found[rel] = (info.st_mode, info.st_size, info.st_mtime_ns, info.st_ino)
+            if len(found) > SNAPSHOT_LIMIT:
+                return None
+            if entry.is_dir(follow_symlinks=False):
+                folders.append(rel)
+    top = os.stat(root)
+    found[""] = (top.st_mode, 0, top.st_mtime_ns, top.st_ino)
+    return found
+
+
+def _prune_empty_parents(root: Path, folder: Path) -> None:
+    """Remove `folder` (relative to `root`) and the folders above it while they are empty."""
+    while folder.parts:
+        try:
+            (root / folder).rmdir()
+        except OSError:
+            return
+        folder = folder.parent
 
 
 def _parse_numstat(output: str) -> list[ChangedFile]:

@@ -141,6 +141,10 @@ class Proposal:
     """What the proposal cost in dollars; None when nobody reported it (never 0 for "unknown")."""
     tokens: int | None = None
     """Model tokens it used (input, cache and output); None when nobody reported them."""
+    files: dict[str, str] | None = None
+    """Set only by a proposer that knows every change it made: each file it wrote (path relative to the
+    worktree -> its whole new text), and nothing else changed. Lets the attempt be committed without a
+    scan of the worktree; None (the default) for a proposer whose changes git must find."""
 
 
 SPEND_KINDS = frozenset({"usd", "tokens"})

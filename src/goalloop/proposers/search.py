@@ -140,13 +140,13 @@ class SearchProposer:
                 trial.set_user_attr(ITERATION_ATTR, request.iteration)
                 texts = {knob.name: knob.format(knob.suggest(trial)) for knob in self.knobs}
                 try:
-                    changed = self._write(request.worktree, texts)
+                    written = self._write(request.worktree, texts)
                 except WriteError as exc:
                     study.tell(trial, state=TrialState.FAIL)
-                    return Proposal(description=_describe(texts), failed=str(exc), **FREE)
-                if changed:
+                    return Proposal(description=_describe(texts), failed=str(exc), files={}, **FREE)
+                if written:
                     self._trial_of[request.iteration] = trial.number
-                    return Proposal(description=_describe(texts), **FREE)
+                    return Proposal(description=_describe(texts), files=written, **FREE)
                 self._tell(study, trial.number, _kept(request.history))
         except OSError as exc:
             raise InfrastructureError(
@@ -156,7 +156,7 @@ class SearchProposer:
         return Proposal(failed=(
             f"{DUPLICATE_TRIES} samples in a row equalled the kept values: the search space looks exhausted "
             "(widen low/high or add choices)"
-        ), **FREE)
+        ), files={}, **FREE)
 
     def observe(self, record: AttemptRecord) -> None:
         with self._lock:
@@ -209,19 +209,20 @@ class SearchProposer:
             study.tell(number, value, skip_if_finished=True)
 
     # -- the files ----------------------------------------------------------------------------------------
-    def _write(self, worktree: Path, texts: dict[str, str]) -> bool:
-        """Write the values over group 1 of each knob; False (and nothing written) if no file would change."""
-        originals: dict[Path, str] = {}
-        updated: dict[Path, str] = {}
+    def _write(self, worktree: Path, texts: dict[str, str]) -> dict[str, str]:
+        """Write the values over group 1 of each knob; returns each file changed (its path as git names it
+        -> its new text): empty, and nothing written, if no file would change."""
+        originals: dict[str, str] = {}
+        updated: dict[str, str] = {}
         for knob in self.knobs:
-            path = worktree / knob.file
-            if path not in originals:
-                originals[path] = updated[path] = path.read_text(encoding="utf-8")
-            updated[path] = _replace_value(knob, updated[path], texts[knob.name])
-        changed = {path: text for path, text in updated.items() if text != originals[path]}
-        for path, new in changed.items():
-            path.write_text(new, encoding="utf-8")
-        return bool(changed)
+            name = Path(knob.file).as_posix()
+            if name not in originals:
+                originals[name] = updated[name] = (worktree / name).read_text(encoding="utf-8")
+            updated[name] = _replace_value(knob, updated[name], texts[knob.name])
+        changed = {name: text for name, text in updated.items() if text != originals[name]}
+        for name, new in changed.items():
+            (worktree / name).write_text(new, encoding="utf-8")
+        return changed
 
 
 # -- validation at construction ---------------------------------------------------------------------------

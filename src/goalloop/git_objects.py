@@ -1,0 +1,156 @@
+"""Committing an attempt whose changed files are known in advance (the search proposer's) straight into
+git's object database: a blob a file, the trees above it, the commit, written in-process through gitdb
+(GitPython's object store). It replaces `add --all`, `write-tree`, `diff-tree` and `commit-tree`, four
+processes and a scan of the worktree, which are most of what an attempt of a cheap check costs.
+
+Trees are read and written as raw bytes: every entry but the changed file's is copied byte for byte, so
+names that are not UTF-8 survive. Only files that exist at the parent as regular files (mode 100644 or
+100755) in a repository with SHA-1 names are handled; for anything else `commit_files` returns None and
+the caller takes git's own path.
+"""
+
+from __future__ import annotations
+
+import difflib
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from io import BytesIO
+from pathlib import Path
+
+from gitdb import GitDB, IStream
+
+REGULAR_MODES = (b"100644", b"100755")
+SHA1_HEX = 40
+
+
+@dataclass(frozen=True)
+class KnownCommit:
+    sha: str | None
+    """None: every file already held its new bytes at the parent (an empty change)."""
+    old: dict[str, bytes]
+    """Each changed file's bytes at the parent, to put the worktree back with."""
+    executable: dict[str, bool]
+    """Whether each changed file is executable (mode 100755) at the parent."""
+    numstat: list[tuple[str, int, int]]
+    """(path, lines added, lines deleted) per changed file."""
+    patch: str
+
+
+class ObjectWriter:
+    """Reads trees and writes blobs, trees and commits in a repository's object database."""
+
+    def __init__(self, common_dir: Path, identity: dict[str, str]) -> None:
+        self._db = GitDB(str(common_dir / "objects"))
+        self._author = f"{identity['GIT_AUTHOR_NAME']} <{identity['GIT_AUTHOR_EMAIL']}>"
+        self._committer = f"{identity['GIT_COMMITTER_NAME']} <{identity['GIT_COMMITTER_EMAIL']}>"
+
+    def commit_files(self, parent: str, files: dict[str, bytes], message: str) -> KnownCommit | None:
+        """Commit `parent`'s tree with each of `files` (path -> new bytes) replaced, on top of `parent`."""
+        if len(parent) != SHA1_HEX:
+            return None
+        root = _commit_tree(self._read(bytes.fromhex(parent), b"commit"))
+        old: dict[str, bytes] = {}
+        executable: dict[str, bool] = {}
+        numstat: list[tuple[str, int, int]] = []
+        patches: list[str] = []
+        for path, new in sorted(files.items()):
+            found = self._lookup(root, path)
+            if found is None:
+                return None
+            mode, old_sha = found
+            before = self._read(old_sha, b"blob")
+            if before == new:
+                continue
+            new_sha = self._write(b"blob", new)
+            root = self._replace(root, path.split("/"), new_sha)
+            old[path], executable[path] = before, mode == b"100755"
+            added, deleted, patch = _unified(path, mode.decode(), before, new, old_sha.hex(), new_sha.hex())
+            numstat.append((path, added, deleted))
+            patches.append(patch)
+        if not old:
+            return KnownCommit(None, {}, {}, [], "")
+        stamp = _timestamp()
+        body = (f"tree {root.hex()}\nparent {parent}\nauthor {self._author} {stamp}\n"
+                f"committer {self._committer} {stamp}\n\n{message}\n")
+        return KnownCommit(self._write(b"commit", body.encode()).hex(), old, executable, numstat, "".join(patches))
+
+    def _lookup(self, tree: bytes, path: str) -> tuple[bytes, bytes] | None:
+        """(mode, sha) of the regular file at `path` under `tree`, or None."""
+        *folders, name = path.encode().split(b"/")
+        for folder in folders:
+            entry = _entries(self._read(tree, b"tree")).get(folder)
+            if entry is None or entry[0] != b"40000":
+                return None
+            tree = entry[1]
+        entry = _entries(self._read(tree, b"tree")).get(name)
+        return entry if entry is not None and entry[0] in REGULAR_MODES else None
+
+    def _replace(self, tree: bytes, parts: list[str], blob: bytes) -> bytes:
+        """The sha of `tree` with the file at `parts` pointing at `blob` (the trees above it rewritten)."""
+        name, raw = parts[0].encode(), self._read(tree, b"tree")
+        child = blob if len(parts) == 1 else self._replace(_entries(raw)[name][1], parts[1:], blob)
+        return self._write(b"tree", _with_entry(raw, name, child))
+
+    def _read(self, sha: bytes, kind: bytes) -> bytes:
+        stream = self._db.stream(sha)
+        if stream.type != kind:
+            raise ValueError(f"object {sha.hex()} is a {stream.type.decode()}, not a {kind.decode()}")
+        return stream.read()
+
+    def _write(self, kind: bytes, data: bytes) -> bytes:
+        return self._db.store(IStream(kind, len(data), BytesIO(data))).binsha
+
+
+def _commit_tree(commit: bytes) -> bytes:
+    first = commit.split(b"\n", 1)[0]
+    if not first.startswith(b"tree "):
+        raise ValueError("a commit without a tree")
+    return bytes.fromhex(first[5:].decode())
+
+
+def _walk(tree: bytes) -> Iterator[tuple[int, int, bytes, bytes, bytes]]:
+    """(start, end, mode, name, sha) of each entry of a raw tree."""
+    at = 0
+    while at < len(tree):
+        space = tree.index(b" ", at)
+        nul = tree.index(b"\0", space)
+        yield at, nul + 21, tree[at:space], tree[space + 1:nul], tree[nul + 1:nul + 21]
+        at = nul + 21
+
+
+def _entries(tree: bytes) -> dict[bytes, tuple[bytes, bytes]]:
+    return {name: (mode, sha) for _, _, mode, name, sha in _walk(tree)}
+
+
+def _with_entry(tree: bytes, name: bytes, sha: bytes) -> bytes:
+    """The raw tree with entry `name`'s sha replaced (same mode, same place)."""
+    for start, end, _, entry, _ in _walk(tree):
+        if entry == name:
+            return tree[:end - 20] + sha + tree[end:]
+    raise KeyError(name)
+
+
+def _timestamp() -> str:
+    """Now as git writes it in a commit: seconds since the epoch and the local offset (`+0100`)."""
+    now = time.time()
+    offset = time.localtime(now).tm_gmtoff // 60
+    sign = "+" if offset >= 0 else "-"
+    return f"{int(now)} {sign}{abs(offset) // 60:02d}{abs(offset) % 60:02d}"
+
+
+def _unified(path: str, mode: str, old: bytes, new: bytes, old_sha: str, new_sha: str) -> tuple[int, int, str]:
+    """(added, deleted, patch) of one file's change, as `git diff` writes it (3 lines of context)."""
+    before = old.decode("utf-8", errors="replace").splitlines(keepends=True)
+    after = new.decode("utf-8", errors="replace").splitlines(keepends=True)
+    body = []
+    added = deleted = 0
+    for line in list(difflib.unified_diff(before, after, n=3))[2:]:
+        if line.startswith("+"):
+            added += 1
+        elif line.startswith("-"):
+            deleted += 1
+        body.append(line if line.endswith("\n") else line + "\n\\ No newline at end of file\n")
+    header = (f"diff --git a/{path} b/{path}\nindex {old_sha[:7]}..{new_sha[:7]} {mode}\n"
+              f"--- a/{path}\n+++ b/{path}\n")
+    return added, deleted, header + "".join(body)

@@ -1,0 +1,217 @@
+"""The fast path for attempts whose changed files the proposer knows (the search proposer's): objects written
+in-process, the attempt ref through the kept `update-ref` process, the undo by a listing of what the check
+changed. It must record exactly what git's own path records, and undo exactly what a check leaves."""
+
+from __future__ import annotations
+
+import os
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from conftest import git, make_repo, only_run_dir, results_rows, run_cli, write_goal
+
+from goalloop.git_runner import GitFailed
+from goalloop.workspace import RepoTarget, Workspace
+
+KNOB = "cfg/sub/knob.py"
+SCORE = f"""\
+import os, re, subprocess
+text = open({KNOB!r}).read()
+print("head:", subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True).stdout.strip())
+print("score:", re.search(r"^X = (\\S+)$", text, re.M).group(1))
+"""
+
+
+def search_goal(repo: Path, iterations: int, check: str = "score.py") -> dict:
+    return {"repo": str(repo), "check": {"run": f"{sys.executable} {check}", "metric": r"^score: (\S+)"},
+            "target": {"direction": "maximize"}, "budget": {"iterations": iterations},
+            "proposer": {"kind": "search", "sampler": "random", "seed": 3,
+                         "params": {"x": {"file": KNOB, "pattern": r"^X = (\S+)$", "low": 0.0, "high": 1.0}}}}
+
+
+def tree_listing(repo: Path, commit: str) -> list[bytes]:
+    listing = subprocess.run(["git", "ls-tree", "-r", "-z", "--full-tree", commit], cwd=repo, check=True,
+                             capture_output=True).stdout
+    return [entry for entry in listing.split(b"\0") if entry]
+
+
+def test_a_search_run_records_every_attempt_exactly_as_git_would(tmp_path: Path) -> None:
+    """In a packed repository, with the knob two folders down and a file whose name is not UTF-8 beside it:
+    each attempt's commit changes the knob's value and nothing else (every other tree entry byte for byte),
+    its diff.patch is git's own diff of it, fsck finds nothing wrong, and the check measured the value the
+    attempt records. HEAD stays at the kept commit while the check runs (the fast path's one difference)."""
+    repo = make_repo(tmp_path / "proj", {KNOB: "X = 0.5\n", "score.py": SCORE, "tool.sh": "#!/bin/sh\necho tool\n"})
+    (repo / "tool.sh").chmod(0o755)
+    with open(os.path.join(os.fsencode(repo / "cfg" / "sub"), b"caf\xe9.txt"), "wb") as odd:
+        odd.write(b"a name that is not UTF-8\n")
+    git(repo, "add", "-A")
+    git(repo, "commit", "-q", "-m", "odd name, executable")
+    git(repo, "gc", "-q", "--prune=now")
+    assert not list((repo / ".git" / "objects").glob("??/*")), "every object is packed"
+    home = tmp_path / "home"
+    result = run_cli("run", str(write_goal(tmp_path / "g.yaml", search_goal(repo, 8))), "--home", str(home), cwd=tmp_path)
+    assert result.exit_code == 1, result.output
+    run_dir = only_run_dir(home)
+    run_id = run_dir.name
+    fsck = subprocess.run(["git", "fsck", "--strict", "--no-dangling"], cwd=repo, capture_output=True, text=True)
+    assert fsck.returncode == 0 and not fsck.stdout.strip(), fsck.stdout + fsck.stderr
+    rows = {int(r["iteration"]): r for r in results_rows(run_dir)}
+    kept_before = git(repo, "rev-parse", rows[0]["commit"])
+    for n in range(1, 9):
+        sha = git(repo, "rev-parse", f"refs/goalloop/{run_id}/{n}")
+        assert sha.startswith(rows[n]["commit"])
+        assert git(repo, "rev-parse", f"{sha}^") == kept_before
+        assert git(repo, "diff-tree", "-r", "--name-only", "--no-commit-id", f"{sha}^", sha) == KNOB
+        before, after = tree_listing(repo, f"{sha}^"), tree_listing(repo, sha)
+        assert [e for e in after if not e.endswith(KNOB.encode())] == [e for e in before if not e.endswith(KNOB.encode())]
+        value = rows[n]["description"].removeprefix("x=")
+        assert git(repo, "show", f"{sha}:{KNOB}") == f"X = {value}"
+        assert float(rows[n]["metric"]) == float(value), "the check measured the attempt's value"
+        patch = (run_dir / "attempts" / f"{n:04d}" / "diff.patch").read_text()
+        assert patch == subprocess.run(["git", "diff", f"{sha}^", sha], cwd=repo, capture_output=True,
+                                       text=True, check=True).stdout
+        assert git(repo, "log", "-1", "--format=%an <%ae> | %cn <%ce>", sha) == \
+            "goalloop <goalloop@localhost> | goalloop <goalloop@localhost>"
+        seen = (run_dir / "attempts" / f"{n:04d}" / "check.stdout.log").read_text()
+        assert f"head: {kept_before}" in seen
+        if rows[n]["verdict"] == "keep":
+            kept_before = sha
+    worktree = home / "workspaces" / run_id
+    assert git(worktree, "status", "--porcelain", "--untracked-files=all") == ""
+    assert git(worktree, "rev-parse", "HEAD") == git(repo, "rev-parse", f"goalloop/{run_id}") == kept_before
+
+
+CHECK_THAT_LEAVES_THINGS = f"""\
+import os, pathlib, re
+n = int(os.environ["GOALLOOP_ITERATION"])
+print("stale:", os.path.exists("out/log.txt") or os.path.exists("deep/er/x"))
+print("dirty:", "tampered" in open("data.txt").read())
+pathlib.Path("out").mkdir(exist_ok=True)
+pathlib.Path("out/log.txt").write_text(str(n))
+pathlib.Path("deep/er").mkdir(parents=True, exist_ok=True)
+pathlib.Path("deep/er/x").write_text("x")
+pathlib.Path("cache").mkdir(exist_ok=True)
+pathlib.Path("cache/c.bin").write_text(str(n))
+if n % 2:
+    with open("data.txt", "a") as data:
+        data.write("tampered\\n")
+print("score:", re.search(r"^X = (\\S+)$", open({KNOB!r}).read(), re.M).group(1))
+"""
+
+
+def test_what_a_check_leaves_is_undone_and_never_reaches_a_commit(tmp_path: Path) -> None:
+    """A check that writes untracked files (in new folders), a file git ignores, and on odd attempts edits
+    a tracked file: no commit ever holds the check's edits, every check starts from the kept state (no
+    leftover, no edit), and the run ends with a clean worktree; the ignored file stays, as `git clean -d`
+    leaves it."""
+    repo = make_repo(tmp_path / "proj", {KNOB: "X = 0.5\n", "check.py": CHECK_THAT_LEAVES_THINGS,
+                                          "data.txt": "data\n", ".gitignore": "cache/\n"})
+    home = tmp_path / "home"
+    result = run_cli("run", str(write_goal(tmp_path / "g.yaml", search_goal(repo, 8, "check.py"))), "--home",
+                     str(home), cwd=tmp_path)
+    assert result.exit_code == 1, result.output
+    run_dir = only_run_dir(home)
+    for n in range(1, 9):
+        sha = git(repo, "rev-parse", f"refs/goalloop/{run_dir.name}/{n}")
+        assert git(repo, "diff-tree", "-r", "--name-only", "--no-commit-id", f"{sha}^", sha) == KNOB
+        seen = (run_dir / "attempts" / f"{n:04d}" / "check.stdout.log").read_text()
+        assert "stale: False" in seen and "dirty: False" in seen, f"attempt {n} started from a dirty worktree:\n{seen}"
+    worktree = home / "workspaces" / run_dir.name
+    assert git(worktree, "status", "--porcelain", "--untracked-files=all") == ""
+    assert (worktree / "data.txt").read_text() == "data\n"
+    assert not (worktree / "out").exists() and not (worktree / "deep").exists()
+    assert (worktree / "cache" / "c.bin").exists()
+
+
+@pytest.fixture
+def space(tmp_path: Path) -> tuple[Path, Path, Workspace, str]:
+    repo = make_repo(tmp_path / "proj", {"knob.py": "X = 1\n", "other.txt": "other\n"})
+    base = git(repo, "rev-parse", "HEAD")
+    worktree = tmp_path / "wt"
+    workspace = Workspace.create(RepoTarget(repo, base), worktree, "r1", tmp_path / "exclude")
+    workspace.reset_to(base)
+    return repo, worktree, workspace, base
+
+
+def propose(worktree: Path, workspace: Workspace, base: str, iteration: int, text: str) -> str:
+    (worktree / "knob.py").write_text(text)
+    commit = workspace.commit_known(iteration, base, f"attempt {iteration}", {"knob.py": text})
+    assert commit is not None and commit.sha, "the fast path was taken"
+    return commit.sha
+
+
+@pytest.mark.parametrize("rule_on", [True, False], ids=["rule on", "rule off"])
+def test_a_check_that_swaps_the_knob_for_a_symlink_cannot_make_the_undo_write_outside_the_worktree(
+        space, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, rule_on: bool) -> None:
+    """The check replaces the knob file with a symlink to a file of the user's: putting the knob's old bytes
+    back must not write through it. With the rule off (the undo trusts the path), the write lands in the
+    user's file: the attack is real."""
+    repo, worktree, workspace, base = space
+    victim = tmp_path / "users-file.txt"
+    victim.write_text("precious\n")
+    if not rule_on:
+        monkeypatch.setattr(Workspace, "_plain_file", lambda self, path, executable: True)
+    propose(worktree, workspace, base, 1, "X = 2\n")
+    (worktree / "knob.py").unlink()
+    (worktree / "knob.py").symlink_to(victim)
+    workspace.start_undo()
+    workspace.reset_to(base)
+    if rule_on:
+        assert victim.read_text() == "precious\n"
+        assert not (worktree / "knob.py").is_symlink() and (worktree / "knob.py").read_text() == "X = 1\n"
+        assert git(worktree, "status", "--porcelain", "--untracked-files=all") == ""
+    else:
+        assert victim.read_text() == "X = 1\n", "without the rule the undo writes through the symlink"
+
+
+def test_the_fast_path_is_refused_unless_goalloop_left_the_worktree_clean_at_the_parent(space) -> None:
+    """Not after another commit without a reset, not with HEAD moved, not with the index touched, not for
+    a file that is a symlink at the parent: the caller then commits through git's own path."""
+    repo, worktree, workspace, base = space
+    (worktree / "knob.py").write_text("X = 2\n")
+    assert workspace.commit_attempt(1, base, "attempt 1").sha
+    assert workspace.commit_known(2, base, "attempt 2", {"knob.py": "X = 3\n"}) is None, "not reset since"
+    workspace.reset_to(base)
+    git(worktree, "update-index", "--assume-unchanged", "other.txt")  # a flag that hides edits from git
+    assert workspace.commit_known(2, base, "attempt 2", {"knob.py": "X = 3\n"}) is None, "index touched"
+    workspace.reset_to(base)
+    link = make_repo(repo.parent / "linked", {"target.txt": "t\n"})
+    (link / "knob.py").symlink_to("target.txt")
+    git(link, "add", "-A")
+    git(link, "commit", "-q", "-m", "a symlink knob")
+    linked_base = git(link, "rev-parse", "HEAD")
+    linked = Workspace.create(RepoTarget(link, linked_base), repo.parent / "wt-linked", "r2", repo.parent / "ex2")
+    linked.reset_to(linked_base)
+    assert linked.commit_known(1, linked_base, "attempt 1", {"knob.py": "X = 3\n"}) is None, "a symlink at the parent"
+
+
+def test_a_check_that_moves_head_or_edits_a_tracked_file_is_undone_in_full(space) -> None:
+    repo, worktree, workspace, base = space
+    propose(worktree, workspace, base, 1, "X = 2\n")
+    git(worktree, "commit", "-q", "-am", "a check that commits")  # moves HEAD and the index
+    workspace.start_undo()
+    workspace.reset_to(base)
+    assert git(worktree, "rev-parse", "HEAD") == base
+    assert git(worktree, "status", "--porcelain", "--untracked-files=all") == ""
+    propose(worktree, workspace, base, 2, "X = 3\n")
+    (worktree / "other.txt").write_text("edited by the check\n")
+    (worktree / "new.txt").write_text("made by the check\n")
+    workspace.start_undo()
+    workspace.reset_to(base)
+    assert (worktree / "other.txt").read_text() == "other\n" and not (worktree / "new.txt").exists()
+    assert git(worktree, "status", "--porcelain", "--untracked-files=all") == ""
+    assert workspace.commit_known(3, base, "attempt 3", {"knob.py": "X = 4\n"}) is not None, "clean again"
+
+
+def test_a_ref_transaction_git_refuses_raises_and_the_kept_process_recovers(space) -> None:
+    repo, worktree, workspace, base = space
+    sha = propose(worktree, workspace, base, 1, "X = 2\n")
+    workspace.reset_to(base)
+    with pytest.raises(GitFailed, match="refs/goalloop/r1/1"):
+        workspace._git.update_refs(f"create refs/goalloop/r1/1 {sha}\n")  # exists already
+    workspace._git.update_refs(f"create refs/goalloop/r1/7 {sha}\n")
+    assert git(repo, "rev-parse", "refs/goalloop/r1/7") == sha
+    assert re.fullmatch(r"[0-9a-f]{40}", git(repo, "rev-parse", "refs/goalloop/r1/1"))

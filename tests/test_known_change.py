@@ -21,6 +21,7 @@ SCORE = f"""\
 import os, re, subprocess
 text = open({KNOB!r}).read()
 print("head:", subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True).stdout.strip())
+print("diff:", subprocess.run(["git", "diff", "--name-only"], capture_output=True, text=True).stdout.strip())
 print("score:", re.search(r"^X = (\\S+)$", text, re.M).group(1))
 """
 
@@ -76,7 +77,7 @@ def test_a_search_run_records_every_attempt_exactly_as_git_would(tmp_path: Path)
         assert git(repo, "log", "-1", "--format=%an <%ae> | %cn <%ce>", sha) == \
             "goalloop <goalloop@localhost> | goalloop <goalloop@localhost>"
         seen = (run_dir / "attempts" / f"{n:04d}" / "check.stdout.log").read_text()
-        assert f"head: {kept_before}" in seen
+        assert f"head: {kept_before}" in seen and f"diff: {KNOB}" in seen
         if rows[n]["verdict"] == "keep":
             kept_before = sha
     worktree = home / "workspaces" / run_id
@@ -215,3 +216,28 @@ def test_a_ref_transaction_git_refuses_raises_and_the_kept_process_recovers(spac
     workspace._git.update_refs(f"create refs/goalloop/r1/7 {sha}\n")
     assert git(repo, "rev-parse", "refs/goalloop/r1/7") == sha
     assert re.fullmatch(r"[0-9a-f]{40}", git(repo, "rev-parse", "refs/goalloop/r1/1"))
+
+
+def test_an_edit_that_puts_back_size_and_time_is_seen_and_an_empty_folder_stays(space) -> None:
+    """An edit of a tracked file that restores its size and mtime still moves its ctime, so it is undone;
+    an empty folder the check made is not listed by git, and stays until the next full reset (the limit
+    the README states)."""
+    repo, worktree, workspace, base = space
+    propose(worktree, workspace, base, 1, "X = 2\n")
+    other = worktree / "other.txt"
+    before = other.stat()
+    with open(other, "r+") as stream:
+        stream.write("OTHER")
+    os.utime(other, ns=(before.st_atime_ns, before.st_mtime_ns))
+    workspace.start_undo()
+    workspace.reset_to(base)
+    assert other.read_text() == "other\n"
+    propose(worktree, workspace, base, 2, "X = 3\n")
+    (worktree / "empty").mkdir()
+    workspace.start_undo()
+    workspace.reset_to(base)
+    assert (worktree / "empty").is_dir() and (worktree / "knob.py").read_text() == "X = 1\n"
+    (worktree / "knob.py").write_text("X = 4\n")
+    assert workspace.commit_attempt(3, base, "attempt 3").sha  # git's own path; its reset is in full
+    workspace.reset_to(base)
+    assert not (worktree / "empty").exists()

@@ -321,10 +321,10 @@ def _remove(path: Path) -> None:
 
 
 def _stat_snapshot(root: Path) -> dict[str, tuple[int, ...]] | None:
-    """(mode, size, mtime, inode) of every file and folder in the worktree but `.git`; None past
+    """(mode, size, mtime, ctime, inode) of every file and folder in the worktree but `.git`; None past
     SNAPSHOT_LIMIT entries, where `git ls-files` is the cheaper way to find what a check changed. Two equal
-    snapshots mean the check created, deleted and rewrote nothing (a folder's mtime moves when an entry is
-    added or removed in it; a file's when it is written)."""
+    snapshots mean the check created, deleted and rewrote nothing: a write moves a file's ctime, an entry
+    added or removed moves its folder's, and no program can set a ctime back (only the clock can)."""
     found: dict[str, tuple[int, ...]] = {}
     folders = [""]
     while folders:
@@ -341,13 +341,13 @@ def _stat_snapshot(root: Path) -> dict[str, tuple[int, ...]] | None:
                 info = entry.stat(follow_symlinks=False)
             except OSError:
                 return None
-            found[rel] = (info.st_mode, info.st_size, info.st_mtime_ns, info.st_ino)
+            found[rel] = (info.st_mode, info.st_size, info.st_mtime_ns, info.st_ctime_ns, info.st_ino)
             if len(found) > SNAPSHOT_LIMIT:
                 return None
             if entry.is_dir(follow_symlinks=False):
                 folders.append(rel)
     top = os.stat(root)
-    found[""] = (top.st_mode, 0, top.st_mtime_ns, top.st_ino)
+    found[""] = (top.st_mode, 0, top.st_mtime_ns, top.st_ctime_ns, top.st_ino)
     return found
 
 

@@ -417,11 +417,18 @@ def _validate(args: list[str]) -> str | None:
     styled = sys.stdout.isatty()
     if styled and not _colours_as_rich():
         return None
+    import gc
     from pathlib import Path
 
-    from goalloop.validation import validation_lines
+    gc.disable()  # validate makes few cycles and ends at once: collecting would only traverse, again and again,
+    try:          # the many objects its imports and the goal's models are
+        from goalloop.validation import validation_lines
 
-    return "".join(_escaped_line(line, styled) + "\n" for line in validation_lines(Path(args[0])))
+        text = "".join(_escaped_line(line, styled) + "\n" for line in validation_lines(Path(args[0])))
+    finally:
+        gc.enable()
+    gc.freeze()  # nor are they traversed again as the interpreter exits
+    return text
 
 
 def _escaped_line(chunks: list[str | tuple[str, str]], styled: bool) -> str:

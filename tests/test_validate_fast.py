@@ -46,20 +46,29 @@ def fast(*args: str, cwd: Path) -> tuple[int, str, str]:
 
 
 def same(typer_cli: ForkedCli, cwd: Path, *args: str, answered_fast: bool = True) -> str:
-    """`goalloop ARGS` both ways must print the same; returns what the typer app printed (stdout)."""
+    """`goalloop ARGS` both ways must print the same; returns what the typer app printed (stdout and stderr)."""
     reference = typer_cli(*args, cwd=cwd)
     assert fast(*args, cwd=cwd) == (reference.exit_code, reference.stdout, reference.stderr), args
     here = os.getcwd()
     os.chdir(cwd)
     try:
-        answered = quick.answer(list(args))
+        answered = (quick.answer(list(args)), "", 0)
+    except quick.Refused as refused:  # the fast path said what is wrong
+        answered = ("", refused.text, refused.exit_code)
     finally:
         os.chdir(here)
+    answered = tuple(shown(part) if isinstance(part, str) else part for part in answered)
     if answered_fast:
-        assert answered == reference.stdout, f"{args}: the fast path did not answer"
+        assert answered == (reference.stdout, reference.stderr, reference.exit_code), \
+            f"{args}: the fast path did not answer"
     else:
-        assert answered is None, f"{args}: the fast path answered what it cannot be sure of"
-    return reference.stdout
+        assert answered == (None, "", 0), f"{args}: the fast path answered what it cannot be sure of"
+    return reference.stdout + reference.stderr
+
+
+def shown(text: str) -> str:
+    """`text` as the entry point writes it (a lone surrogate of a file name escaped) and the test reads it."""
+    return text.encode("utf-8", "backslashreplace").decode("utf-8")
 
 
 def goal(repo: Path, name: str = "g", **fields: object) -> Path:
@@ -106,6 +115,14 @@ def test_a_goal_file_whose_name_rich_would_read_as_markup(typer_cli: ForkedCli, 
     assert "odd[bold].yaml" in same(typer_cli, repo, "validate", str(path), answered_fast=False)
 
 
+def test_a_goal_file_name_that_is_not_utf8(typer_cli: ForkedCli, repo: Path) -> None:
+    """Shown with the byte escaped, as the typer app shows it, for the goal and for a mistake in it."""
+    path = goal(repo, os.fsdecode(b"g\xff"))
+    assert "g\\udcff.yaml: goal g" in same(typer_cli, repo, "validate", str(path))
+    bad = write_goal(repo / "goals" / os.fsdecode(b"b\xff.yaml"), {"check": CHECK, "proposer": {"kind": "command"}})
+    assert "b\\udcff.yaml:" in same(typer_cli, repo, "validate", str(bad))
+
+
 def test_a_line_ending_in_a_backslash(typer_cli: ForkedCli, repo: Path, tmp_path: Path) -> None:
     """rich's escaping doubles a backslash that ends a chunk: the typer app prints it."""
     (tmp_path / "data\\").mkdir()
@@ -113,13 +130,31 @@ def test_a_line_ending_in_a_backslash(typer_cli: ForkedCli, repo: Path, tmp_path
     same(typer_cli, repo, "validate", str(path), answered_fast=False)
 
 
-def test_mistakes_and_other_arguments_are_the_typer_apps(typer_cli: ForkedCli, repo: Path) -> None:
+def test_mistakes_are_said_as_the_typer_app_says_them(typer_cli: ForkedCli, repo: Path) -> None:
     bad = write_goal(repo / "goals" / "bad.yaml", {"check": CHECK, "proposer": {"kind": "command"}})
-    same(typer_cli, repo, "validate", str(bad), answered_fast=False)
-    missing = goal(repo, "missing", check={"run": "python3 score.py", "metric": "(a+)+$"})
-    same(typer_cli, repo, "validate", str(missing), answered_fast=False)
-    same(typer_cli, repo, "validate", str(repo / "goals" / "nosuch.yaml"), answered_fast=False)
-    same(typer_cli, repo, "validate", str(goal(repo, base="mian")), answered_fast=False)
+    text = same(typer_cli, repo, "validate", str(bad))
+    assert text.startswith(f"error: {bad}:") and "\n  fix: add `run:` under proposer:" in text
+    several = write_goal(repo / "goals" / "several.yaml", {"check": {"run": "x", "metric_file": "yes please"},
+                                                          "budget": {"iterations": 0}, "proposer": {"kind": "command"}})
+    assert same(typer_cli, repo, "validate", str(several)).count("fix:") == 3
+    same(typer_cli, repo, "validate", str(repo / "goals" / "nosuch.yaml"))
+    assert "did you mean 'main'?" in same(typer_cli, repo, "validate", str(goal(repo, base="mian")))
+    backtracks = goal(repo, "backtracks", check={"run": "python3 score.py", "metric": "(a+)+$"})
+    assert "repeat inside a repeat" in same(typer_cli, repo, "validate", str(backtracks))
+    listed = write_goal(repo / "goals" / "listed.yaml", {"check": CHECK, "guards": [{"name": 1}], "proposer": {
+        "kind": "command", "run": "x"}})
+    assert "guards[0]" in same(typer_cli, repo, "validate", str(listed), answered_fast=False)  # rich's markup
+
+
+def test_in_ci_a_mistake_is_annotated_by_the_typer_app(typer_cli: ForkedCli, repo: Path) -> None:
+    bad = write_goal(repo / "goals" / "bad.yaml", {"check": CHECK, "proposer": {"kind": "command"}})
+    proc = subprocess.run([sys.executable, "-m", "goalloop", "validate", str(bad)], cwd=repo, capture_output=True,
+                          text=True, env={**ENV, "CI": "true"}, timeout=60)
+    assert proc.returncode == 2 and proc.stdout.startswith("::error ") and "file=goals/bad.yaml" in proc.stdout, proc.stdout
+    assert quick.in_ci([]) is False
+
+
+def test_other_arguments_are_the_typer_apps(typer_cli: ForkedCli, repo: Path) -> None:
     for args in (["validate"], ["validate", "-h"], ["validate", "a.yaml", "b.yaml"], ["validate", "--bogus"],
                  ["validate", ""]):
         same(typer_cli, repo, *args, answered_fast=False)
@@ -156,3 +191,8 @@ def test_on_a_terminal_validate_is_coloured_as_rich_colours_it(repo: Path, tmp_p
     if colours:
         assert b"\x1b[32mok\x1b[0m" in reference and b"\x1b[33mwarning\x1b[0m" in reference
         assert b"\x1b[1mg\x1b[0m" in reference
+    bad = write_goal(repo / "goals" / "bad.yaml", {"check": CHECK, "proposer": {"kind": "command"}})
+    reference = on_terminal(TYPER_APP, "validate", str(bad), cwd=repo, env=env)
+    assert on_terminal(PROBE, str(probe), "validate", str(bad), cwd=repo, env=env) == reference, terminal
+    assert (probe.read_text() == "[]") == colours, probe.read_text()
+    assert (b"\x1b[1;31merror:\x1b[0m" in reference) == colours

@@ -8,6 +8,13 @@ the message and exits; it never shows a traceback for these.
 from __future__ import annotations
 
 
+def shown(message: str, fix: str | None) -> list[list[str | tuple[str, str]]]:
+    """How an error is shown: `error: what` and, when there is one, `  fix: how`, as lines of plain and
+    (text, style) chunks (the CLI prints them with rich, the entry point's fast path without)."""
+    lines: list[list[str | tuple[str, str]]] = [[("error:", "bold red"), f" {message}"]]
+    return lines + [["  ", ("fix:", "bold"), f" {fix}"]] if fix else lines
+
+
 class GoalloopError(Exception):
     """An error whose message is meant to be read by the user."""
 

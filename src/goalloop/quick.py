@@ -37,12 +37,27 @@ class _Unsure(Exception):
     """Something this path does not print exactly as the typer app would."""
 
 
+class Refused(Exception):
+    """A command this path answered with an error (`text`, for stderr) and the exit code it ends with."""
+
+    def __init__(self, text: str, exit_code: int) -> None:
+        super().__init__(text)
+        self.text = text
+        self.exit_code = exit_code
+
+
 def main() -> None:
     try:
         text = answer(sys.argv[1:])
     except KeyboardInterrupt:
         sys.stderr.write("error: interrupted\n")
         sys.exit(130)
+    except Refused as refused:
+        if hasattr(sys.stderr, "reconfigure"):
+            sys.stderr.reconfigure(errors="backslashreplace")
+        sys.stderr.write(refused.text)
+        sys.stderr.flush()
+        sys.exit(refused.exit_code)
     if text is None:
         from goalloop.cli import main as full
 
@@ -75,8 +90,16 @@ def answer(args: list[str]) -> str | None:
                 return _runs(runs_dir, as_json, width=_terminal_width())
             return _status(runs_dir, run_id, as_json, styled=True)
         return _status(runs_dir, run_id, as_json) if args[0] == "status" else _runs(runs_dir, as_json)
+    except Refused:
+        raise
     except Exception:  # the typer app says it, or reports the error its own way
         return None
+
+
+def in_ci(args: list[str]) -> bool:
+    """Whether goalloop runs as a CI job (GITHUB_ACTIONS, or CI=true, or --ci given): errors are then also
+    annotated for GitHub, on stdout."""
+    return os.environ.get("GITHUB_ACTIONS") == "true" or os.environ.get("CI", "").lower() == "true" or "--ci" in args
 
 
 def _colours_as_rich() -> bool:
@@ -188,7 +211,8 @@ def _pid_alive(owner: str) -> bool:
 
 
 # -- status -------------------------------------------------------------------------------------------------
-_SGR = {"bold": "1", "dim": "2", "red": "31", "green": "32", "yellow": "33", "cyan": "36", "bold yellow": "1;33"}
+_SGR = {"bold": "1", "dim": "2", "red": "31", "green": "32", "yellow": "33", "cyan": "36", "bold yellow": "1;33",
+        "bold red": "1;31"}
 VERDICT_STYLE = {"baseline": "cyan", "keep": "green", "discard": "dim", "crash": "red", "rejected": "yellow"}
 """How each verdict is coloured, by status and the live view."""
 
@@ -420,11 +444,20 @@ def _validate(args: list[str]) -> str | None:
     import gc
     from pathlib import Path
 
+    from goalloop.errors import GoalloopError, shown
+
     gc.disable()  # validate makes few cycles and ends at once: collecting would only traverse, again and again,
     try:          # the many objects its imports and the goal's models are
         from goalloop.validation import validation_lines
 
         text = "".join(_escaped_line(line, styled) + "\n" for line in validation_lines(Path(args[0])))
+    except GoalloopError as exc:  # a mistake in the goal: said as the typer app says it, unless annotated in CI
+        styled = sys.stderr.isatty()
+        if in_ci(args) or (styled and not _colours_as_rich()):
+            raise _Unsure("the typer app says it") from None
+        said = "".join(_escaped_line(line, styled) + "\n" for line in shown(exc.message, exc.fix))
+        gc.freeze()
+        raise Refused(said, exc.exit_code) from None
     finally:
         gc.enable()
     gc.freeze()  # nor are they traversed again as the interpreter exits

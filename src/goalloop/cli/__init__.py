@@ -29,8 +29,8 @@ import typer
 from rich.markup import escape
 
 from goalloop import __version__
-from goalloop.cli.console import err, out
-from goalloop.errors import GoalloopError
+from goalloop.cli.console import err, markup, out
+from goalloop.errors import GoalloopError, shown
 
 if TYPE_CHECKING:
     from goalloop.cli.running import Presentation
@@ -138,7 +138,7 @@ def _main() -> None:
 def _error(message: str, fix: str | None, exit_code: int) -> None:
     """The one way an error is shown: `error: what` and, when there is one, `  fix: how`; then the exit."""
     _exiting()
-    err.print(f"[bold red]error:[/] {escape(message)}" + (f"\n  [bold]fix:[/] {escape(fix)}" if fix else ""))
+    err.print("\n".join(markup(line) for line in shown(message, fix)))
     sys.exit(exit_code)
 
 
@@ -161,8 +161,9 @@ def _hang_up(signum: int, frame: object) -> None:
 
 
 def _in_ci() -> bool:
-    return (os.environ.get("GITHUB_ACTIONS") == "true" or os.environ.get("CI", "").lower() == "true"
-            or "--ci" in sys.argv[1:])
+    from goalloop.quick import in_ci
+
+    return in_ci(sys.argv[1:])
 
 
 _AT_LINE = re.compile(r"^(?P<file>[^\n]+?):(?P<line>\d+): ", re.M)

@@ -9,12 +9,18 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from rich.console import Console
+from rich.markup import escape
 
 if TYPE_CHECKING:
     from goalloop.workspace import RunLock
 
 out = Console(highlight=False, soft_wrap=True)
 err = Console(stderr=True, highlight=False, soft_wrap=True)
+
+
+def markup(chunks: list[str | tuple[str, str]]) -> str:
+    """A line of plain and (text, style) chunks as rich markup, every text escaped."""
+    return "".join(escape(chunk) if isinstance(chunk, str) else f"[{chunk[1]}]{escape(chunk[0])}[/]" for chunk in chunks)
 
 
 @dataclass(frozen=True)

@@ -10,7 +10,7 @@ from pathlib import Path
 
 from rich.markup import escape
 
-from goalloop.cli.console import out
+from goalloop.cli.console import markup, out
 
 
 def validate_goal(goal_file: Path) -> None:
@@ -18,8 +18,7 @@ def validate_goal(goal_file: Path) -> None:
     from goalloop.validation import validation_lines
 
     for line in validation_lines(goal_file):
-        out.print("".join(escape(chunk) if isinstance(chunk, str) else f"[{chunk[1]}]{escape(chunk[0])}[/]"
-                          for chunk in line))
+        out.print(markup(line))
 
 
 def write_starter(proposer: str, name: str | None, repo: Path) -> None:

@@ -5,9 +5,12 @@ changed. It must record exactly what git's own path records, and undo exactly wh
 from __future__ import annotations
 
 import os
+import random
 import re
+import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -241,3 +244,60 @@ def test_an_edit_that_puts_back_size_and_time_is_seen_and_an_empty_folder_stays(
     assert workspace.commit_attempt(3, base, "attempt 3").sha  # git's own path; its reset is in full
     workspace.reset_to(base)
     assert not (worktree / "empty").exists()
+
+
+SLOW_CHECK = f"""\
+import random, re, time
+time.sleep(random.random() * 0.15)
+print("score:", re.search(r"^X = (\\S+)$", open({KNOB!r}).read(), re.M).group(1))
+"""
+
+
+@pytest.mark.parametrize("seed", [1, 2])
+def test_a_search_run_killed_at_random_moments_is_resumed_to_the_end_and_git_agrees(tmp_path: Path, seed: int) -> None:
+    """SIGKILLs land in sampling, in the in-process commit, with the ref transaction still in the pipe, in
+    the check and in the undo; each resume finishes the run, and then the ledger and git agree: a row an
+    attempt, every commit its ref changing only the knob to the row's value, the worktree clean at the
+    branch."""
+    repo = make_repo(tmp_path / "proj", {KNOB: "X = 0.5\n", "slow.py": SLOW_CHECK})
+    goal = write_goal(tmp_path / "g.yaml", search_goal(repo, 12, "slow.py"))
+    home = tmp_path / "home"
+    rng = random.Random(seed)
+
+    def start(*args: str) -> subprocess.Popen[str]:
+        return subprocess.Popen([sys.executable, "-m", "goalloop", *args, "--home", str(home), "-q"], cwd=tmp_path,
+                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+
+    proc, kills = start("run", str(goal)), 0
+    while True:
+        try:
+            proc.wait(timeout=rng.uniform(0.3, 1.5) if kills < 6 else 120)
+        except subprocess.TimeoutExpired:
+            proc.send_signal(signal.SIGKILL)
+            proc.wait()
+            kills += 1
+        if proc.returncode in (0, 1):
+            break
+        assert proc.returncode == -signal.SIGKILL, proc.stderr.read() if proc.stderr else ""
+        proc = start("resume") if list((home / "runs").glob("*/run.json")) else start("run", str(goal))
+        time.sleep(0.01)
+    assert kills >= 1
+    run_dir = only_run_dir(home)
+    rows = results_rows(run_dir)
+    assert [int(r["iteration"]) for r in rows] == list(range(13))
+    refs = dict(line.split()[::-1] for line in git(repo, "for-each-ref", "--format=%(objectname) %(refname)",
+                                                    f"refs/goalloop/{run_dir.name}/").splitlines())
+    for row in rows[1:]:
+        if not row["commit"]:
+            continue
+        sha = refs[f"refs/goalloop/{run_dir.name}/{row['iteration']}"]
+        assert sha.startswith(row["commit"])
+        assert git(repo, "diff-tree", "-r", "--name-only", "--no-commit-id", f"{sha}^", sha) == KNOB
+        if row["description"].startswith("x="):
+            assert git(repo, "show", f"{sha}:{KNOB}") == f"X = {row['description'][2:]}"
+    assert set(int(name.rsplit("/", 1)[1]) for name in refs if "/unjudged/" not in name) <= set(range(1, 13))
+    worktree = home / "workspaces" / run_dir.name
+    assert git(worktree, "status", "--porcelain", "--untracked-files=all") == ""
+    assert git(worktree, "rev-parse", "HEAD") == git(repo, "rev-parse", f"goalloop/{run_dir.name}")
+    fsck = subprocess.run(["git", "fsck", "--strict", "--no-dangling"], cwd=repo, capture_output=True, text=True)
+    assert fsck.returncode == 0, fsck.stdout + fsck.stderr

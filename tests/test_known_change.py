@@ -301,3 +301,28 @@ def test_a_search_run_killed_at_random_moments_is_resumed_to_the_end_and_git_agr
     assert git(worktree, "rev-parse", "HEAD") == git(repo, "rev-parse", f"goalloop/{run_dir.name}")
     fsck = subprocess.run(["git", "fsck", "--strict", "--no-dangling"], cwd=repo, capture_output=True, text=True)
     assert fsck.returncode == 0, fsck.stdout + fsck.stderr
+
+
+def test_the_attempt_written_while_its_check_runs_is_in_git_however_the_check_ends(space, monkeypatch) -> None:
+    """The objects and the ref are written in a thread joined when the judging ends: after a Ctrl-C in the
+    check they are there; a failure to write them (a full disk) is raised once the check is over."""
+    repo, worktree, workspace, base = space
+    sha = propose(worktree, workspace, base, 1, "X = 2\n")
+    with pytest.raises(KeyboardInterrupt):
+        with workspace.writing_meanwhile():
+            raise KeyboardInterrupt
+    workspace._git.refs_done()
+    assert git(repo, "rev-parse", "refs/goalloop/r1/1") == sha
+    assert git(repo, "cat-file", "-t", sha) == "commit"
+    workspace.reset_to(base)
+
+    def full(self, objects):
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr("goalloop.git_objects.ObjectWriter.store", full)
+    propose(worktree, workspace, base, 2, "X = 3\n")
+    ran = []
+    with pytest.raises(OSError, match="No space left"):
+        with workspace.writing_meanwhile():
+            ran.append("the check")
+    assert ran == ["the check"]

@@ -227,7 +227,8 @@ class Attempter:
             commit = workspace.commit_attempt(iteration, parent, message)
         if commit.patch:
             (attempt_dir / "diff.patch").write_text(commit.patch, encoding="utf-8")
-        judged, said = self._judge(slot, iteration, proposal, commit, kept, pins, request.history)
+        with workspace.writing_meanwhile():
+            judged, said = self._judge(slot, iteration, proposal, commit, kept, pins, request.history)
         if judged.verdict != "keep":
             workspace.start_undo()
         return Candidate(iteration, slot, proposal, commit, judged, time.monotonic() - started, said, stopped)

@@ -1,7 +1,10 @@
 """Committing an attempt whose changed files are known in advance (the search proposer's) straight into
-git's object database: a blob a file, the trees above it, the commit, written in-process through gitdb
-(GitPython's object store). It replaces `add --all`, `write-tree`, `diff-tree` and `commit-tree`, four
-processes and a scan of the worktree, which are most of what an attempt of a cheap check costs.
+git's object database: a blob a file, the trees above it, the commit, made in-process and stored through
+gitdb (GitPython's object store). It replaces `add --all`, `write-tree`, `diff-tree` and `commit-tree`,
+four processes and a scan of the worktree, which are most of what an attempt of a cheap check costs.
+
+`commit_files` only computes: every object's bytes and name (git's SHA-1 of them), so the commit is known
+at once; `store` writes them, which can then happen while the check runs.
 
 Trees are read and written as raw bytes: every entry but the changed file's is copied byte for byte, so
 names that are not UTF-8 survive. Only files that exist at the parent as regular files (mode 100644 or
@@ -12,6 +15,7 @@ the caller takes git's own path.
 from __future__ import annotations
 
 import difflib
+import hashlib
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -35,6 +39,8 @@ class KnownCommit:
     numstat: list[tuple[str, int, int]]
     """(path, lines added, lines deleted) per changed file."""
     patch: str
+    objects: list[tuple[bytes, bytes]]
+    """(kind, bytes) of every object the commit needs that `store` has not written yet."""
 
 
 class ObjectWriter:
@@ -42,13 +48,17 @@ class ObjectWriter:
 
     def __init__(self, common_dir: Path, identity: dict[str, str]) -> None:
         self._db = GitDB(str(common_dir / "objects"))
+        self._made: dict[bytes, tuple[bytes, bytes]] = {}
+        """The objects of the commit being made: name -> (kind, bytes), read back from here."""
         self._author = f"{identity['GIT_AUTHOR_NAME']} <{identity['GIT_AUTHOR_EMAIL']}>"
         self._committer = f"{identity['GIT_COMMITTER_NAME']} <{identity['GIT_COMMITTER_EMAIL']}>"
 
     def commit_files(self, parent: str, files: dict[str, bytes], message: str) -> KnownCommit | None:
-        """Commit `parent`'s tree with each of `files` (path -> new bytes) replaced, on top of `parent`."""
+        """Commit `parent`'s tree with each of `files` (path -> new bytes) replaced, on top of `parent`;
+        nothing is written until `store(commit.objects)`."""
         if len(parent) != SHA1_HEX:
             return None
+        self._made = {}
         root = _commit_tree(self._read(bytes.fromhex(parent), b"commit"))
         old: dict[str, bytes] = {}
         executable: dict[str, bool] = {}
@@ -69,11 +79,34 @@ class ObjectWriter:
             numstat.append((path, added, deleted))
             patches.append(patch)
         if not old:
-            return KnownCommit(None, {}, {}, [], "")
+            return KnownCommit(None, {}, {}, [], "", [])
         stamp = _timestamp()
         body = (f"tree {root.hex()}\nparent {parent}\nauthor {self._author} {stamp}\n"
                 f"committer {self._committer} {stamp}\n\n{message}\n")
-        return KnownCommit(self._write(b"commit", body.encode()).hex(), old, executable, numstat, "".join(patches))
+        sha = self._write(b"commit", body.encode())
+        made, self._made = self._reachable(sha), {}
+        return KnownCommit(sha.hex(), old, executable, numstat, "".join(patches), made)
+
+    def _reachable(self, commit: bytes) -> list[tuple[bytes, bytes]]:
+        """The objects made for `commit` that it reaches (not the trees a second file's change replaced)."""
+        found, trees = [self._made[commit]], [_commit_tree(self._made[commit][1])]
+        while trees:
+            tree = trees.pop()
+            if tree not in self._made:
+                continue
+            found.append(self._made[tree])
+            for _, _, mode, _, sha in _walk(self._made[tree][1]):
+                if sha in self._made:
+                    if mode == b"40000":
+                        trees.append(sha)
+                    else:
+                        found.append(self._made[sha])
+        return found
+
+    def store(self, objects: list[tuple[bytes, bytes]]) -> None:
+        """Write objects made by `commit_files` (each a loose object, as git writes one)."""
+        for kind, data in objects:
+            self._db.store(IStream(kind, len(data), BytesIO(data)))
 
     def _lookup(self, tree: bytes, path: str) -> tuple[bytes, bytes] | None:
         """(mode, sha) of the regular file at `path` under `tree`, or None."""
@@ -93,13 +126,18 @@ class ObjectWriter:
         return self._write(b"tree", _with_entry(raw, name, child))
 
     def _read(self, sha: bytes, kind: bytes) -> bytes:
+        if sha in self._made:
+            return self._made[sha][1]
         stream = self._db.stream(sha)
         if stream.type != kind:
             raise ValueError(f"object {sha.hex()} is a {stream.type.decode()}, not a {kind.decode()}")
         return stream.read()
 
     def _write(self, kind: bytes, data: bytes) -> bytes:
-        return self._db.store(IStream(kind, len(data), BytesIO(data))).binsha
+        """The object's name; the object itself waits in `_made` for `store`."""
+        sha = hashlib.sha1(b"%s %d\0" % (kind, len(data)) + data).digest()
+        self._made[sha] = (kind, data)
+        return sha
 
 
 def _commit_tree(commit: bytes) -> bytes:

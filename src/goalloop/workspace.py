@@ -23,7 +23,10 @@ import hashlib
 import os
 import shutil
 import stat
+import threading
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -78,6 +81,8 @@ class Workspace(RunWorktree):
         self._known: tuple[str, KnownCommit] | None = None
         """The parent of the last attempt committed on the fast path, and what that attempt changed."""
         self._objects: ObjectWriter | None = None
+        self._unwritten: tuple[list[tuple[bytes, bytes]], str] | None = None
+        """The objects and ref script of the attempt `commit_known` made, until `writing_meanwhile` writes them."""
         self._listing: Running | None = None
         """What the check changed, being listed since `start_undo`."""
         self._stamp_before_check: dict[str, tuple[int, ...]] | None = None
@@ -93,6 +98,7 @@ class Workspace(RunWorktree):
         itself is folded in: the attempt's parent is always the last kept commit.
         """
         self._clean_at = None
+        self._write_unwritten()
         self._drop_undo()
         if self._index_written is None or self._index_stamp() != self._index_written:
             self._unhide_from_git()
@@ -126,6 +132,7 @@ class Workspace(RunWorktree):
         worktree at `parent`, without asking git to scan the worktree. None when the worktree's state
         cannot be vouched for (not left clean at `parent` by goalloop, HEAD moved, the index touched) or a
         file is not a plain file at `parent`: then commit it with `commit_attempt`."""
+        self._write_unwritten()
         if (self._clean_at != parent or self.head() != parent or not self._git.head_is_detached()
                 or self._index_stamp() != self._index_written):
             return None
@@ -136,15 +143,51 @@ class Workspace(RunWorktree):
             return None
         if made.sha is None:
             return AttemptCommit(sha=None)
-        self._git.update_refs(f"create {self.attempt_ref(iteration)} {made.sha}\n", wait=False)  # answered by start_undo
+        self._unwritten = (made.objects, f"create {self.attempt_ref(iteration)} {made.sha}\n")
         self._clean_at, self._known = None, (parent, made)
         self._stamp_before_check = _stat_snapshot(self.worktree)
         return AttemptCommit(sha=made.sha, changed=[ChangedFile(*change) for change in made.numstat], patch=made.patch)
+
+    @contextmanager
+    def writing_meanwhile(self) -> Iterator[None]:
+        """Write the objects and the ref of the attempt `commit_known` made while the block (its check)
+        runs, in a thread joined when the block ends, however it ends; a failure to write is raised then
+        (after the block's own exception, if any). Nothing else touches git meanwhile: the block is the
+        attempt's judging, which reads only the worktree."""
+        if self._unwritten is None:
+            yield
+            return
+        (objects, script), self._unwritten = self._unwritten, None
+        failed: list[BaseException] = []
+
+        def write() -> None:
+            try:
+                assert self._objects is not None
+                self._objects.store(objects)
+                self._git.update_refs(script, wait=False)  # answered by start_undo or the next transaction
+            except BaseException as exc:  # noqa: BLE001 (raised in the attempt's thread below)
+                failed.append(exc)
+
+        writer = threading.Thread(target=write, name=f"write-{self.run_id}", daemon=True)
+        writer.start()
+        try:
+            yield
+        finally:
+            writer.join()
+        if failed:
+            raise failed[0]
+
+    def _write_unwritten(self) -> None:
+        """Write now what `writing_meanwhile` would have: before anything else reads git, the attempt
+        `commit_known` made is in it."""
+        with self.writing_meanwhile():
+            pass
 
     def start_undo(self) -> None:
         """The attempt's checks are over and it will not be kept: after a fast-path attempt, start listing
         what the check changed, so that it runs while the ledger is written; the next `reset_to` finishes
         the undo."""
+        self._write_unwritten()
         if self._known is None or self._listing is not None or self._check_changed_nothing:
             return
         self._git.refs_done()
@@ -220,6 +263,7 @@ class Workspace(RunWorktree):
         Its ref keeps it until the next resume sets it aside (resume.py) and proposes the attempt again.
         Returns the commit, or None if nothing changed.
         """
+        self._write_unwritten()
         if self.ref_exists(self.attempt_ref(iteration)):  # committed already; stopped while checking it
             return None
         if self.head() == parent and not self.has_uncommitted_changes():
@@ -229,6 +273,7 @@ class Workspace(RunWorktree):
     def commit_unjudged(self, iteration: int, parent: str) -> str | None:
         """The commit of attempt `iteration`, which was stopped before it was judged: its ref's, or what its
         worktree holds committed now on `parent`; None when it changed nothing. (To be set aside next.)"""
+        self._write_unwritten()
         ref = self.attempt_ref(iteration)
         if self.ref_exists(ref):
             return self._run("rev-parse", "--verify", ref)
@@ -245,11 +290,13 @@ class Workspace(RunWorktree):
 
     def keep(self, sha: str, previous: str) -> None:
         """Move the run's branch to `sha` (only if it still points at `previous`) and clean the worktree."""
+        self._write_unwritten()
         self._git.update_refs(f"update refs/heads/{self.branch} {sha} {previous}\n")
         self.reset_to(sha)
 
     def reset_to(self, sha: str) -> None:
         """Put the worktree exactly at `sha`: tracked files restored, new files removed."""
+        self._write_unwritten()
         if self._known is not None and self._known[0] == sha and self._undo_known():
             return
         self._drop_undo()

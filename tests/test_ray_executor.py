@@ -107,6 +107,22 @@ def test_parallel_4_on_ray_reaches_the_same_best_as_threads(tmp_path: Path, clus
     assert "cwd: " + str(threads.worktree) in (threads.run_dir / "attempts" / "0001" / "check.stdout.log").read_text()
 
 
+def test_a_search_attempt_checked_on_the_cluster_is_the_attempt_not_its_parent(tmp_path: Path, cluster) -> None:
+    """The search proposer's attempts are committed without moving HEAD on a local check; on Ray, which
+    ships the commit HEAD names, each check must still measure the attempt's own value."""
+    repo = make_repo(tmp_path / "proj", {"knob.py": "X = 0.5\n", "score.py": SCORE_PY})
+    goal = {"check": {"run": f"{PY} score.py", "metric": r"^score: (\S+)"}, "target": {"direction": "maximize"},
+            "budget": {"iterations": 4}, "executor": _ray(cluster, tmp_path),
+            "proposer": {"kind": "search", "sampler": "random", "seed": 5,
+                         "params": {"x": {"file": "knob.py", "pattern": r"^X = (\S+)$", "low": 0.0, "high": 1.0}}}}
+    run = run_goal(tmp_path, repo, goal, timeout=240)
+    assert run.exit_code == 1, run.cli.output
+    rows = results_rows(run.run_dir)[1:]
+    assert len(rows) == 4
+    for row in rows:
+        assert float(row["metric"]) == float(row["description"].removeprefix("x=")), row
+
+
 def test_worker_killed_mid_check_is_retried_on_the_other_node_and_lost_twice_is_a_crash(
         tmp_path: Path, cluster) -> None:
     goal, _, marks = _marked_goal(tmp_path, cluster, KILLABLE_SCORE_PY, [5, 9, 7], parallel=1)

@@ -222,7 +222,8 @@ class Attempter:
         description = proposal.description or f"attempt {iteration}"
         workspace = slot.workspace
         parent, message = request.parent_commit or kept.kept_commit, f"goalloop {workspace.run_id} #{iteration}: {description}"
-        commit = workspace.commit_known(iteration, parent, message, proposal.files) if proposal.files is not None else None
+        known = proposal.files is not None and getattr(self.bench.runner, "runs_in_worktree", False)
+        commit = workspace.commit_known(iteration, parent, message, proposal.files or {}) if known else None
         if commit is None:
             commit = workspace.commit_attempt(iteration, parent, message)
         if commit.patch:

@@ -51,6 +51,10 @@ class LocalChecks:
     """Runs each check in the slot's own worktree, with this machine's environment (secrets dropped),
     inside the goal's sandbox when it has one."""
 
+    runs_in_worktree = True
+    """The check reads the worktree itself, so an attempt whose files are known may be committed while its
+    check runs, and need not be HEAD (the search fast path, workspace.py)."""
+
     def __init__(self, check_env: dict[str, str], sandbox: Bubblewrap | None = None) -> None:
         self.check_env, self.sandbox = check_env, sandbox
 

@@ -187,6 +187,9 @@ def _end_stopped_check(job: ShippedCheck) -> None:
 class RayChecks:
     """A CheckRunner that runs every check of the run as a Ray task on a scratch checkout of its commit."""
 
+    runs_in_worktree = False
+    """It ships the commit the worktree's HEAD names, which must exist when the check starts."""
+
     def __init__(self, cluster: RayCluster, ledger: Ledger, repo: Path, base_commit: str, run_id: str,
                  env_pass: tuple[str, ...] = ()) -> None:
         self.cluster, self.ledger, self.repo = cluster, ledger, repo

@@ -1,11 +1,11 @@
 """The `goalloop` command's entry point. `status` and `runs`, typed often and from other terminals while a run
 goes on, are answered here from each run's summary (tally.py) with the standard library alone, so they start
-at once; `validate GOAL.yaml`, typed after every edit of a goal file, prints validation.py's lines here, without
-the typer app and rich. Every other command, and whatever this path is not sure to print exactly as the typer
-app in cli/ would, goes to that app unchanged: an option it does not know, help, a usage error, an invalid goal
-or an unreadable run (their messages), text rich would read as markup or emoji, a run from before budget.json,
-and on a terminal `runs` and `--json` (rich lays out and colours those) or a terminal without rich's standard
-colours.
+at once; `validate GOAL.yaml`, typed after every edit of a goal file, prints validation.py's lines (or the
+mistake, as errors.shown says it) here, without the typer app and rich. Every other command, and whatever this
+path is not sure to print exactly as the typer app in cli/ would, goes to that app unchanged: an option it does
+not know, help, a usage error or an unreadable run (their messages), a mistake in CI (annotated there), text
+rich would read as markup or emoji, a run from before budget.json, and on a terminal `runs` and `--json` (rich
+lays out and colours those) or a terminal without rich's standard colours.
 
 The figures are those of report/standing.py and cli/records.py, computed from the fold instead of the whole
 ledger; tests/test_status_fast.py runs both paths over many runs and compares what they print byte for byte,

@@ -326,3 +326,24 @@ def test_the_attempt_written_while_its_check_runs_is_in_git_however_the_check_en
         with workspace.writing_meanwhile():
             ran.append("the check")
     assert ran == ["the check"]
+
+
+@pytest.mark.parametrize("setting", ["attributes", "autocrlf"])
+def test_a_file_git_would_convert_on_add_is_committed_through_git(tmp_path: Path, setting: str) -> None:
+    """A clean filter or an end-of-line conversion makes git store other bytes than the worktree's: the
+    fast path, which stores the worktree's, is not taken for such a file (git's own path converts it)."""
+    files = {"knob.py": "X = 1\n"}
+    if setting == "attributes":
+        files[".gitattributes"] = "*.py text eol=crlf\n"
+    repo = make_repo(tmp_path / "proj", files)
+    if setting == "autocrlf":
+        git(repo, "config", "core.autocrlf", "input")
+    base = git(repo, "rev-parse", "HEAD")
+    worktree = tmp_path / "wt"
+    workspace = Workspace.create(RepoTarget(repo, base), worktree, "r1", tmp_path / "exclude")
+    workspace.reset_to(base)
+    (worktree / "knob.py").write_text("X = 2\r\n")
+    assert workspace.commit_known(1, base, "attempt 1", {"knob.py": "X = 2\r\n"}) is None
+    commit = workspace.commit_attempt(1, base, "attempt 1")
+    stored = subprocess.run(["git", "cat-file", "blob", f"{commit.sha}:knob.py"], cwd=repo, capture_output=True).stdout
+    assert stored == b"X = 2\n", "git stored it converted, as the fast path would not have"

@@ -41,7 +41,7 @@ REPO_COMMANDS = frozenset({"rev-parse", "for-each-ref", "ls-tree", "show", "cat-
 """What RepoGit runs: nothing that has a work tree or an index."""
 WORKTREE_COMMANDS = REPO_COMMANDS - {"worktree", "branch", "config"} | {
     "reset", "clean", "add", "update-index", "status", "ls-files", "diff", "diff-files", "diff-index", "diff-tree",
-    "write-tree", "commit-tree"}
+    "write-tree", "commit-tree", "check-attr"}
 """What WorktreeGit runs: never `checkout`, `commit` or `merge`, which could move a branch."""
 READ_ONLY_COMMANDS = frozenset({"ls-files", "diff-files", "ls-tree", "cat-file", "rev-parse"})
 """What WorktreeGit.start may leave running while goalloop goes on: commands that write nothing, not even

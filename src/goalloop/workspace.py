@@ -81,6 +81,9 @@ class Workspace(RunWorktree):
         self._known: tuple[str, KnownCommit] | None = None
         """The parent of the last attempt committed on the fast path, and what that attempt changed."""
         self._objects: ObjectWriter | None = None
+        self._plain_paths: dict[str, bool] = {}
+        """Path -> whether git stores it as the worktree holds it (see `_stored_as_written`)."""
+        self._autocrlf: str | None = None
         self._unwritten: tuple[list[tuple[bytes, bytes]], str] | None = None
         """The objects and ref script of the attempt `commit_known` made, until `writing_meanwhile` writes them."""
         self._listing: Running | None = None
@@ -134,7 +137,7 @@ class Workspace(RunWorktree):
         file is not a plain file at `parent`: then commit it with `commit_attempt`."""
         self._write_unwritten()
         if (self._clean_at != parent or self.head() != parent or not self._git.head_is_detached()
-                or self._index_stamp() != self._index_written):
+                or self._index_stamp() != self._index_written or not self._stored_as_written(files)):
             return None
         if self._objects is None:
             self._objects = ObjectWriter(self._repo.common_dir, COMMIT_IDENTITY)
@@ -147,6 +150,23 @@ class Workspace(RunWorktree):
         self._clean_at, self._known = None, (parent, made)
         self._stamp_before_check = _stat_snapshot(self.worktree)
         return AttemptCommit(sha=made.sha, changed=[ChangedFile(*change) for change in made.numstat], patch=made.patch)
+
+    def _stored_as_written(self, files: dict[str, str]) -> bool:
+        """Whether git stores each of `files` byte for byte as it is in the worktree: no attribute (a clean
+        filter such as LFS, end-of-line conversion, `export-subst`...) and no `core.autocrlf` applies to it.
+        Asked of git once a path a run."""
+        unknown = sorted(set(files) - set(self._plain_paths))
+        if unknown:
+            if self._autocrlf is None:
+                try:
+                    self._autocrlf = self._repo.run("config", "--get", "core.autocrlf").lower()
+                except GitFailed:
+                    self._autocrlf = ""
+            listing = self._git.run("check-attr", "--all", "-z", "--", *unknown, strip=False).split("\0")
+            attributed = set(listing[0::3])
+            for path in unknown:
+                self._plain_paths[path] = path not in attributed and self._autocrlf in ("", "false")
+        return all(self._plain_paths[path] for path in files)
 
     @contextmanager
     def writing_meanwhile(self) -> Iterator[None]:

@@ -16,8 +16,8 @@ make every start compile them again).
                           (then the goal's models, PyYAML, regex, pathspec, git rev-parse and ls-tree)
     validate, typer app   the same through the typer app (taken in CI, or for text rich would print otherwise)
     pydantic import       `import pydantic.main` alone, the garbage collector off as validate runs: for scale
-    validate, search      goals/example.yaml (a search goal): its knobs are checked by the search proposer,
-                          which loads Optuna (and numpy)
+    validate, search      goals/example.yaml (a search goal): its knobs are checked against the repository
+                          (Optuna, and numpy under it, are loaded only when a run opens the study)
 
     .venv/bin/python benchmarks/status_speed.py [--attempts 10000] [--repeats 7]
 """

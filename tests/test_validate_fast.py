@@ -1,5 +1,5 @@
 """`goalloop validate GOAL.yaml` prints validation.py's lines from the entry point (quick.py) without the typer
-app, rich, GitPython or Optuna (unless the goal is a search goal); what it prints must be what the typer app
+app, rich, GitPython or Optuna (a search goal's knobs are checked without it); what it prints must be what the typer app
 prints, byte for byte and with the same exit code, for every kind of goal, odd text and mistakes included:
 the typer path (goalloop.cli.main, forked from a helper) is the reference, the entry point a user runs is
 under test.
@@ -171,8 +171,10 @@ TYPER_APP = "from goalloop.cli import main\nmain()\n"
 
 def test_off_a_terminal_validate_imports_none_of_the_heavy_libraries(repo: Path, tmp_path: Path) -> None:
     probe = tmp_path / "imported.txt"
+    search = goal(repo, "search", proposer={"kind": "search", "params": {
+        "x": {"file": "knob.py", "pattern": r"^X = (\S+)", "low": 0, "high": 10, "int": True}}})
     for path in (goal(repo, keep={"repeats": 3}), goal(repo, "agent", proposer={"kind": "aider", "program": "true",
-                                                                             "model": "ollama/x"})):
+                                                                             "model": "ollama/x"}), search):
         proc = subprocess.run([sys.executable, "-c", PROBE, str(probe), "validate", str(path)], env=ENV, cwd=repo,
                               capture_output=True, text=True, timeout=60)
         assert proc.returncode == 0 and proc.stdout.startswith("ok "), proc.stdout + proc.stderr

@@ -33,12 +33,9 @@ import subprocess
 import threading
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import optuna
 import regex
-from optuna.distributions import BaseDistribution, CategoricalDistribution, FloatDistribution, IntDistribution
-from optuna.trial import TrialState
 
 from goalloop.errors import InfrastructureError
 from goalloop.goal import Goal, SearchParam, patterns
@@ -46,8 +43,11 @@ from goalloop.goal import SearchProposer as SearchConfig
 from goalloop.ledger import AttemptRecord
 from goalloop.path_rules import PathRules
 from goalloop.proposers.base import Proposal, ProposalRequest
-from goalloop.proposers.study_journal import RunStudyStorage, SingleWriterJournal
 from goalloop.repo_target import RepoTarget
+
+if TYPE_CHECKING:  # Optuna (and numpy under it) is imported when the study is opened: `validate` needs neither
+    import optuna
+    from optuna.distributions import BaseDistribution
 
 JOURNAL_FILE = "search.journal"
 STUDY_NAME = "goalloop"
@@ -67,7 +67,6 @@ class Knob:
     name: str
     param: SearchParam
     pattern: regex.Pattern[str]
-    distribution: BaseDistribution
     baseline: Any
     """The value in the file at base, or None when it lies outside the search space."""
     base_span: tuple[int, int]
@@ -76,6 +75,18 @@ class Knob:
     @property
     def file(self) -> str:
         return self.param.file
+
+    @property
+    def distribution(self) -> BaseDistribution:
+        from optuna.distributions import CategoricalDistribution, FloatDistribution, IntDistribution
+
+        param = self.param
+        if param.choices is not None:
+            return CategoricalDistribution(param.choices)
+        assert param.low is not None and param.high is not None
+        if param.int_:
+            return IntDistribution(int(param.low), int(param.high), log=param.log)
+        return FloatDistribution(param.low, param.high, log=param.log)
 
     def format(self, value: Any) -> str:
         if self.param.choices is not None:
@@ -120,7 +131,6 @@ class SearchProposer:
         rules = PathRules.for_goal(goal, target)
         self.knobs = [_validated_knob(goal, target, rules, name, param) for name, param in config.params.items()]
         _refuse_shared_values(goal, self.knobs)
-        optuna.logging.set_verbosity(optuna.logging.WARNING)
         self._study: optuna.Study | None = None
         self._trial_of: dict[int, int] = {}
         """Iteration -> number of its open trial in this process."""
@@ -133,6 +143,8 @@ class SearchProposer:
             return self._propose(request)
 
     def _propose(self, request: ProposalRequest) -> Proposal:
+        from optuna.trial import TrialState
+
         try:
             study = self._open(request)
             for _ in range(DUPLICATE_TRIES):
@@ -169,6 +181,12 @@ class SearchProposer:
         """The run's study, created on the first proposal and continued by a resumed run."""
         if self._study is not None:
             return self._study
+        import optuna
+        from optuna.trial import TrialState
+
+        from goalloop.proposers.study_journal import RunStudyStorage, SingleWriterJournal
+
+        optuna.logging.set_verbosity(optuna.logging.WARNING)
         storage = RunStudyStorage(SingleWriterJournal(request.run_dir / JOURNAL_FILE))
         study = optuna.create_study(
             storage=storage, study_name=STUDY_NAME, direction=self.goal.target.direction, load_if_exists=True
@@ -184,6 +202,8 @@ class SearchProposer:
         return study
 
     def _sampler(self, seed: int | None) -> optuna.samplers.BaseSampler:
+        import optuna
+
         if self.config.sampler == "random":
             return optuna.samplers.RandomSampler(seed=seed)
         if self.config.sampler == "cmaes":
@@ -193,7 +213,9 @@ class SearchProposer:
     def _add_baseline(self, study: optuna.Study, baseline: AttemptRecord | None) -> None:
         if baseline is None or _score(baseline) is None or any(k.baseline is None for k in self.knobs):
             return
-        study.add_trial(optuna.trial.create_trial(
+        from optuna.trial import create_trial
+
+        study.add_trial(create_trial(
             params={k.name: k.baseline for k in self.knobs},
             distributions={k.name: k.distribution for k in self.knobs},
             value=_score(baseline),
@@ -202,6 +224,8 @@ class SearchProposer:
 
     @staticmethod
     def _tell(study: optuna.Study, number: int, record: AttemptRecord | None) -> None:
+        from optuna.trial import TrialState
+
         value = _score(record)
         if value is None:
             study.tell(number, state=TrialState.FAIL, skip_if_finished=True)
@@ -257,9 +281,9 @@ def _validated_knob(goal: Goal, target: RepoTarget, rules: PathRules, name: str,
         raise goal.error((*where, "pattern"), "group 1 takes no part in the match",
                          fix="put the group around the value itself, as in 'LR = ([0-9.e-]+)'")
     current = matches[0].group(1)
-    distribution = _distribution(goal, name, param)
+    _check_space(goal, name, param)
     baseline = _baseline_value(goal, name, param, current)
-    knob = Knob(name, param, pattern, distribution, baseline, matches[0].span(1))
+    knob = Knob(name, param, pattern, baseline, matches[0].span(1))
     for value in _probe_values(param):
         written = knob.format(value)
         try:
@@ -291,21 +315,20 @@ def _file_at_base(goal: Goal, target: RepoTarget, name: str, file: str) -> str:
                          fix="point the param at the text file that holds the value") from None
 
 
-def _distribution(goal: Goal, name: str, param: SearchParam) -> BaseDistribution:
+def _check_space(goal: Goal, name: str, param: SearchParam) -> None:
+    """What Optuna's distributions would refuse, refused as the goal's error (they are made later)."""
     if param.choices is not None:
         bad = [c for c in param.choices if c is not None and not isinstance(c, (str, int, float, bool))]
         if bad:
             raise goal.error(("proposer", "params", name, "choices"), f"choices must be single values, got {bad[0]!r}",
                              fix="list numbers or words, such as [relu, gelu] or [32, 64, 128]")
-        return CategoricalDistribution(param.choices)
+        return
     assert param.low is not None and param.high is not None
     if param.int_:
         for key, bound in (("low", param.low), ("high", param.high)):
             if bound != int(bound):
                 raise goal.error(("proposer", "params", name, key), f"int: true needs whole numbers, got {bound:g}",
                                  fix=f"write {key}: {int(bound)}, or drop int: true")
-        return IntDistribution(int(param.low), int(param.high), log=param.log)
-    return FloatDistribution(param.low, param.high, log=param.log)
 
 
 def _baseline_value(goal: Goal, name: str, param: SearchParam, text: str) -> Any:

@@ -13,8 +13,11 @@ is measured `keep.repeats` times and judged `keep` only if its gain is significa
 
 from __future__ import annotations
 
+import re
+import shlex
 import time
 from collections.abc import Callable
+from pathlib import Path
 from dataclasses import dataclass, field
 
 from goalloop import faults, verdict
@@ -177,6 +180,10 @@ def baseline_judgement(goal: Goal, result: CheckResult, specs: list[GuardSpec]) 
     return "", figures
 
 
+GIT_WORD = re.compile(r"\bgit\b", re.IGNORECASE)
+SCRIPT_READ_LIMIT = 1 << 20
+
+
 SLOW_GUARD_FIX = (r"write a pattern that matches the figure's line directly, such as '^peak_mb:\s*(\S+)' "
                   "(a repeated choice such as (a|aa)+ backtracks on a long line)")
 
@@ -199,6 +206,8 @@ class Attempter:
     def __init__(self, goal: Goal, ledger: Ledger, proposer: Proposer, rules: PathRules, bench: Bench) -> None:
         self.goal, self.ledger, self.proposer, self.rules, self.bench = goal, ledger, proposer, rules, bench
         self.guards = verdict.guard_specs(goal)
+        self._fast_path: bool | None = None
+        """Whether attempts whose files are known may skip git's scan (decided at the first one)."""
 
     def attempt(self, slot: Slot, request: ProposalRequest, kept: AttemptRecord, pins: dict[str, str]) -> Candidate:
         """`kept` is the state to beat: the run's kept state, or with a tree strategy the attempt's parent."""
@@ -222,7 +231,7 @@ class Attempter:
         description = proposal.description or f"attempt {iteration}"
         workspace = slot.workspace
         parent, message = request.parent_commit or kept.kept_commit, f"goalloop {workspace.run_id} #{iteration}: {description}"
-        known = proposal.files is not None and getattr(self.bench.runner, "runs_in_worktree", False)
+        known = proposal.files is not None and self._may_skip_the_scan(workspace.worktree)
         commit = workspace.commit_known(iteration, parent, message, proposal.files or {}) if known else None
         if commit is None:
             commit = workspace.commit_attempt(iteration, parent, message)
@@ -233,6 +242,16 @@ class Attempter:
         if judged.verdict != "keep":
             workspace.start_undo()
         return Candidate(iteration, slot, proposal, commit, judged, time.monotonic() - started, said, stopped)
+
+    def _may_skip_the_scan(self, worktree: Path) -> bool:
+        """The fast path leaves HEAD and the index at the kept commit while the check runs: only for checks
+        that read the worktree here (not Ray's, which ships HEAD's commit) and whose command, and the
+        scripts it names, never mention git (which could look at HEAD, the index or a stash)."""
+        if self._fast_path is None:
+            commands = [self.goal.check.run] + ([self.goal.holdout.run] if self.goal.holdout else [])
+            self._fast_path = getattr(self.bench.runner, "runs_in_worktree", False) and \
+                not any(GIT_WORD.search(text) for text in _with_named_scripts(commands, worktree))
+        return self._fast_path
 
     def _judge(self, slot: Slot, iteration: int, proposal: Proposal, commit: AttemptCommit, kept: AttemptRecord,
                pins: dict[str, str], history: tuple[AttemptRecord, ...]) -> tuple[Judgement, str]:
@@ -290,6 +309,24 @@ class Attempter:
         if not self.goal.is_metric_goal:
             return result.passed and not kept.passed
         return result.metric is not None and verdict.beats(self.goal, result.metric, kept.metric)
+
+
+def _with_named_scripts(commands: list[str], worktree: Path) -> list[str]:
+    """The commands and the text of every file in the worktree that a word of them names (up to 1 MiB)."""
+    texts = list(commands)
+    for command in commands:
+        try:
+            words = shlex.split(command)
+        except ValueError:
+            words = command.split()
+        for word in words:
+            path = worktree / word
+            try:
+                if path.is_file() and path.stat().st_size <= SCRIPT_READ_LIMIT:
+                    texts.append(path.read_text(encoding="utf-8", errors="replace"))
+            except OSError:
+                continue
+    return texts
 
 
 def _refuse(verdict_name: str, reason: str, said: str) -> tuple[Judgement, str]:

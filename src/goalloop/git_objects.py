@@ -23,6 +23,7 @@ from io import BytesIO
 from pathlib import Path
 
 from gitdb import GitDB, IStream
+from gitdb.exc import BadObject
 
 REGULAR_MODES = (b"100644", b"100755")
 SHA1_HEX = 40
@@ -47,7 +48,8 @@ class ObjectWriter:
     """Reads trees and writes blobs, trees and commits in a repository's object database."""
 
     def __init__(self, common_dir: Path, identity: dict[str, str]) -> None:
-        self._db = GitDB(str(common_dir / "objects"))
+        self._root = str(common_dir / "objects")
+        self._db = GitDB(self._root)
         self._made: dict[bytes, tuple[bytes, bytes]] = {}
         """The objects of the commit being made: name -> (kind, bytes), read back from here."""
         self._author = f"{identity['GIT_AUTHOR_NAME']} <{identity['GIT_AUTHOR_EMAIL']}>"
@@ -128,7 +130,11 @@ class ObjectWriter:
     def _read(self, sha: bytes, kind: bytes) -> bytes:
         if sha in self._made:
             return self._made[sha][1]
-        stream = self._db.stream(sha)
+        try:
+            stream = self._db.stream(sha)
+        except BadObject:  # gitdb keeps the packs it listed: after a `git gc` (a user's, an auto gc) look again
+            self._db = GitDB(self._root)
+            stream = self._db.stream(sha)
         if stream.type != kind:
             raise ValueError(f"object {sha.hex()} is a {stream.type.decode()}, not a {kind.decode()}")
         return stream.read()
@@ -179,8 +185,7 @@ def _timestamp() -> str:
 
 def _unified(path: str, mode: str, old: bytes, new: bytes, old_sha: str, new_sha: str) -> tuple[int, int, str]:
     """(added, deleted, patch) of one file's change, as `git diff` writes it (3 lines of context)."""
-    before = old.decode("utf-8", errors="replace").splitlines(keepends=True)
-    after = new.decode("utf-8", errors="replace").splitlines(keepends=True)
+    before, after = _lines(old.decode("utf-8", errors="replace")), _lines(new.decode("utf-8", errors="replace"))
     body = []
     added = deleted = 0
     for line in list(difflib.unified_diff(before, after, n=3))[2:]:
@@ -192,3 +197,10 @@ def _unified(path: str, mode: str, old: bytes, new: bytes, old_sha: str, new_sha
     header = (f"diff --git a/{path} b/{path}\nindex {old_sha[:7]}..{new_sha[:7]} {mode}\n"
               f"--- a/{path}\n+++ b/{path}\n")
     return added, deleted, header + "".join(body)
+
+
+def _lines(text: str) -> list[str]:
+    """The lines as git counts them: ended by `\\n` only (not by the form feeds and separators that
+    `str.splitlines` also breaks at), each with its ending."""
+    parts = text.split("\n")
+    return [part + "\n" for part in parts[:-1]] + ([parts[-1]] if parts[-1] else [])

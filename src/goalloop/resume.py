@@ -143,6 +143,8 @@ def reconcile(workspaces: list[Workspace], ledger: Ledger, history: list[Attempt
         parent, start = parents.get(slot, (None, kept_commit))
         if (head in (start, kept_commit, base_commit) or head in refs.values()) and not workspace.has_uncommitted_changes():
             continue  # at a kept state, or at an attempt's own commit: nothing here is only in the worktree
+        if any(workspace.holds_exactly(sha) for sha, _ in lost.values() if sha):
+            continue  # a search attempt killed in its check: HEAD at its parent, its files committed already
         if not history:  # without a baseline there was no proposal yet: the changes are the check's
             continue
         iteration = proposing.get(slot)

@@ -30,6 +30,8 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from gitdb.exc import ODBError
+
 from goalloop.git_objects import KnownCommit, ObjectWriter
 from goalloop.git_runner import GitFailed, Running
 from goalloop.path_rules import PathRules, check_script_paths
@@ -141,7 +143,12 @@ class Workspace(RunWorktree):
             return None
         if self._objects is None:
             self._objects = ObjectWriter(self._repo.common_dir, COMMIT_IDENTITY)
-        made = self._objects.commit_files(parent, {path: text.encode() for path, text in files.items()}, message)
+        # An object gitdb cannot read (alternates it cannot follow, a repository it does not know) is
+        # no fault of the attempt: git's own path can read it.
+        try:
+            made = self._objects.commit_files(parent, {path: text.encode() for path, text in files.items()}, message)
+        except (ODBError, OSError, ValueError, KeyError):
+            made = None
         if made is None:
             return None
         if made.sha is None:
@@ -184,7 +191,7 @@ class Workspace(RunWorktree):
             try:
                 assert self._objects is not None
                 self._objects.store(objects)
-                self._git.update_refs(script, wait=False)  # answered by start_undo or the next transaction
+                self._git.update_refs(script, wait=False)  # answered below, once the block is over
             except BaseException as exc:  # noqa: BLE001 (raised in the attempt's thread below)
                 failed.append(exc)
 
@@ -194,6 +201,8 @@ class Workspace(RunWorktree):
             yield
         finally:
             writer.join()
+            if not failed:
+                self._git.refs_done()  # the ref exists (or its refusal is raised) before anything reads it
         if failed:
             raise failed[0]
 
@@ -362,6 +371,15 @@ class Workspace(RunWorktree):
             if tail.isdigit():
                 refs[int(tail)] = sha
         return refs
+
+    def holds_exactly(self, sha: str) -> bool:
+        """Whether the worktree's files are exactly commit `sha`'s, nothing untracked beside them, wherever
+        HEAD is (a fast-path attempt is checked with HEAD at its parent)."""
+        try:
+            self._run("diff", "--quiet", sha, "--")
+        except GitFailed:
+            return False
+        return not self._run("ls-files", "--others", "--exclude-standard")
 
     def has_uncommitted_changes(self) -> bool:
         return bool(self._run("status", "--porcelain", "--untracked-files=all"))

@@ -284,3 +284,23 @@ def test_repository_settings_git_converts_files_under_keep_every_record_exact(tm
     assert subprocess.run(["git", "fsck", "--strict"], cwd=repo).returncode == 0
     wt = home / "workspaces" / run_dir.name
     assert git(wt, "status", "--porcelain", "--untracked-files=all") == ""
+
+
+def test_a_knob_in_a_file_with_crlf_line_ends_changes_its_value_alone(tmp_path: Path) -> None:
+    """The knob's file keeps its CRLF line ends: an attempt changes one line, as a person's edit would,
+    not every line of the file."""
+    repo = make_repo(tmp_path / "proj", {"check.py": VALUE_CHECK})
+    (repo / KNOB).write_bytes(b"# settings\r\nX = 0.1\r\nY = 2\r\n")
+    git(repo, "add", "-A")
+    git(repo, "commit", "-q", "-m", "crlf")
+    home = tmp_path / "home"
+    g = goal(repo, 3, "check.py")
+    g["proposer"]["params"]["x"]["pattern"] = r"^X = ([0-9.]+)"
+    result = run_cli("run", str(write_goal(tmp_path / "g.yaml", g)), "--home", str(home), cwd=tmp_path)
+    assert result.exit_code == 1, result.output
+    run_dir = only_run_dir(home)
+    for row in results_rows(run_dir)[1:]:
+        sha = git(repo, "rev-parse", f"refs/goalloop/{run_dir.name}/{row['iteration']}")
+        assert git(repo, "diff-tree", "-r", "--numstat", "--no-commit-id", f"{sha}^", sha) == f"1\t1\t{KNOB}"
+        blob = subprocess.run(["git", "cat-file", "blob", f"{sha}:{KNOB}"], cwd=repo, capture_output=True).stdout
+        assert blob.count(b"\r\n") == 3

@@ -34,7 +34,8 @@ BRANCH_PREFIX = "refs/heads/goalloop/"
 REF_PREFIX = "refs/goalloop/"
 REDIRECTING_VARIABLES = (
     "GIT_DIR", "GIT_WORK_TREE", "GIT_INDEX_FILE", "GIT_COMMON_DIR", "GIT_NAMESPACE", "GIT_PREFIX",
-    "GIT_CEILING_DIRECTORIES", "GIT_DISCOVERY_ACROSS_FILESYSTEM",
+    "GIT_CEILING_DIRECTORIES", "GIT_DISCOVERY_ACROSS_FILESYSTEM", "GIT_OBJECT_DIRECTORY",
+    "GIT_ALTERNATE_OBJECT_DIRECTORIES",
 )
 REPO_COMMANDS = frozenset({"rev-parse", "for-each-ref", "ls-tree", "show", "cat-file", "config", "worktree",
                            "branch", "update-ref", "merge-base", "log"})

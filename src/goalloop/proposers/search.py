@@ -235,17 +235,21 @@ class SearchProposer:
     # -- the files ----------------------------------------------------------------------------------------
     def _write(self, worktree: Path, texts: dict[str, str]) -> dict[str, str]:
         """Write the values over group 1 of each knob; returns each file changed (its path as git names it
-        -> its new text): empty, and nothing written, if no file would change."""
+        -> its new text, as written): empty, and nothing written, if no file would change. Patterns see
+        lines ended by `\\n`; a file whose lines all end in CRLF is written back with CRLF."""
         originals: dict[str, str] = {}
         updated: dict[str, str] = {}
+        endings: dict[str, str] = {}
         for knob in self.knobs:
             name = Path(knob.file).as_posix()
             if name not in originals:
-                originals[name] = updated[name] = (worktree / name).read_text(encoding="utf-8")
+                with open(worktree / name, encoding="utf-8") as stream:
+                    originals[name] = updated[name] = stream.read()
+                    endings[name] = stream.newlines if stream.newlines == "\r\n" else "\n"
             updated[name] = _replace_value(knob, updated[name], texts[knob.name])
-        changed = {name: text for name, text in updated.items() if text != originals[name]}
+        changed = {name: text.replace("\n", endings[name]) for name, text in updated.items() if text != originals[name]}
         for name, new in changed.items():
-            (worktree / name).write_text(new, encoding="utf-8")
+            (worktree / name).write_bytes(new.encode("utf-8"))
         return changed
 
 

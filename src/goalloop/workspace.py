@@ -6,12 +6,14 @@ Before an attempt is committed, whatever a proposer could use to hide a change f
 files git ignores) is undone, so the commit holds exactly what the check will judge.
 
 An attempt whose every change the proposer knows (the search proposer's: `Proposal.files`) takes a fast
-path when the worktree was left clean at its parent: its objects are written in-process (git_objects.py),
-its ref in the update-ref process kept for the worktree, and undoing it is one `git ls-files` that must
-list nothing but those files (and untracked files, which are removed), then writing the files back;
-anything else there and the worktree is reset as usual. Two differences from the usual path: HEAD and
-the index stay at the parent while the check runs (the check sees the attempt as an uncommitted change;
-its commit is the attempt ref), and an empty folder the check made is left until the next full reset.
+path when the worktree was left clean at its parent and git stores those files as written: its objects
+are made in-process (git_objects.py) and written, with its ref (through the update-ref process kept for
+the worktree), in a thread while its check runs. Undoing it: when the worktree's stat snapshot is the
+same after the check as before, or else one `git ls-files` lists nothing but those files and untracked
+files, the files' old bytes are written back and the untracked files removed; anything else there and
+the worktree is reset as usual. Two differences from the usual path: HEAD and the index stay at the
+parent while the check runs (the check sees the attempt as an uncommitted change; its commit is the
+attempt ref), and an empty folder the check made is left until the next full reset.
 
 The worktree itself (creating, repairing, locks) is worktree.py's; the names below are re-exported for
 the modules that import them from here.

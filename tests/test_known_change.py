@@ -330,7 +330,6 @@ def test_the_attempt_written_while_its_check_runs_is_in_git_however_the_check_en
     with pytest.raises(KeyboardInterrupt):
         with workspace.writing_meanwhile():
             raise KeyboardInterrupt
-    workspace._git.refs_done()
     assert git(repo, "rev-parse", "refs/goalloop/r1/1") == sha
     assert git(repo, "cat-file", "-t", sha) == "commit"
     workspace.reset_to(base)

@@ -14,7 +14,6 @@ is measured `keep.repeats` times and judged `keep` only if its gain is significa
 from __future__ import annotations
 
 import re
-import shlex
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -31,7 +30,7 @@ from goalloop.ledger import AttemptRecord, Ledger
 from goalloop.proposers.base import PROMPT_FILE, Proposal, ProposalRequest, Proposer, reads_prompt
 from goalloop.resume import save_proposal, with_set_aside_spend
 from goalloop.sandbox import Bubblewrap, ProposerSandbox
-from goalloop.path_rules import PathRules
+from goalloop.path_rules import PathRules, named_paths
 from goalloop.workspace import AttemptCommit, Workspace
 
 
@@ -314,18 +313,13 @@ class Attempter:
 def _with_named_scripts(commands: list[str], worktree: Path) -> list[str]:
     """The commands and the text of every file in the worktree that a word of them names (up to 1 MiB)."""
     texts = list(commands)
-    for command in commands:
+    for rel in sorted({rel for command in commands for rel in named_paths(command, worktree)}):
+        path = worktree / rel
         try:
-            words = shlex.split(command)
-        except ValueError:
-            words = command.split()
-        for word in words:
-            path = worktree / word
-            try:
-                if path.is_file() and path.stat().st_size <= SCRIPT_READ_LIMIT:
-                    texts.append(path.read_text(encoding="utf-8", errors="replace"))
-            except OSError:
-                continue
+            if path.is_file() and path.stat().st_size <= SCRIPT_READ_LIMIT:
+                texts.append(path.read_text(encoding="utf-8", errors="replace"))
+        except OSError:
+            continue
     return texts
 
 

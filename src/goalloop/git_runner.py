@@ -218,25 +218,16 @@ class WorktreeGit:
         except FileNotFoundError:
             raise self.missing("was deleted during the run") from None
 
-    def update_refs(self, script: str, wait: bool = True) -> None:
+    def update_refs(self, script: str) -> None:
         """Apply an `update-ref --stdin` script as one transaction, guarded as `run` guards it, in a git
         process kept for the worktree: a process a transaction would cost more than the rest of a cheap
-        attempt. The worktree is checked to be the run's first, as before every command. `wait=False`
-        returns before git answers; the next transaction, or `refs_done`, waits for the answer (and raises
-        GitFailed if the transaction failed)."""
+        attempt. The worktree is checked to be the run's first, as before every command."""
         self.repo._guard(("update-ref", "--stdin"), script, head_allowed=True)
         gitdir = self.gitdir()
         if self._refs is None or self._refs.gitdir != gitdir:
             self.close()
             self._refs = RefStream(gitdir, self.env, f"in {self.worktree}")
-        self._refs.send(script)
-        if wait:
-            self._refs.wait()
-
-    def refs_done(self) -> None:
-        """Wait for the answer to a transaction sent with `wait=False`."""
-        if self._refs is not None:
-            self._refs.wait()
+        self._refs.transaction(script)
 
     def close(self) -> None:
         """End the kept `update-ref` process, if any (it also ends by itself when goalloop does)."""
@@ -253,29 +244,17 @@ class RefStream:
     def __init__(self, gitdir: Path, env: dict[str, str], where: str) -> None:
         self.gitdir, self._env, self._where = gitdir, env, where
         self._proc: subprocess.Popen[bytes] | None = None
-        self._unanswered = False
 
-    def send(self, script: str) -> None:
-        """Send one transaction; its answer is read by `wait` (called first here for the one before)."""
-        self.wait()
+    def transaction(self, script: str) -> None:
         with interrupts_held(raise_after=True):
             proc = self._process()
-            assert proc.stdin is not None
+            assert proc.stdin is not None and proc.stdout is not None
             try:
                 proc.stdin.write(f"start\n{script.rstrip()}\nprepare\ncommit\n".encode())
                 proc.stdin.flush()
-            except BrokenPipeError:
-                pass  # git exited: `wait` reads why
-            self._unanswered = True
-
-    def wait(self) -> None:
-        if not self._unanswered or self._proc is None:
-            return
-        proc = self._proc
-        assert proc.stdout is not None
-        with interrupts_held(raise_after=True):
-            answers = [proc.stdout.readline() for _ in range(3)]
-            self._unanswered = False
+                answers = [proc.stdout.readline() for _ in range(3)]
+            except BrokenPipeError:  # git exited: its stderr says why
+                answers = []
             if answers == [b"start: ok\n", b"prepare: ok\n", b"commit: ok\n"]:
                 return
             self._proc = None

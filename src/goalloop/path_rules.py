@@ -67,21 +67,28 @@ def check_script_paths(command: str, target: RepoTarget) -> list[str]:
 
     Looked up in the base commit, not the user's checkout, which may have deleted or renamed them.
     """
-    try:
-        tokens = shlex.split(command)
-    except ValueError:
-        tokens = command.split()
-    candidates = set()
-    for token in tokens:
-        if token.startswith("-") or "=" in token:
-            continue
-        rel = _relative_to((target.root / token).resolve(), target.root)
-        if rel:
-            candidates.add(rel)
+    candidates = named_paths(command, target.root)
     if not candidates:
         return []
     listing = RepoGit(target.root, None).run("ls-tree", "-r", "--name-only", target.base_commit, "--", *sorted(candidates))
     return sorted(candidates & set(listing.splitlines()))
+
+
+def named_paths(command: str, root: Path) -> set[str]:
+    """The words of a shell command that name a path inside `root` (options and assignments aside),
+    relative to it, whether or not the file is there."""
+    try:
+        tokens = shlex.split(command)
+    except ValueError:
+        tokens = command.split()
+    found = set()
+    for token in tokens:
+        if token.startswith("-") or "=" in token:
+            continue
+        rel = _relative_to((root / token).resolve(), root)
+        if rel:
+            found.add(rel)
+    return found
 
 
 def _relative_to(path: Path, root: Path) -> str | None:

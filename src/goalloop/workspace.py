@@ -193,7 +193,7 @@ class Workspace(RunWorktree):
             try:
                 assert self._objects is not None
                 self._objects.store(objects)
-                self._git.update_refs(script, wait=False)  # answered below, once the block is over
+                self._git.update_refs(script)
             except BaseException as exc:  # noqa: BLE001 (raised in the attempt's thread below)
                 failed.append(exc)
 
@@ -202,9 +202,7 @@ class Workspace(RunWorktree):
         try:
             yield
         finally:
-            writer.join()
-            if not failed:
-                self._git.refs_done()  # the ref exists (or its refusal is raised) before anything reads it
+            writer.join()  # the ref exists (or its refusal is raised) before anything reads it
         if failed:
             raise failed[0]
 
@@ -221,7 +219,6 @@ class Workspace(RunWorktree):
         self._write_unwritten()
         if self._known is None or self._listing is not None or self._check_changed_nothing:
             return
-        self._git.refs_done()
         if self.head() != self._known[0] or self._index_stamp() != self._index_written:
             return  # the check moved HEAD or touched the index: reset_to resets in full
         if self._stamp_before_check is not None and _stat_snapshot(self.worktree) == self._stamp_before_check:
@@ -270,7 +267,6 @@ class Workspace(RunWorktree):
     def _drop_undo(self) -> None:
         """Forget the fast-path attempt (a full reset follows), waiting for what `start_undo` started."""
         listing, self._known, self._listing, self._check_changed_nothing = self._listing, None, None, False
-        self._git.refs_done()
         if listing is not None:
             try:
                 listing.output()

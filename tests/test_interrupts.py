@@ -16,6 +16,7 @@ from pathlib import Path
 import pytest
 from conftest import git, make_repo, results_rows, run_cli, write_goal
 
+from goalloop.executor import ThreadExecutor
 from goalloop.ledger import new_run_id
 
 SLOW_SCORE_PY = """\
@@ -131,6 +132,34 @@ def test_thirty_ctrl_c_in_parallel_rounds_all_end_130_and_resume(tmp_path: Path)
         thread.join()
     assert not failures, failures
     assert sum(landed) >= INTERRUPTS
+
+
+def test_a_ctrl_c_in_a_parallel_round_returns_once_every_slot_has_ended() -> None:
+    """The Ctrl-C lands while the round waits for a slot still at work (committing its attempt): the
+    executor kills the slots' processes and raises only once that slot has ended, so the loop's clean-up
+    never runs beside it. (On CPython 3.11 a `Thread.join(timeout)` a Ctrl-C interrupts marks the thread
+    stopped while it runs: waiting on `is_alive` raised at once, and the clean-up committed the same
+    attempt as the slot, a ref git refused as already there.)"""
+    previous = signal.signal(signal.SIGINT, signal.default_int_handler)
+    released, ended = threading.Event(), []
+
+    def slot_still_committing() -> None:
+        released.wait(10)
+        time.sleep(0.2)
+        ended.append("the slot")
+
+    def kill_the_slots() -> list[Path]:  # what the executor calls while stopping: here it lets the slot end
+        released.set()
+        return []
+
+    threading.Timer(0.3, os.kill, (os.getpid(), signal.SIGINT)).start()
+    try:
+        with pytest.raises(KeyboardInterrupt):
+            ThreadExecutor(kill_the_slots).run([slot_still_committing, lambda: None])
+        assert ended == ["the slot"], "the round raised while a slot was still at work"
+    finally:
+        released.set()
+        signal.signal(signal.SIGINT, previous)
 
 
 def stopped_run(tmp_path: Path) -> tuple[Path, Path, Path]:

@@ -11,6 +11,7 @@ import os
 import signal
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -139,6 +140,39 @@ def test_a_ctrl_c_while_the_ref_is_in_gits_hands_leaves_the_attempt_committed_on
             raise KeyboardInterrupt  # the check is interrupted at once
     assert ws.save_unrecorded(1, base, "interrupted while proposing") is None  # what loop._save_interrupted does
     assert git(repo, "rev-parse", "refs/goalloop/r1/1") == commit.sha
+
+
+def test_a_ctrl_c_while_the_attempt_is_being_written_waits_for_the_write(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The check is over and the Ctrl-C lands while the thread is still writing the attempt's ref (git
+    starts 0.5 s late): the KeyboardInterrupt comes once the ref is there, so saving the interrupted
+    attempt cannot race the thread. (An interrupted `Thread.join` let it through at once on CPython 3.11.)"""
+    import goalloop.git_runner as gr
+    real_popen = gr.subprocess.Popen
+
+    def slow_popen(argv, *a, **k):
+        if argv[-2:] == ["update-ref", "--stdin"]:
+            argv = ["sh", "-c", 'sleep 0.5; exec "$@"', "sh", *argv]
+        return real_popen(argv, *a, **k)
+    monkeypatch.setattr(gr.subprocess, "Popen", slow_popen)
+    repo = make_repo(tmp_path / "proj", {"knob.py": "X = 1\n"})
+    base = git(repo, "rev-parse", "HEAD")
+    ws = Workspace.create(RepoTarget(repo, base), tmp_path / "wt", "r1", tmp_path / "exclude")
+    ws.reset_to(base)
+    (tmp_path / "wt" / "knob.py").write_text("X = 2\n")
+    commit = ws.commit_known(1, base, "attempt 1", {"knob.py": "X = 2\n"})
+    assert commit is not None and commit.sha
+    previous = signal.signal(signal.SIGINT, signal.default_int_handler)
+    threading.Timer(0.15, os.kill, (os.getpid(), signal.SIGINT)).start()
+    try:
+        with pytest.raises(KeyboardInterrupt):
+            with ws.writing_meanwhile():
+                pass  # the check ended at once
+        refs = subprocess.run(["git", "for-each-ref", "--format=%(objectname)", "refs/goalloop/r1/"], cwd=repo,
+                              capture_output=True, text=True).stdout.split()
+        assert refs == [commit.sha], "the Ctrl-C was raised before the attempt's ref was written"
+    finally:
+        signal.signal(signal.SIGINT, previous)
 
 
 HANG_CHECK = """\

@@ -10,6 +10,10 @@ worker that goes on to its next command finds it killed too), then re-raises: th
 the proposals left, as for a single attempt. A round of one runs in the calling thread, exactly as a
 single attempt always has. A second Ctrl-C while the slots are being stopped is noted, not raised: it
 would leave workers running beside the loop's own clean-up (`interrupts_held`).
+
+Whether a worker has ended is told by an event it sets, never by `Thread.is_alive`: on CPython 3.11 a
+`join(timeout)` that a Ctrl-C interrupts marks the thread stopped while it still runs (the loop's clean-up
+then raced a worker still committing its attempt).
 """
 
 from __future__ import annotations
@@ -47,36 +51,38 @@ class ThreadExecutor:
             return [tasks[0]()]
         results: list[T | None] = [None] * len(tasks)
         errors: list[BaseException | None] = [None] * len(tasks)
+        ended = [threading.Event() for _ in tasks]
 
         def work(index: int) -> None:
             try:
                 results[index] = tasks[index]()
             except BaseException as exc:  # handed to the main thread
                 errors[index] = exc
+            finally:
+                ended[index].set()
 
         threads = [threading.Thread(target=work, args=(i,), name=f"goalloop-slot-{i}", daemon=True)
                    for i in range(len(tasks))]
         try:
-            with interrupts_held(raise_after=True):  # a thread caught half-started would look not alive
+            with interrupts_held(raise_after=True):  # a Ctrl-C lands once every worker is under way
                 for thread in threads:
                     thread.start()
-            for thread in threads:
-                while thread.is_alive():
-                    thread.join(0.2)
+            for event in ended:
+                event.wait()
         except KeyboardInterrupt:
             with interrupts_held():
-                self._stop(threads)
+                self._stop(ended)
             raise
         for error in errors:
             if error is not None:
                 raise error
         return results  # type: ignore[return-value]
 
-    def _stop(self, threads: list[threading.Thread]) -> None:
+    def _stop(self, ended: list[threading.Event]) -> None:
         """Kill the slots' process groups until every worker has ended (or STOP_WAIT_SECONDS have passed)."""
         deadline = time.monotonic() + STOP_WAIT_SECONDS
-        while any(t.is_alive() for t in threads) and time.monotonic() < deadline:
+        while not all(event.is_set() for event in ended) and time.monotonic() < deadline:
             for pid_file in self.pid_files():
                 kill_leftover_group(pid_file)
-            for thread in threads:
-                thread.join(0.05)
+            for event in ended:
+                event.wait(0.05)

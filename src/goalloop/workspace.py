@@ -36,6 +36,7 @@ from gitdb.exc import ODBError
 
 from goalloop.git_objects import KnownCommit, ObjectWriter
 from goalloop.git_runner import GitFailed, Running
+from goalloop.interrupts import interrupts_held
 from goalloop.path_rules import PathRules, check_script_paths
 from goalloop.repo_target import RepoTarget, resolve_repo
 from goalloop.run_lock import RunLock
@@ -188,6 +189,7 @@ class Workspace(RunWorktree):
             return
         (objects, script), self._unwritten = self._unwritten, None
         failed: list[BaseException] = []
+        written = threading.Event()
 
         def write() -> None:
             try:
@@ -196,13 +198,17 @@ class Workspace(RunWorktree):
                 self._git.update_refs(script)
             except BaseException as exc:  # noqa: BLE001 (raised in the attempt's thread below)
                 failed.append(exc)
+            finally:
+                written.set()
 
-        writer = threading.Thread(target=write, name=f"write-{self.run_id}", daemon=True)
-        writer.start()
+        threading.Thread(target=write, name=f"write-{self.run_id}", daemon=True).start()
         try:
             yield
         finally:
-            writer.join()  # the ref exists (or its refusal is raised) before anything reads it
+            # The ref exists (or its refusal is raised) before anything reads it, even on a Ctrl-C, which
+            # waits for it (an event: an interrupted `Thread.join` can leave the thread looking ended).
+            with interrupts_held(raise_after=True):
+                written.wait()
         if failed:
             raise failed[0]
 

@@ -17,6 +17,7 @@ import pytest
 from conftest import git, make_repo, only_run_dir, results_rows, run_cli, write_goal
 
 from goalloop.git_runner import GitFailed
+from goalloop.known_change import KnownChanges
 from goalloop.workspace import RepoTarget, Workspace
 
 KNOB = "cfg/sub/knob.py"
@@ -176,7 +177,7 @@ def test_a_check_that_swaps_the_knob_for_a_symlink_cannot_make_the_undo_write_ou
     victim = tmp_path / "users-file.txt"
     victim.write_text("precious\n")
     if not rule_on:
-        monkeypatch.setattr(Workspace, "_plain_file", lambda self, path, executable: True)
+        monkeypatch.setattr(KnownChanges, "_plain_file", lambda self, path, executable: True)
     propose(worktree, workspace, base, 1, "X = 2\n")
     (worktree / "knob.py").unlink()
     (worktree / "knob.py").symlink_to(victim)

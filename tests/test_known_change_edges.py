@@ -11,6 +11,7 @@ import os
 import signal
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 from pathlib import Path
@@ -183,6 +184,42 @@ if n == "3" and not pathlib.Path(os.environ["MARK"]).exists():
     time.sleep(60)
 print("score:", re.search(r"^X = (\\S+)$", open("knob.py").read(), re.M).group(1))
 """
+
+
+def test_a_resume_removes_the_temporary_object_files_a_kill_9_left_and_nothing_younger(tmp_path: Path) -> None:
+    """A kill -9 while gitdb stores an object leaves its temporary file (`objects/obj` + 8 characters),
+    which git's gc never prunes. After a real kill -9 mid-run, the leftovers are put there as gitdb names
+    them: the resume removes the one an hour old, not a younger one (another program's write may be under
+    way) nor git's own temporary file (git prunes those itself)."""
+    repo = make_repo(tmp_path / "proj", {KNOB: "X = 0.99\n", "check.py": HANG_CHECK})
+    home, mark = tmp_path / "home", tmp_path / "mark"
+    env = {**os.environ, "MARK": str(mark)}
+    g = write_goal(tmp_path / "g.yaml", goal(repo, 4, "check.py"))
+    proc = subprocess.Popen([sys.executable, "-m", "goalloop", "run", str(g), "--home", str(home), "-q"],
+                            cwd=tmp_path, env=env)
+    deadline = time.monotonic() + 60
+    while not mark.exists():
+        assert proc.poll() is None and time.monotonic() < deadline, "the check of attempt 3 never started"
+        time.sleep(0.05)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    objects = repo / ".git" / "objects"
+    made = [tempfile.mkstemp(prefix="obj", dir=objects) for _ in range(2)]  # named as gitdb names them
+    for fd, _ in made:
+        os.close(fd)
+    stale, young = (Path(name) for _, name in made)
+    gits = objects / "tmp_obj_Ab12Cd"
+    for path in (stale, young, gits):
+        path.write_bytes(b"x\x9c half an object")
+    hours_ago = time.time() - 7200
+    for path in (stale, gits):
+        os.utime(path, (hours_ago, hours_ago))
+    done = subprocess.run([sys.executable, "-m", "goalloop", "resume", "--home", str(home)], cwd=tmp_path, env=env,
+                          capture_output=True, text=True, timeout=120)
+    assert done.returncode == 1, done.stdout + done.stderr
+    assert not stale.exists() and young.exists() and gits.exists()
+    events = (only_run_dir(home) / "events.jsonl").read_text()
+    assert '"stale_temp_object_removed"' in events and str(stale) in events and str(young) not in events
 
 
 def test_a_kill_9_during_a_search_check_sets_aside_that_attempt_alone(tmp_path: Path) -> None:

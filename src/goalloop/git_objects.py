@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import difflib
 import hashlib
+import re
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -27,6 +28,9 @@ from gitdb.exc import BadObject
 
 REGULAR_MODES = (b"100644", b"100755")
 SHA1_HEX = 40
+GITDB_TEMP_FILE = re.compile(r"obj[a-z0-9_]{8}")
+"""The name of the file gitdb writes an object into before renaming it into place (`tempfile.mkstemp`)."""
+STALE_TEMP_SECONDS = 3600.0
 
 
 @dataclass(frozen=True)
@@ -204,3 +208,24 @@ def _lines(text: str) -> list[str]:
     `str.splitlines` also breaks at), each with its ending."""
     parts = text.split("\n")
     return [part + "\n" for part in parts[:-1]] + ([parts[-1]] if parts[-1] else [])
+
+
+def remove_stale_temp_objects(common_dir: Path, older_than: float = STALE_TEMP_SECONDS) -> list[Path]:
+    """Remove what a kill -9 in the middle of `store` leaves in `objects/`: gitdb's half-written temporary
+    files, which git's own gc never prunes (it prunes only its own `tmp_obj_*`). Only those older than
+    `older_than` seconds: a younger one may be another program's write still under way. Returns them."""
+    removed = []
+    cutoff = time.time() - older_than
+    try:
+        entries = list((common_dir / "objects").iterdir())
+    except OSError:
+        return []
+    for path in entries:
+        try:
+            if GITDB_TEMP_FILE.fullmatch(path.name) and path.is_file() and not path.is_symlink() \
+                    and path.stat().st_mtime < cutoff:
+                path.unlink()
+                removed.append(path)
+        except OSError:
+            continue
+    return removed

@@ -33,6 +33,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 from goalloop.check import child_pid_files, kill_leftover_group
+from goalloop.git_objects import remove_stale_temp_objects
 from goalloop.ledger import SET_ASIDE_EVENT, AttemptRecord, Ledger
 from goalloop.proposers.base import Proposal
 from goalloop.workspace import Workspace
@@ -122,6 +123,8 @@ def reconcile(workspaces: list[Workspace], ledger: Ledger, history: list[Attempt
     for workspace in workspaces:
         for lock in workspace.remove_stale_locks():
             ledger.event("stale_lock_removed", path=str(lock))
+    for temp in remove_stale_temp_objects(workspaces[0].common_dir):
+        ledger.event("stale_temp_object_removed", path=str(temp))
         for note in workspace.reopen(base_commit):
             ledger.event("worktree_repaired", worktree=str(workspace.worktree), note=note)
     first = workspaces[0]

@@ -56,6 +56,11 @@ class RunWorktree:
         self._repo = RepoGit(repo_root, run_id, env)
         self._git = WorktreeGit(self._repo, worktree, env)
 
+    @property
+    def common_dir(self) -> Path:
+        """The repository's git directory, which every worktree of it shares (objects, refs)."""
+        return self._repo.common_dir
+
     def tool_env(self) -> dict[str, str]:
         """Environment for anything run in the worktree (checks, proposers, their git commands): goalloop's
         ignore rules, so an agent's own `git add -A` leaves caches out too, and no Python bytecode, which

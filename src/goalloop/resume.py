@@ -123,10 +123,10 @@ def reconcile(workspaces: list[Workspace], ledger: Ledger, history: list[Attempt
     for workspace in workspaces:
         for lock in workspace.remove_stale_locks():
             ledger.event("stale_lock_removed", path=str(lock))
-    for temp in remove_stale_temp_objects(workspaces[0].common_dir):
-        ledger.event("stale_temp_object_removed", path=str(temp))
         for note in workspace.reopen(base_commit):
             ledger.event("worktree_repaired", worktree=str(workspace.worktree), note=note)
+    for temp in remove_stale_temp_objects(workspaces[0].common_dir):
+        ledger.event("stale_temp_object_removed", path=str(temp))
     first = workspaces[0]
     history = list(history)
     kept = next((r for r in reversed(history) if r.verdict in ("baseline", "keep")), None)

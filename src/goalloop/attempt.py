@@ -16,8 +16,8 @@ from __future__ import annotations
 import re
 import time
 from collections.abc import Callable
-from pathlib import Path
 from dataclasses import dataclass, field
+from pathlib import Path
 
 from goalloop import faults, verdict
 from goalloop.check import COMMAND_NOT_RUNNABLE, CheckResult, child_pid_file, read_capped

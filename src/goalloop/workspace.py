@@ -132,8 +132,7 @@ class Workspace(RunWorktree):
         """The attempt's checks are over and it will not be kept: after a fast-path attempt, start listing
         what the check changed, so that it runs while the ledger is written; the next `reset_to` finishes
         the undo."""
-        self._fast.write_unwritten()
-        if self._fast.parent is not None:
+        if self._fast.parent is not None:  # else nothing is unwritten either: only the fast path defers writes
             self._fast.start_undo(self.head(), self._index_stamp() == self._index_written)
 
     def _unhide_from_git(self) -> None:

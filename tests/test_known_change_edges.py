@@ -116,17 +116,15 @@ def test_the_patch_and_line_counts_are_gits_for_characters_python_splits_lines_a
     assert commit.patch == gits
 
 
-def test_a_ctrl_c_while_the_ref_is_in_gits_hands_leaves_the_attempt_committed_once(
-        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    """Ctrl-C lands while the attempt ref's transaction is still in git's hands (a slow disk: here git
-    starts 0.3 s late): the ref is made before anything asks for it, and saving the interrupted attempt
-    finds it instead of committing the worktree a second time."""
+def attempt_with_a_slow_ref(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, delay: float):
+    """A fast-path attempt committed, not yet written, in a repository whose `update-ref --stdin` starts
+    `delay` seconds late (a slow disk): (repo, workspace, base, commit)."""
     import goalloop.git_runner as gr
     real_popen = gr.subprocess.Popen
 
     def slow_popen(argv, *a, **k):
         if argv[-2:] == ["update-ref", "--stdin"]:
-            argv = ["sh", "-c", 'sleep 0.3; exec "$@"', "sh", *argv]
+            argv = ["sh", "-c", f'sleep {delay}; exec "$@"', "sh", *argv]
         return real_popen(argv, *a, **k)
     monkeypatch.setattr(gr.subprocess, "Popen", slow_popen)
     repo = make_repo(tmp_path / "proj", {"knob.py": "X = 1\n"})
@@ -136,6 +134,15 @@ def test_a_ctrl_c_while_the_ref_is_in_gits_hands_leaves_the_attempt_committed_on
     (tmp_path / "wt" / "knob.py").write_text("X = 2\n")
     commit = ws.commit_known(1, base, "attempt 1", {"knob.py": "X = 2\n"})
     assert commit is not None and commit.sha
+    return repo, ws, base, commit
+
+
+def test_a_ctrl_c_while_the_ref_is_in_gits_hands_leaves_the_attempt_committed_once(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Ctrl-C lands while the attempt ref's transaction is still in git's hands (a slow disk: here git
+    starts 0.3 s late): the ref is made before anything asks for it, and saving the interrupted attempt
+    finds it instead of committing the worktree a second time."""
+    repo, ws, base, commit = attempt_with_a_slow_ref(tmp_path, monkeypatch, 0.3)
     with pytest.raises(KeyboardInterrupt):
         with ws.writing_meanwhile():
             raise KeyboardInterrupt  # the check is interrupted at once
@@ -148,21 +155,7 @@ def test_a_ctrl_c_while_the_attempt_is_being_written_waits_for_the_write(
     """The check is over and the Ctrl-C lands while the thread is still writing the attempt's ref (git
     starts 0.5 s late): the KeyboardInterrupt comes once the ref is there, so saving the interrupted
     attempt cannot race the thread. (An interrupted `Thread.join` let it through at once on CPython 3.11.)"""
-    import goalloop.git_runner as gr
-    real_popen = gr.subprocess.Popen
-
-    def slow_popen(argv, *a, **k):
-        if argv[-2:] == ["update-ref", "--stdin"]:
-            argv = ["sh", "-c", 'sleep 0.5; exec "$@"', "sh", *argv]
-        return real_popen(argv, *a, **k)
-    monkeypatch.setattr(gr.subprocess, "Popen", slow_popen)
-    repo = make_repo(tmp_path / "proj", {"knob.py": "X = 1\n"})
-    base = git(repo, "rev-parse", "HEAD")
-    ws = Workspace.create(RepoTarget(repo, base), tmp_path / "wt", "r1", tmp_path / "exclude")
-    ws.reset_to(base)
-    (tmp_path / "wt" / "knob.py").write_text("X = 2\n")
-    commit = ws.commit_known(1, base, "attempt 1", {"knob.py": "X = 2\n"})
-    assert commit is not None and commit.sha
+    repo, ws, base, commit = attempt_with_a_slow_ref(tmp_path, monkeypatch, 0.5)
     previous = signal.signal(signal.SIGINT, signal.default_int_handler)
     threading.Timer(0.15, os.kill, (os.getpid(), signal.SIGINT)).start()
     try:
@@ -186,23 +179,35 @@ print("score:", re.search(r"^X = (\\S+)$", open("knob.py").read(), re.M).group(1
 """
 
 
-def test_a_resume_removes_the_temporary_object_files_a_kill_9_left_and_nothing_younger(tmp_path: Path) -> None:
-    """A kill -9 while gitdb stores an object leaves its temporary file (`objects/obj` + 8 characters),
-    which git's gc never prunes. After a real kill -9 mid-run, the leftovers are put there as gitdb names
-    them: the resume removes the one an hour old, not a younger one (another program's write may be under
-    way) nor git's own temporary file (git prunes those itself)."""
+def killed_in_the_check_of_attempt_3(tmp_path: Path, iterations: int) -> tuple[Path, Path]:
+    """A search run killed with SIGKILL while attempt 3's check runs: (repo, home)."""
     repo = make_repo(tmp_path / "proj", {KNOB: "X = 0.99\n", "check.py": HANG_CHECK})
     home, mark = tmp_path / "home", tmp_path / "mark"
-    env = {**os.environ, "MARK": str(mark)}
-    g = write_goal(tmp_path / "g.yaml", goal(repo, 4, "check.py"))
+    g = write_goal(tmp_path / "g.yaml", goal(repo, iterations, "check.py"))
     proc = subprocess.Popen([sys.executable, "-m", "goalloop", "run", str(g), "--home", str(home), "-q"],
-                            cwd=tmp_path, env=env)
+                            cwd=tmp_path, env={**os.environ, "MARK": str(mark)})
     deadline = time.monotonic() + 60
     while not mark.exists():
         assert proc.poll() is None and time.monotonic() < deadline, "the check of attempt 3 never started"
         time.sleep(0.05)
     proc.send_signal(signal.SIGKILL)
     proc.wait()
+    return repo, home
+
+
+def resume_to_the_end(tmp_path: Path, home: Path) -> None:
+    done = subprocess.run([sys.executable, "-m", "goalloop", "resume", "--home", str(home)], cwd=tmp_path,
+                          env={**os.environ, "MARK": str(tmp_path / "mark")}, capture_output=True, text=True,
+                          timeout=120)
+    assert done.returncode == 1, done.stdout + done.stderr
+
+
+def test_a_resume_removes_the_temporary_object_files_a_kill_9_left_and_nothing_younger(tmp_path: Path) -> None:
+    """A kill -9 while gitdb stores an object leaves its temporary file (`objects/obj` + 8 characters),
+    which git's gc never prunes. After a real kill -9 mid-run, the leftovers are put there as gitdb names
+    them: the resume removes the one an hour old, not a younger one (another program's write may be under
+    way) nor git's own temporary file (git prunes those itself)."""
+    repo, home = killed_in_the_check_of_attempt_3(tmp_path, 4)
     objects = repo / ".git" / "objects"
     made = [tempfile.mkstemp(prefix="obj", dir=objects) for _ in range(2)]  # named as gitdb names them
     for fd, _ in made:
@@ -214,9 +219,7 @@ def test_a_resume_removes_the_temporary_object_files_a_kill_9_left_and_nothing_y
     hours_ago = time.time() - 7200
     for path in (stale, gits):
         os.utime(path, (hours_ago, hours_ago))
-    done = subprocess.run([sys.executable, "-m", "goalloop", "resume", "--home", str(home)], cwd=tmp_path, env=env,
-                          capture_output=True, text=True, timeout=120)
-    assert done.returncode == 1, done.stdout + done.stderr
+    resume_to_the_end(tmp_path, home)
     assert not stale.exists() and young.exists() and gits.exists()
     events = (only_run_dir(home) / "events.jsonl").read_text()
     assert '"stale_temp_object_removed"' in events and str(stale) in events and str(young) not in events
@@ -225,23 +228,9 @@ def test_a_resume_removes_the_temporary_object_files_a_kill_9_left_and_nothing_y
 def test_a_kill_9_during_a_search_check_sets_aside_that_attempt_alone(tmp_path: Path) -> None:
     """kill -9 while attempt 3's check runs (its ref written, HEAD at its parent, its files in the
     worktree): the resume sets attempt 3 aside to be proposed again, and nothing else."""
-    repo = make_repo(tmp_path / "proj", {KNOB: "X = 0.99\n", "check.py": HANG_CHECK})
-    home = tmp_path / "home"
-    mark = tmp_path / "mark"
-    env = {**os.environ, "MARK": str(mark)}
-    g = write_goal(tmp_path / "g.yaml", goal(repo, 5, "check.py"))
-    proc = subprocess.Popen([sys.executable, "-m", "goalloop", "run", str(g), "--home", str(home), "-q"], cwd=tmp_path,
-                            env=env)
-    deadline = time.monotonic() + 60
-    while not mark.exists():
-        assert proc.poll() is None and time.monotonic() < deadline, "the check of attempt 3 never started"
-        time.sleep(0.05)
+    _, home = killed_in_the_check_of_attempt_3(tmp_path, 5)
     run_dir = only_run_dir(home)
-    proc.send_signal(signal.SIGKILL)
-    proc.wait()
-    done = subprocess.run([sys.executable, "-m", "goalloop", "resume", "--home", str(home)], cwd=tmp_path, env=env,
-                          capture_output=True, text=True, timeout=120)
-    assert done.returncode == 1, done.stdout + done.stderr
+    resume_to_the_end(tmp_path, home)
     events = [json.loads(line) for line in (run_dir / "events.jsonl").read_text().splitlines()]
     asides = [e for e in events if "aside" in e["event"] and e.get("how")]
     assert [e["iteration"] for e in asides] == [3], asides

@@ -41,12 +41,13 @@ REPO_COMMANDS = frozenset({"rev-parse", "for-each-ref", "ls-tree", "show", "cat-
                            "branch", "update-ref", "merge-base", "log"})
 """What RepoGit runs: nothing that has a work tree or an index."""
 WORKTREE_COMMANDS = REPO_COMMANDS - {"worktree", "branch", "config"} | {
-    "reset", "clean", "add", "update-index", "status", "ls-files", "diff", "diff-files", "diff-index", "diff-tree",
-    "write-tree", "commit-tree", "check-attr"}
+    "reset", "restore", "clean", "add", "update-index", "status", "ls-files", "diff", "diff-files", "diff-index",
+    "diff-tree", "write-tree", "commit-tree", "check-attr"}
 """What WorktreeGit runs: never `checkout`, `commit` or `merge`, which could move a branch."""
-READ_ONLY_COMMANDS = frozenset({"ls-files", "diff-files", "ls-tree", "cat-file", "rev-parse"})
+READ_ONLY_COMMANDS = frozenset({"ls-files", "diff-files", "ls-tree", "cat-file", "rev-parse", "status"})
 """What WorktreeGit.start may leave running while goalloop goes on: commands that write nothing, not even
-the index (`status` refreshes it), so one an interrupt leaves behind finishes harmlessly by itself."""
+the index (`status` would refresh it, but for GIT_OPTIONAL_LOCKS=0, which WorktreeGit always sets), so one
+an interrupt leaves behind finishes harmlessly by itself."""
 
 
 class GitFailed(InfrastructureError):
@@ -122,7 +123,7 @@ class WorktreeGit:
     def __init__(self, repo: RepoGit, worktree: Path, env: Mapping[str, str] | None = None) -> None:
         self.repo = repo
         self.worktree = Path(os.path.abspath(worktree))
-        self.env = git_environment({**os.environ, **(env or {})})
+        self.env = git_environment({**os.environ, **(env or {}), "GIT_OPTIONAL_LOCKS": "0"})
         self._verified: tuple[tuple[object, ...], Path] | None = None
         """(what the last full check rested on, the gitdir it found)."""
         self._refs: RefStream | None = None

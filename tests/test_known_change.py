@@ -261,8 +261,13 @@ def test_an_edit_that_puts_back_size_and_time_is_seen_and_an_empty_folder_stays(
     workspace.reset_to(base)
     assert (worktree / "empty").is_dir() and (worktree / "knob.py").read_text() == "X = 1\n"
     (worktree / "knob.py").write_text("X = 4\n")
-    assert workspace.commit_attempt(3, base, "attempt 3").sha  # git's own path; its reset is in full
+    assert workspace.commit_attempt(3, base, "attempt 3").sha  # git's own path, undone by paths too
     workspace.reset_to(base)
+    assert (worktree / "empty").is_dir()
+    (worktree / "knob.py").write_text("X = 5\n")
+    assert workspace.commit_attempt(4, base, "attempt 4").sha
+    git(worktree, "commit", "-q", "--allow-empty", "-m", "a check that commits")
+    workspace.reset_to(base)  # HEAD moved: in full
     assert not (worktree / "empty").exists()
 
 

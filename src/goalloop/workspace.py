@@ -10,6 +10,12 @@ fast path of known_change.py when the worktree was left clean at its parent and 
 written: no scan of the worktree to commit it or to undo it. While its check runs, HEAD and the index stay
 at the parent (the check sees the attempt as an uncommitted change; its commit is the attempt ref).
 
+Putting the worktree back after a check is a reset in full only when it must be. Once goalloop committed
+an attempt itself and the check left HEAD and the index as they were, one `git status` says what the check
+changed; those paths and the attempt's own are restored from the target commit and the check's new files
+removed (see `Workspace._undo_by_paths`). On a large tree that is one scan of the worktree instead of
+the three of `reset --hard`, `clean` and a listing of ignored files.
+
 The worktree itself (creating, repairing, locks) is worktree.py's; the names below are re-exported for
 the modules that import them from here.
 """
@@ -22,7 +28,7 @@ from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from goalloop.git_runner import GitFailed
+from goalloop.git_runner import GitFailed, Running
 from goalloop.known_change import KnownChanges, remove_path
 from goalloop.path_rules import PathRules, check_script_paths
 from goalloop.repo_target import RepoTarget, resolve_repo
@@ -31,6 +37,23 @@ from goalloop.worktree import REF_PREFIX, RunWorktree, remove_worktrees, slot_wo
 
 __all__ = ["AttemptCommit", "ChangedFile", "PathRules", "RepoTarget", "RunLock", "Workspace", "check_script_paths",
            "remove_worktrees", "resolve_repo", "slot_worktrees"]
+
+
+STATUS_ARGS = ("status", "--porcelain=v1", "-z", "--ignored=traditional", "--untracked-files=normal", "--no-renames")
+"""What the check changed, in one scan: `--untracked-files` set here whatever the user's
+`status.showUntrackedFiles` says (`no` would hide the check's new files)."""
+IGNORED_ARGS = ("ls-files", "--others", "--ignored", "--exclude-standard", "--directory", "-z")
+
+
+@dataclass(frozen=True)
+class _Committed:
+    """Where `commit_attempt` left the worktree: HEAD at `head` (the attempt, or its parent for an empty
+    change), the index exactly `head`'s tree, the worktree the same plus files git ignores."""
+
+    head: str
+    parent: str
+    paths: tuple[str, ...]
+    """The paths the attempt changed, in either tree."""
 
 
 @dataclass(frozen=True)
@@ -69,6 +92,10 @@ class Workspace(RunWorktree):
         """The commit the worktree was last left exactly at (by a reset), until anything is committed."""
         self._fast = KnownChanges(self.worktree, self._git, self._repo)
         """The fast path's attempt (known_change.py), if the last one took it."""
+        self._committed: _Committed | None = None
+        """The attempt `commit_attempt` made last, until the worktree is reset."""
+        self._status: Running | None = None
+        """`git status` after the check of that attempt, started by `start_undo`."""
 
     # -- attempts -------------------------------------------------------------------------------------
     def commit_attempt(self, iteration: int, parent: str, message: str) -> AttemptCommit:
@@ -77,34 +104,37 @@ class Workspace(RunWorktree):
         An empty change (the tree equals the parent's) makes no commit. Anything the proposer committed
         itself is folded in: the attempt's parent is always the last kept commit.
         """
-        self._clean_at = None
+        self._clean_at, self._committed = None, None
+        self._started_status()
         self._fast.write_unwritten()
         self._fast.drop()
         if self._index_written is None or self._index_stamp() != self._index_written:
             self._unhide_from_git()
-        ignored = self.ignored_paths()
+        if self.head() != parent or not self._git.head_is_detached():  # the proposer committed or checked out
+            self._detach(self.head())
+            self._run("reset", "--quiet", "--mixed", parent)
+        # The listing runs beside `add`: neither changes which untracked files git ignores.
+        listing = self._git.start(*IGNORED_ARGS)
+        self._run("add", "--all")
+        tree = self._run("write-tree")
+        ignored = _paths(listing.output(strip=False))
         # None after a fast undo, which lists none: only a proposer whose files are known has run since.
         stray = sorted(ignored - (ignored if self._ignored_after_reset is None else self._ignored_after_reset))
         for rel in stray:
             remove_path(self.worktree / rel)
-        if self.head() != parent or not self._git.head_is_detached():  # the proposer committed or checked out
-            self._detach(self.head())
-            self._run("reset", "--quiet", "--mixed", parent)
-        self._run("add", "--all")
-        tree = self._run("write-tree")
         # One diff for both: with -z the numstat records end in a NUL each, then a NUL, then the patch.
         numstat, _, patch = self._run("diff-tree", "-r", "--numstat", "--patch", "--binary", "--no-renames", "-z",
                                       parent, tree, strip=False).partition("\0\0")
         changed = _parse_numstat(numstat)
         self._index_written = self._index_stamp()
+        paths = tuple(c.path for c in changed)
         if not changed:
+            self._committed = _Committed(parent, parent, paths)
             return AttemptCommit(sha=None, removed_ignored=stray)
         sha = self._run("commit-tree", tree, "-p", parent, "-m", message)
-        self._run(
-            "update-ref", "--stdin",
-            input=f"option no-deref\nupdate HEAD {sha}\n"
-            f"option no-deref\ncreate {self.attempt_ref(iteration)} {sha}\n",
-        )
+        self._git.update_refs(f"option no-deref\nupdate HEAD {sha}\n"
+                              f"option no-deref\ncreate {self.attempt_ref(iteration)} {sha}\n")
+        self._committed = _Committed(sha, parent, paths)
         return AttemptCommit(sha=sha, changed=changed, patch=patch, removed_ignored=stray)
 
     def commit_known(self, iteration: int, parent: str, message: str, files: dict[str, str]) -> AttemptCommit | None:
@@ -134,6 +164,8 @@ class Workspace(RunWorktree):
         the undo."""
         if self._fast.parent is not None:  # else nothing is unwritten either: only the fast path defers writes
             self._fast.start_undo(self.head(), self._index_stamp() == self._index_written)
+        elif self._committed is not None and self._status is None and self._left_as_committed(self._committed):
+            self._status = self._git.start(*STATUS_ARGS)
 
     def _unhide_from_git(self) -> None:
         """Clear `assume-unchanged` and `skip-worktree` flags, with which a proposer could make git overlook
@@ -190,6 +222,9 @@ class Workspace(RunWorktree):
             self._clean_at, self._ignored_after_reset, self._index_written = sha, None, self._index_stamp()
             return
         self._fast.drop()
+        committed, self._committed = self._committed, None
+        if committed is not None and self._undo_by_paths(committed, sha):
+            return
         if not self._git.head_is_detached():  # a proposer checked out a branch: leave that branch alone
             self._detach(sha)
         self._run("reset", "--quiet", "--hard", sha)
@@ -197,6 +232,73 @@ class Workspace(RunWorktree):
         self._ignored_after_reset = self.ignored_paths()
         self._index_written = self._index_stamp()
         self._clean_at = sha
+
+    def _undo_by_paths(self, committed: _Committed, target: str) -> bool:
+        """Put the worktree at `target` (the attempt or its parent) by the paths that differ from it: True
+        when done, False when the worktree's state is not the one `committed` describes (HEAD moved, the
+        index touched, a name git's output does not spell in UTF-8) and a reset in full must do it.
+
+        What the check changed is what `git status` lists: tracked files that differ from the index, by
+        git's own stat and racy-timestamp rules (those of `reset --hard`), and new files. New files are
+        removed, then those paths and, for the parent, the attempt's own are restored from `target` with
+        `git restore`, which also removes what `target` does not hold. Files git ignores stay, as with
+        `git clean`; the ones listed become what the next attempt's proposer is measured against. An
+        empty folder the check made is not listed, and stays until the next reset in full.
+        """
+        listing = self._started_status()
+        if target not in (committed.head, committed.parent) or not self._left_as_committed(committed):
+            return False
+        try:
+            listing = listing if listing is not None else self._run(*STATUS_ARGS, strip=False)
+        except GitFailed:
+            return False
+        entries = [e for e in listing.split("\0") if e]
+        new, ignored, changed = [], [], []
+        for entry in entries:
+            tag, path = entry[:2], entry[3:]
+            if "\ufffd" in path:
+                return False
+            if tag == "??":
+                new.append(path)
+            elif tag == "!!":
+                ignored.append(path)
+            elif tag[0] == " " and tag[1] in "MDT":
+                changed.append(path)
+            else:  # staged or unmerged: the index is not the one committed
+                return False
+        restore = set(changed) | (set(committed.paths) if target != committed.head else set())
+        if any("\ufffd" in path for path in restore):
+            return False
+        try:
+            for path in new:
+                remove_path(self.worktree / path)
+        except OSError:
+            return False
+        if restore:
+            try:
+                self._run("restore", f"--source={target}", "--staged", "--worktree", "--pathspec-from-file=-",
+                          "--pathspec-file-nul", input="".join(f":(literal){path}\0" for path in sorted(restore)))
+            except GitFailed:
+                return False
+        if target != committed.head:
+            self._git.update_refs(f"option no-deref\nupdate HEAD {target}\n")
+        gone = tuple(path.rstrip("/") + "/" for path in new)
+        self._ignored_after_reset = {path for path in ignored if not path.startswith(gone)}
+        self._index_written, self._clean_at = self._index_stamp(), target
+        return True
+
+    def _left_as_committed(self, committed: _Committed) -> bool:
+        """Whether HEAD and the index are as `commit_attempt` left them (the check moved neither)."""
+        return (self.head() == committed.head and self._git.head_is_detached()
+                and self._index_stamp() == self._index_written)
+
+    def _started_status(self) -> str | None:
+        """The output of the `git status` that `start_undo` started, waited for; None if none was or it failed."""
+        started, self._status = self._status, None
+        try:
+            return started.output(strip=False) if started is not None else None
+        except GitFailed:
+            return None
 
     def _index_stamp(self) -> bytes | None:
         """A hash of the worktree's index file (a millisecond for 20,000 entries; `ls-files -v` takes 50x)."""
@@ -207,8 +309,7 @@ class Workspace(RunWorktree):
 
     def ignored_paths(self) -> set[str]:
         """Untracked files and folders that git ignores (folders collapsed to `dir/`)."""
-        listing = self._run("ls-files", "--others", "--ignored", "--exclude-standard", "--directory", "-z", strip=False)
-        return {p for p in listing.split("\0") if p}
+        return _paths(self._run(*IGNORED_ARGS, strip=False))
 
     def _detach(self, sha: str) -> None:
         """Point the worktree's HEAD at `sha` directly, off any branch a proposer checked out there."""
@@ -257,6 +358,10 @@ class Workspace(RunWorktree):
 
     def _run(self, *args: str, input: str | None = None, strip: bool = True) -> str:
         return self._git.run(*args, input=input, strip=strip)
+
+
+def _paths(listing: str) -> set[str]:
+    return {p for p in listing.split("\0") if p}
 
 
 def _parse_numstat(output: str) -> list[ChangedFile]:

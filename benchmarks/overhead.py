@@ -1,7 +1,8 @@
 """The runner's own cost per attempt, as a ratio to the bare git floor for the same work, in one run.
 
 What is timed (A, goalloop): everything an attempt costs the runner but the proposer and the check:
-    Workspace.commit_attempt + Ledger.record + (Workspace.keep | Workspace.reset_to), alternately.
+    Workspace.commit_attempt + Ledger.record + (Workspace.keep | Workspace.reset_to), alternately, with
+    Workspace.start_undo before the ledger row of an attempt not kept, as the loop calls it.
 What it is divided by (B, the floor): the least git can do for the same attempt, as plain subprocesses in a
 second worktree of the same repository:
     git add -A; git commit -q -m ...; git update-ref refs/x/<n> HEAD; git reset -q --hard <kept>.
@@ -97,6 +98,8 @@ class Goalloop:
         started = time.perf_counter()
         commit = self.space.commit_attempt(n, self.kept, f"goalloop bench #{n}: edit")
         assert commit.sha is not None
+        if not keep:
+            self.space.start_undo()
         mark = time.perf_counter()
         self.ledger.record(AttemptRecord(
             iteration=n, verdict="keep" if keep else "discard", description="edit", commit=commit.sha,
@@ -190,6 +193,8 @@ def main() -> int:
         rows.append(("ledger row (fsync x2)", median_ms(a.ledger_seconds), 1.0))
         for name, ms, count in sorted(rows, key=lambda r: -r[1] * r[2]):
             print(f"  A  {name:24} {ms:7.1f} ms x {count:.1f} = {ms * count:7.1f} ms")
+        print("  (and, not listed: the listing of ignored files, run beside `add`; for an attempt not kept, its\n"
+              "   `status`, started by start_undo and waited for by reset_to)")
         print("the floor's commands:")
         for name, values in sorted(b.calls.items(), key=lambda kv: -median_ms(kv[1])):
             print(f"  B  git {name:20} {median_ms(values):7.1f} ms x {len(values) / per_attempt:.1f}")

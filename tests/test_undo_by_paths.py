@@ -14,6 +14,8 @@ from pathlib import Path
 import pytest
 from conftest import git, make_repo, only_run_dir, run_cli, write_goal
 
+from goalloop import workspace as workspace_module
+from goalloop import worktree as worktree_module
 from goalloop.workspace import RepoTarget, Workspace
 
 FILES = {"knob.py": "X = 1\n", "other.txt": "other\n", "pkg/mod.py": "M = 1\n", "pkg/deep/leaf.txt": "leaf\n",
@@ -150,9 +152,8 @@ def test_what_the_check_changed_is_found_by_status_and_never_reaches_the_next_co
     """With the rule off (the undo restores only the attempt's own paths, without asking git what the check
     changed), the check's edit and its new file survive and are committed as part of the next attempt."""
     worktree, workspace, base = space
-    if not rule_on:
-        real = Spied._run
-        monkeypatch.setattr(Spied, "_run", lambda self, *a, **k: "" if a[0] == "status" else real(self, *a, **k))
+    if not rule_on:  # a listing of nothing in place of the status
+        monkeypatch.setattr(workspace_module, "STATUS_ARGS", ("ls-files", "-z", "--", "no-such-path"))
     attempt(worktree, workspace, base, 1)
     edit_tracked(worktree)
     new_files(worktree)
@@ -198,6 +199,69 @@ def test_a_check_that_moves_head_or_touches_the_index_is_undone_in_full(space, h
     assert (worktree / "other.txt").read_text() == "other\n"
     if how == "checks out a branch":
         assert git(worktree, "rev-parse", "the-checks-branch") == sha, "the check's branch is left where it was"
+
+
+@pytest.mark.parametrize("rule_on", [True, False], ids=["rule on", "rule off"])
+@pytest.mark.parametrize("who", ["the attempt", "the check"])
+def test_a_changed_ignore_rule_sends_the_undo_to_the_reset_in_full(
+        space, monkeypatch: pytest.MonkeyPatch, who: str, rule_on: bool) -> None:
+    """The attempt adds an ignore rule and its check writes a file it matches; or the check itself adds
+    the rule. Status, run under that rule, calls the file ignored; once the rule is undone it is a plain
+    new file, which the next attempt would commit. With the rule off, it does."""
+    worktree, workspace, base = space
+    if not rule_on:
+        monkeypatch.setattr(workspace_module, "_holds_ignore_rules", lambda paths: False)
+    rules = FILES[".gitignore"] + "*.tmp\n"
+    if who == "the attempt":
+        (worktree / ".gitignore").write_text(rules)
+    attempt(worktree, workspace, base, 1)
+    if who == "the check":
+        (worktree / ".gitignore").write_text(rules)
+    (worktree / "planted.tmp").write_text("written by the check\n")
+    workspace.reset_to(base)
+    second = attempt(worktree, workspace, base, 2)
+    committed = set(git(worktree, "diff-tree", "-r", "--name-only", "--no-commit-id", base, second).splitlines())
+    if rule_on:
+        assert "planted.tmp" not in committed and not (worktree / "planted.tmp").exists()
+    else:
+        assert "planted.tmp" in committed, "the attack lands when the rule is off"
+
+
+@pytest.mark.parametrize("rule_on", [True, False], ids=["rule on", "rule off"])
+def test_core_ignorestat_in_the_users_config_does_not_hide_the_checks_edit(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, rule_on: bool) -> None:
+    """With `core.ignoreStat`, git marks what it writes as unchanged and no longer sees edits to it:
+    goalloop's own git turns it off (worktree.OWN_GIT_SETTINGS), else the proposal and the check's edit
+    are both missed."""
+    if not rule_on:
+        monkeypatch.setattr(worktree_module, "OWN_GIT_SETTINGS", {})
+    repo = make_repo(tmp_path / "proj", FILES)
+    git(repo, "config", "core.ignoreStat", "true")
+    base = git(repo, "rev-parse", "HEAD")
+    workspace = Workspace.create(RepoTarget(repo, base), tmp_path / "wt", "r1", tmp_path / "exclude")
+    workspace.reset_to(base)
+    worktree = workspace.worktree
+    (worktree / "knob.py").write_text("X = 2\n")
+    commit = workspace.commit_attempt(1, base, "attempt 1")
+    (worktree / "other.txt").write_text("edited by the check\n")
+    workspace.reset_to(base)
+    if rule_on:
+        assert commit.sha and [c.path for c in commit.changed] == ["knob.py"]
+        assert (worktree / "other.txt").read_text() == "other\n" and (worktree / "knob.py").read_text() == "X = 1\n"
+    else:
+        assert commit.sha is None, "without the setting the proposal itself goes unseen"
+
+
+def test_the_checks_ignored_files_in_a_new_folder_stay_and_are_not_blamed_on_the_next_proposer(space) -> None:
+    worktree, workspace, base = space
+    attempt(worktree, workspace, base, 1)
+    (worktree / "logs" / "sub").mkdir(parents=True)
+    (worktree / "logs" / "a.log").write_text("the check's log\n")
+    (worktree / "logs" / "sub" / "b.log").write_text("another\n")
+    workspace.reset_to(base)
+    commit = workspace.commit_attempt(2, base, "attempt 2")
+    assert commit.removed_ignored == []
+    assert (worktree / "logs" / "a.log").exists() and (worktree / "logs" / "sub" / "b.log").exists()
 
 
 def test_a_user_setting_that_hides_untracked_files_from_status_does_not_hide_them_from_the_undo(

@@ -13,8 +13,8 @@ at the parent (the check sees the attempt as an uncommitted change; its commit i
 Putting the worktree back after a check is a reset in full only when it must be. Once goalloop committed
 an attempt itself and the check left HEAD and the index as they were, one `git status` says what the check
 changed; those paths and the attempt's own are restored from the target commit and the check's new files
-removed (see `Workspace._undo_by_paths`). On a large tree that is one scan of the worktree instead of
-the three of `reset --hard`, `clean` and a listing of ignored files.
+removed (see `Workspace._undo_by_paths`). On a large tree that is a status and the listing of ignored
+files side by side, instead of `reset --hard`, `clean` and that listing one after the other.
 
 The worktree itself (creating, repairing, locks) is worktree.py's; the names below are re-exported for
 the modules that import them from here.
@@ -39,9 +39,10 @@ __all__ = ["AttemptCommit", "ChangedFile", "PathRules", "RepoTarget", "RunLock",
            "remove_worktrees", "resolve_repo", "slot_worktrees"]
 
 
-STATUS_ARGS = ("status", "--porcelain=v1", "-z", "--ignored=traditional", "--untracked-files=normal", "--no-renames")
+STATUS_ARGS = ("status", "--porcelain=v1", "-z", "--ignored=no", "--untracked-files=normal", "--no-renames")
 """What the check changed, in one scan: `--untracked-files` set here whatever the user's
-`status.showUntrackedFiles` says (`no` would hide the check's new files)."""
+`status.showUntrackedFiles` says (`no` would hide the check's new files); goalloop's own git uses no
+untracked cache (worktree.OWN_GIT_SETTINGS)."""
 IGNORED_ARGS = ("ls-files", "--others", "--ignored", "--exclude-standard", "--directory", "-z")
 
 
@@ -54,6 +55,17 @@ class _Committed:
     parent: str
     paths: tuple[str, ...]
     """The paths the attempt changed, in either tree."""
+
+
+@dataclass(frozen=True)
+class _Listings:
+    """`git status` and the listing of ignored files, running."""
+
+    status: Running
+    ignored: Running
+
+    def outputs(self) -> tuple[str, str]:
+        return self.status.output(strip=False), self.ignored.output(strip=False)
 
 
 @dataclass(frozen=True)
@@ -94,8 +106,8 @@ class Workspace(RunWorktree):
         """The fast path's attempt (known_change.py), if the last one took it."""
         self._committed: _Committed | None = None
         """The attempt `commit_attempt` made last, until the worktree is reset."""
-        self._status: Running | None = None
-        """`git status` after the check of that attempt, started by `start_undo`."""
+        self._started: _Listings | None = None
+        """The listings of what the check of that attempt left, started by `start_undo`."""
 
     # -- attempts -------------------------------------------------------------------------------------
     def commit_attempt(self, iteration: int, parent: str, message: str) -> AttemptCommit:
@@ -105,7 +117,7 @@ class Workspace(RunWorktree):
         itself is folded in: the attempt's parent is always the last kept commit.
         """
         self._clean_at, self._committed = None, None
-        self._started_status()
+        self._started_listings()
         self._fast.write_unwritten()
         self._fast.drop()
         if self._index_written is None or self._index_stamp() != self._index_written:
@@ -164,8 +176,8 @@ class Workspace(RunWorktree):
         the undo."""
         if self._fast.parent is not None:  # else nothing is unwritten either: only the fast path defers writes
             self._fast.start_undo(self.head(), self._index_stamp() == self._index_written)
-        elif self._committed is not None and self._status is None and self._left_as_committed(self._committed):
-            self._status = self._git.start(*STATUS_ARGS)
+        elif self._committed is not None and self._started is None and self._left_as_committed(self._committed):
+            self._started = self._listings()
 
     def _unhide_from_git(self) -> None:
         """Clear `assume-unchanged` and `skip-worktree` flags, with which a proposer could make git overlook
@@ -235,39 +247,38 @@ class Workspace(RunWorktree):
 
     def _undo_by_paths(self, committed: _Committed, target: str) -> bool:
         """Put the worktree at `target` (the attempt or its parent) by the paths that differ from it: True
-        when done, False when the worktree's state is not the one `committed` describes (HEAD moved, the
-        index touched, a name git's output does not spell in UTF-8) and a reset in full must do it.
+        when done, False when a reset in full must do it: the worktree's state is not the one `committed`
+        describes (HEAD moved, the index touched), an ignore file is among the paths (git's verdicts on
+        what is ignored would be those of the rules being undone), or a name git's output does not spell
+        in UTF-8.
 
         What the check changed is what `git status` lists: tracked files that differ from the index, by
         git's own stat and racy-timestamp rules (those of `reset --hard`), and new files. New files are
         removed, then those paths and, for the parent, the attempt's own are restored from `target` with
         `git restore`, which also removes what `target` does not hold. Files git ignores stay, as with
-        `git clean`; the ones listed become what the next attempt's proposer is measured against. An
-        empty folder the check made is not listed, and stays until the next reset in full.
+        `git clean`; listed beside the status as `commit_attempt` lists them, they become what the next
+        attempt's proposer is measured against. An empty folder the check made is not listed, and stays
+        until the next reset in full.
         """
-        listing = self._started_status()
+        listings = self._started_listings()
         if target not in (committed.head, committed.parent) or not self._left_as_committed(committed):
             return False
         try:
-            listing = listing if listing is not None else self._run(*STATUS_ARGS, strip=False)
+            status, ignored = listings or self._listings().outputs()
         except GitFailed:
             return False
-        entries = [e for e in listing.split("\0") if e]
-        new, ignored, changed = [], [], []
-        for entry in entries:
+        new, changed = [], []
+        for entry in (e for e in status.split("\0") if e):
             tag, path = entry[:2], entry[3:]
-            if "\ufffd" in path:
-                return False
             if tag == "??":
                 new.append(path)
-            elif tag == "!!":
-                ignored.append(path)
             elif tag[0] == " " and tag[1] in "MDT":
                 changed.append(path)
             else:  # staged or unmerged: the index is not the one committed
                 return False
         restore = set(changed) | (set(committed.paths) if target != committed.head else set())
-        if any("\ufffd" in path for path in restore):
+        touched = restore | {path.rstrip("/") for path in new}
+        if any("\ufffd" in path for path in touched) or _holds_ignore_rules(touched):
             return False
         try:
             for path in new:
@@ -282,8 +293,7 @@ class Workspace(RunWorktree):
                 return False
         if target != committed.head:
             self._git.update_refs(f"option no-deref\nupdate HEAD {target}\n")
-        gone = tuple(path.rstrip("/") + "/" for path in new)
-        self._ignored_after_reset = {path for path in ignored if not path.startswith(gone)}
+        self._ignored_after_reset = {path for path in _paths(ignored) if not _overlaps(path.rstrip("/"), touched)}
         self._index_written, self._clean_at = self._index_stamp(), target
         return True
 
@@ -292,11 +302,15 @@ class Workspace(RunWorktree):
         return (self.head() == committed.head and self._git.head_is_detached()
                 and self._index_stamp() == self._index_written)
 
-    def _started_status(self) -> str | None:
-        """The output of the `git status` that `start_undo` started, waited for; None if none was or it failed."""
-        started, self._status = self._status, None
+    def _listings(self) -> _Listings:
+        """Start the two listings an undo by paths reads, side by side: they write nothing."""
+        return _Listings(self._git.start(*STATUS_ARGS), self._git.start(*IGNORED_ARGS))
+
+    def _started_listings(self) -> tuple[str, str] | None:
+        """The outputs of the listings `start_undo` started, waited for; None if none were or one failed."""
+        started, self._started = self._started, None
         try:
-            return started.output(strip=False) if started is not None else None
+            return started.outputs() if started is not None else None
         except GitFailed:
             return None
 
@@ -362,6 +376,17 @@ class Workspace(RunWorktree):
 
 def _paths(listing: str) -> set[str]:
     return {p for p in listing.split("\0") if p}
+
+
+def _holds_ignore_rules(paths: set[str]) -> bool:
+    """Whether any of `paths` is a `.gitignore`: git's verdicts on what the check left (ignored or new)
+    were then given under rules the undo changes."""
+    return any(path.rsplit("/", 1)[-1] == ".gitignore" for path in paths)
+
+
+def _overlaps(path: str, others: set[str]) -> bool:
+    """Whether `path` is one of `others`, inside one, or holds one."""
+    return any(path == o or path.startswith(o + "/") or o.startswith(path + "/") for o in others)
 
 
 def _parse_numstat(output: str) -> list[ChangedFile]:

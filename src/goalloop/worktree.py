@@ -43,6 +43,12 @@ DEFAULT_EXCLUDES = [
 ]
 
 
+OWN_GIT_SETTINGS = {"core.untrackedCache": "false", "core.fsmonitor": "false", "core.ignoreStat": "false"}
+"""What goalloop's own git never trusts, whatever the user's configuration says, to see every change a
+proposer or a check made: a cache of untracked folders or a file watcher that could be stale, and
+`core.ignoreStat`, with which git marks every file it writes as unchanged for good."""
+
+
 class RunWorktree:
     """One of a run's worktrees on a detached HEAD, and the branch and refs that record the run."""
 
@@ -52,7 +58,7 @@ class RunWorktree:
         self.run_id = run_id
         self.branch = BRANCH_PREFIX + run_id
         self._exclude_file = exclude_file
-        env = {**COMMIT_IDENTITY, **self.tool_env()}
+        env = {**COMMIT_IDENTITY, **self.tool_env(OWN_GIT_SETTINGS)}
         self._repo = RepoGit(repo_root, run_id, env)
         self._git = WorktreeGit(self._repo, worktree, env)
 
@@ -61,13 +67,15 @@ class RunWorktree:
         """The repository's git directory, which every worktree of it shares (objects, refs)."""
         return self._repo.common_dir
 
-    def tool_env(self) -> dict[str, str]:
+    def tool_env(self, more: dict[str, str] | None = None) -> dict[str, str]:
         """Environment for anything run in the worktree (checks, proposers, their git commands): goalloop's
         ignore rules, so an agent's own `git add -A` leaves caches out too, and no Python bytecode, which
-        could otherwise be judged instead of a same-size edit made within the same second."""
+        could otherwise be judged instead of a same-size edit made within the same second. `more`: further
+        git settings (goalloop's own git adds OWN_GIT_SETTINGS)."""
         settings = {
             "core.excludesFile": str(self._exclude_file),
             "feature.manyFiles": "true",  # index v4 and the untracked cache: quicker on large trees
+            **(more or {}),
         }
         env = {"GIT_CONFIG_COUNT": str(len(settings)), "PYTHONDONTWRITEBYTECODE": "1"}
         for n, (key, value) in enumerate(settings.items()):

@@ -193,8 +193,8 @@ def main() -> int:
         rows.append(("ledger row (fsync x2)", median_ms(a.ledger_seconds), 1.0))
         for name, ms, count in sorted(rows, key=lambda r: -r[1] * r[2]):
             print(f"  A  {name:24} {ms:7.1f} ms x {count:.1f} = {ms * count:7.1f} ms")
-        print("  (and, not listed: the listing of ignored files, run beside `add`; for an attempt not kept, its\n"
-              "   `status`, started by start_undo and waited for by reset_to)")
+        print("  (and, not listed: the listing of ignored files, run beside `add` in commit_attempt and beside\n"
+              "   `status` in keep|reset_to, with that `status`)")
         print("the floor's commands:")
         for name, values in sorted(b.calls.items(), key=lambda kv: -median_ms(kv[1])):
             print(f"  B  git {name:20} {median_ms(values):7.1f} ms x {len(values) / per_attempt:.1f}")

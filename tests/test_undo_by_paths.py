@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import os
 import stat
+import subprocess
 import sys
 from collections.abc import Callable
 from pathlib import Path
@@ -15,6 +16,7 @@ import pytest
 from conftest import git, make_repo, only_run_dir, run_cli, write_goal
 
 from goalloop import workspace as workspace_module
+from goalloop.git_runner import GitFailed
 from goalloop import worktree as worktree_module
 from goalloop.workspace import RepoTarget, Workspace
 
@@ -262,6 +264,39 @@ def test_the_checks_ignored_files_in_a_new_folder_stay_and_are_not_blamed_on_the
     commit = workspace.commit_attempt(2, base, "attempt 2")
     assert commit.removed_ignored == []
     assert (worktree / "logs" / "a.log").exists() and (worktree / "logs" / "sub" / "b.log").exists()
+
+
+def test_what_is_written_between_the_end_of_the_check_and_the_undo_is_undone_too(space) -> None:
+    """A process that outlived the check (or anything else) writes while the ledger row is written: the
+    undo lists the worktree when it runs, so those writes go too."""
+    worktree, workspace, base = space
+    attempt(worktree, workspace, base, 1)
+    workspace.start_undo()
+    (worktree / "late.txt").write_text("written after the check\n")
+    edit_tracked(worktree)
+    workspace.reset_to(base)
+    assert_exactly_at(workspace, base)
+    second = attempt(worktree, workspace, base, 2)
+    committed = set(git(worktree, "diff-tree", "-r", "--name-only", "--no-commit-id", base, second).splitlines())
+    assert committed == {"knob.py", "added/sub/new.py", "star*[ab]:name.txt"}
+
+
+def test_a_new_file_that_cannot_be_deleted_stops_the_run_as_the_reset_in_full_does(space) -> None:
+    """A folder the check made with a file that cannot be removed (immutable here; a 0555 folder for a user
+    who is not root): the undo does not carry on as if it were gone; `git clean` fails and says so."""
+    worktree, workspace, base = space
+    attempt(worktree, workspace, base, 1)
+    stuck = worktree / "out" / "ro" / "f.txt"
+    stuck.parent.mkdir(parents=True)
+    stuck.write_text("cannot be deleted\n")
+    made = subprocess.run(["chattr", "+i", str(stuck)], capture_output=True, text=True)
+    if made.returncode != 0:
+        pytest.skip(f"chattr +i does not work here: {made.stderr.strip() or 'chattr is missing'}")
+    try:
+        with pytest.raises(GitFailed, match="out/ro/f.txt"):
+            workspace.reset_to(base)
+    finally:
+        subprocess.run(["chattr", "-i", str(stuck)], check=True)
 
 
 def test_a_user_setting_that_hides_untracked_files_from_status_does_not_hide_them_from_the_undo(

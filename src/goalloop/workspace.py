@@ -23,6 +23,7 @@ the modules that import them from here.
 from __future__ import annotations
 
 import hashlib
+import os
 import time
 from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
@@ -106,8 +107,6 @@ class Workspace(RunWorktree):
         """The fast path's attempt (known_change.py), if the last one took it."""
         self._committed: _Committed | None = None
         """The attempt `commit_attempt` made last, until the worktree is reset."""
-        self._started: _Listings | None = None
-        """The listings of what the check of that attempt left, started by `start_undo`."""
 
     # -- attempts -------------------------------------------------------------------------------------
     def commit_attempt(self, iteration: int, parent: str, message: str) -> AttemptCommit:
@@ -117,7 +116,6 @@ class Workspace(RunWorktree):
         itself is folded in: the attempt's parent is always the last kept commit.
         """
         self._clean_at, self._committed = None, None
-        self._started_listings()
         self._fast.write_unwritten()
         self._fast.drop()
         if self._index_written is None or self._index_stamp() != self._index_written:
@@ -176,8 +174,6 @@ class Workspace(RunWorktree):
         the undo."""
         if self._fast.parent is not None:  # else nothing is unwritten either: only the fast path defers writes
             self._fast.start_undo(self.head(), self._index_stamp() == self._index_written)
-        elif self._committed is not None and self._started is None and self._left_as_committed(self._committed):
-            self._started = self._listings()
 
     def _unhide_from_git(self) -> None:
         """Clear `assume-unchanged` and `skip-worktree` flags, with which a proposer could make git overlook
@@ -260,11 +256,10 @@ class Workspace(RunWorktree):
         attempt's proposer is measured against. An empty folder the check made is not listed, and stays
         until the next reset in full.
         """
-        listings = self._started_listings()
         if target not in (committed.head, committed.parent) or not self._left_as_committed(committed):
             return False
-        try:
-            status, ignored = listings or self._listings().outputs()
+        try:  # listed now, not when the check ended: whatever wrote in between is undone too
+            status, ignored = self._listings().outputs()
         except GitFailed:
             return False
         new, changed = [], []
@@ -284,6 +279,8 @@ class Workspace(RunWorktree):
             for path in new:
                 remove_path(self.worktree / path)
         except OSError:
+            return False
+        if any(os.path.lexists(self.worktree / path) for path in new):  # a file that cannot be deleted: `clean` says so
             return False
         if restore:
             try:
@@ -305,14 +302,6 @@ class Workspace(RunWorktree):
     def _listings(self) -> _Listings:
         """Start the two listings an undo by paths reads, side by side: they write nothing."""
         return _Listings(self._git.start(*STATUS_ARGS), self._git.start(*IGNORED_ARGS))
-
-    def _started_listings(self) -> tuple[str, str] | None:
-        """The outputs of the listings `start_undo` started, waited for; None if none were or one failed."""
-        started, self._started = self._started, None
-        try:
-            return started.outputs() if started is not None else None
-        except GitFailed:
-            return None
 
     def _index_stamp(self) -> bytes | None:
         """A hash of the worktree's index file (a millisecond for 20,000 entries; `ls-files -v` takes 50x)."""

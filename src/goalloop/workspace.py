@@ -61,17 +61,6 @@ class _Committed:
 
 
 @dataclass(frozen=True)
-class _Listings:
-    """`git status` and the listing of ignored files, running."""
-
-    status: Running
-    ignored: Running
-
-    def outputs(self) -> tuple[str, str]:
-        return self.status.output(strip=False), self.ignored.output(strip=False)
-
-
-@dataclass(frozen=True)
 class ChangedFile:
     path: str
     added: int
@@ -260,8 +249,10 @@ class Workspace(RunWorktree):
         """
         if target not in (committed.head, committed.parent) or not self._left_as_committed(committed):
             return False
-        try:  # listed now, not when the check ended: whatever wrote in between is undone too
-            status, ignored = self._listings().outputs()
+        # Listed now, not when the check ended (whatever wrote in between is undone too), side by side.
+        listings = [self._git.start(*STATUS_ARGS), self._git.start(*IGNORED_ARGS)]
+        try:
+            status, ignored = _outputs(listings)
         except GitFailed:
             return False
         new, changed = [], []
@@ -300,10 +291,6 @@ class Workspace(RunWorktree):
         """Whether HEAD and the index are as `commit_attempt` left them (the check moved neither)."""
         return (self.head() == committed.head and self._git.head_is_detached()
                 and self._index_stamp() == self._index_written)
-
-    def _listings(self) -> _Listings:
-        """Start the two listings an undo by paths reads, side by side: they write nothing."""
-        return _Listings(self._git.start(*STATUS_ARGS), self._git.start(*IGNORED_ARGS))
 
     def _index_stamp(self) -> bytes | None:
         """The worktree's index file, to compare with as it was: its bytes up to INDEX_KEPT_WHOLE (a read
@@ -365,6 +352,20 @@ class Workspace(RunWorktree):
 
     def _run(self, *args: str, input: str | None = None, strip: bool = True) -> str:
         return self._git.run(*args, input=input, strip=strip)
+
+
+def _outputs(started: list[Running]) -> list[str]:
+    """The outputs of commands started side by side, each waited for even when one fails (its GitFailed
+    is raised once all have ended)."""
+    outputs, failed = [], None
+    for running in started:
+        try:
+            outputs.append(running.output(strip=False))
+        except GitFailed as exc:
+            failed = failed or exc
+    if failed is not None:
+        raise failed
+    return outputs
 
 
 def _paths(listing: str) -> set[str]:

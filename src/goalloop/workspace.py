@@ -29,6 +29,7 @@ from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from goalloop.errors import InfrastructureError
 from goalloop.git_runner import GitFailed, Running
 from goalloop.known_change import KnownChanges, remove_path
 from goalloop.path_rules import PathRules, check_script_paths
@@ -121,8 +122,7 @@ class Workspace(RunWorktree):
         ignored = _paths(listing.output(strip=False))
         # None after a fast undo, which lists none: only a proposer whose files are known has run since.
         stray = sorted(ignored - (ignored if self._ignored_after_reset is None else self._ignored_after_reset))
-        for rel in stray:
-            remove_path(self.worktree / rel)
+        remove_stray(self.worktree, stray)
         # One diff for both: with -z the numstat records end in a NUL each, then a NUL, then the patch.
         numstat, _, patch = self._run("diff-tree", "-r", "--numstat", "--patch", "--binary", "--no-renames", "-z",
                                       parent, tree, strip=False).partition("\0\0")
@@ -394,3 +394,19 @@ def _parse_numstat(output: str) -> list[ChangedFile]:
     return changed
 
 
+def remove_stray(worktree: Path, stray: list[str]) -> None:
+    """Remove what the proposer made that git ignores (so the attempt's commit would not hold it), before
+    the check can read it. One that cannot be removed (immutable, a folder without write permission) stops
+    the run, as a `git clean` that fails does: the check would otherwise see a file its commit lacks."""
+    for rel in stray:
+        try:
+            remove_path(worktree / rel)
+        except OSError:
+            pass
+    left = [rel for rel in stray if os.path.lexists(worktree / rel)]
+    if left:
+        shown = ", ".join(left[:5]) + (f" and {len(left) - 5} more" if len(left) > 5 else "")
+        raise InfrastructureError(
+            f"cannot remove {shown} from the worktree {worktree}: the proposer made it, git ignores it (so the "
+            "attempt's commit would not hold it), and the check must not read it",
+            fix="make it deletable (`chmod -R u+w`, `chattr -i`) and delete it, then `goalloop resume`")

@@ -7,11 +7,11 @@ from typing import TYPE_CHECKING, Callable
 
 from goalloop.goal import Goal, format_duration
 from goalloop.goal.paths import read_inside
-from goalloop.ledger import AttemptRecord
-from goalloop.path_rules import PathRules
 from goalloop.proposers.base import Prompt
 
 if TYPE_CHECKING:
+    from goalloop.ledger import AttemptRecord
+    from goalloop.path_rules import PathRules
     from goalloop.frontier import Node
 
 CONTEXT_FILE_LIMIT = 50_000

@@ -31,14 +31,16 @@ import shlex
 import shutil
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from goalloop.check import ProcessResult, read_capped
 from goalloop.environment import without_secrets
 from goalloop.errors import BudgetExhausted
 from goalloop.goal import Goal
 from goalloop.proposers.base import ProposalRequest
 from goalloop.proposers.command import AttemptFiles, CommandProposer, Invocation, Reported, first_line
+
+if TYPE_CHECKING:  # `validate` builds these proposers and runs nothing
+    from goalloop.check import ProcessResult
 
 OUTPUT_LIMIT = 4 << 20
 """How much of a CLI's stdout is read for its spend and description."""
@@ -162,6 +164,8 @@ class AgentProposer(CommandProposer):
         return {}
 
     def output(self, files: AttemptFiles) -> str:
+        from goalloop.check import read_capped
+
         return read_capped(files.stdout, OUTPUT_LIMIT)
 
     def sandbox_paths(self, request: ProposalRequest, files: AttemptFiles) -> tuple[list[Path], list[Path]]:

@@ -11,12 +11,14 @@ from __future__ import annotations
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Protocol
+from typing import TYPE_CHECKING, Protocol
 
 from goalloop.goal import Budget, format_duration
-from goalloop.ledger import AttemptRecord
-from goalloop.sandbox import ProposerSandbox
-from goalloop.path_rules import PathRules
+
+if TYPE_CHECKING:  # `validate` imports this module, and needs none of them
+    from goalloop.ledger import AttemptRecord
+    from goalloop.path_rules import PathRules
+    from goalloop.sandbox import ProposerSandbox
 
 
 PROMPT_FILE = "prompt.md"

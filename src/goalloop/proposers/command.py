@@ -30,14 +30,17 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-from goalloop.check import ProcessResult, child_pid_file, read_capped, run_process
 from goalloop.goal import CommandProposer as CommandConfig
 from goalloop.goal import format_duration
-from goalloop.ledger import AttemptRecord
 from goalloop.proposers.base import PROMPT_FILE, Proposal, ProposalRequest
 from goalloop.proposers.failures import FailureWatch
-from goalloop.sandbox import Wrap
+
+if TYPE_CHECKING:  # `validate` builds this proposer and runs nothing: it needs none of them
+    from goalloop.check import ProcessResult
+    from goalloop.ledger import AttemptRecord
+    from goalloop.sandbox import Wrap
 
 DESCRIPTION_LIMIT = 200
 COST_FILE_LIMIT = 1 << 20
@@ -106,10 +109,14 @@ class CommandProposer:
 
     def described(self, files: AttemptFiles) -> str:
         """The description when the command wrote no description file."""
+        from goalloop.check import read_capped
+
         return last_line(read_capped(files.stdout, 8192))
 
     # -- one proposal -----------------------------------------------------------------------------------------
     def propose(self, request: ProposalRequest) -> Proposal:
+        from goalloop.check import child_pid_file, read_capped, run_process
+
         files = AttemptFiles.under(request.attempt_dir)
         if not files.prompt.is_file():  # the loop wrote it already, unless the proposer is driven on its own
             files.prompt.write_text(request.prompt.text, encoding="utf-8")
@@ -190,6 +197,8 @@ def read_cost_file(path: Path) -> Reported:
     """
     if not path.is_file():
         return Reported()
+    from goalloop.check import read_capped
+
     text = read_capped(path, COST_FILE_LIMIT).strip()
     try:
         entries = [json.loads(text)]
@@ -219,6 +228,8 @@ def _entry(entry: dict) -> Reported:
 
 
 def _why(files: AttemptFiles) -> str:
+    from goalloop.check import read_capped
+
     return last_line(read_capped(files.stderr, 8192)) or last_line(read_capped(files.stdout, 8192))
 
 

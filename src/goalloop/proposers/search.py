@@ -40,7 +40,6 @@ import regex
 from goalloop.errors import InfrastructureError
 from goalloop.goal import Goal, SearchParam, patterns
 from goalloop.goal import SearchProposer as SearchConfig
-from goalloop.ledger import AttemptRecord
 from goalloop.path_rules import PathRules
 from goalloop.proposers.base import Proposal, ProposalRequest
 from goalloop.repo_target import RepoTarget
@@ -48,6 +47,8 @@ from goalloop.repo_target import RepoTarget
 if TYPE_CHECKING:  # Optuna (and numpy under it) is imported when the study is opened: `validate` needs neither
     import optuna
     from optuna.distributions import BaseDistribution
+
+    from goalloop.ledger import AttemptRecord
 
 JOURNAL_FILE = "search.journal"
 STUDY_NAME = "goalloop"

@@ -11,6 +11,8 @@ import pytest
 
 from goalloop.errors import GoalError
 from goalloop.goal import load_goal
+from goalloop.path_rules import check_script_paths
+from goalloop.preflight import goal_warnings
 from goalloop.repo_target import resolve_repo
 
 from conftest import git, make_repo
@@ -39,6 +41,17 @@ def test_the_repository_holding_the_goal_file_at_head(tmp_path: Path) -> None:
     target = resolve(goal_at(repo / "goals" / "g.yaml"))
     assert target.root == repo.resolve()
     assert target.base_commit == git(repo, "rev-parse", "HEAD")
+    assert target.common_dir == (repo / ".git").resolve()
+
+
+def test_a_linked_worktree_is_its_own_top_folder_and_shares_the_repositorys_git_directory(tmp_path: Path) -> None:
+    repo = make_repo(tmp_path / "proj", {"a.txt": "a\n", "score.py": "print(1)\n"})
+    git(repo, "worktree", "add", "-q", "--detach", str(tmp_path / "linked"))
+    goal = goal_at(tmp_path / "linked" / "g.yaml").read_text().replace("run: 'true'}", "run: 'python3 score.py'}", 1)
+    (tmp_path / "linked" / "g.yaml").write_text(goal, encoding="utf-8")
+    target = resolve(tmp_path / "linked" / "g.yaml")
+    assert (target.root, target.common_dir) == ((tmp_path / "linked").resolve(), (repo / ".git").resolve())
+    assert check_script_paths("python3 score.py", target) == ["score.py"]
 
 
 def test_repo_key_and_a_base_tag_through_a_symlink(tmp_path: Path) -> None:
@@ -101,3 +114,16 @@ def test_git_variables_of_the_callers_shell_do_not_redirect_it(tmp_path: Path, m
     assert target.root == repo.resolve()
     monkeypatch.delenv("GIT_DIR")
     assert target.base_commit == git(repo, "rev-parse", "HEAD")
+
+
+def test_the_files_validate_warns_about_are_the_goal_repositorys_whatever_git_dir_says(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Started from a git hook, GIT_DIR names the hook's repository: the files a protected pattern is
+    matched against must still be the goal repository's, not none at all."""
+    repo = make_repo(tmp_path / "proj", {"a.txt": "a\n", "b.txt": "b\n"})
+    other = make_repo(tmp_path / "other", {"c.txt": "c\n"})
+    goal = load_goal(goal_at(repo / "g.yaml", "protected: [b.txt]\n"))
+    target = resolve_repo(goal)
+    assert not [w for w in goal_warnings(goal, target, {}) if "matches no file" in w]
+    monkeypatch.setenv("GIT_DIR", str(other / ".git"))
+    assert not [w for w in goal_warnings(goal, target, {}) if "matches no file" in w]

@@ -70,11 +70,13 @@ def git_environment(env: Mapping[str, str]) -> dict[str, str]:
 class RepoGit:
     """Git on the repository as a whole, never on a work tree. `run_id` names the refs it may write."""
 
-    def __init__(self, root: Path, run_id: str | None, env: Mapping[str, str] | None = None) -> None:
+    def __init__(self, root: Path, run_id: str | None, env: Mapping[str, str] | None = None,
+                 common_dir: Path | None = None) -> None:
+        """`common_dir`: the repository's git directory, when the caller found it already (RepoTarget)."""
         self.root = Path(root)
         self.run_id = run_id
         self.env = git_environment({**os.environ, **(env or {})})
-        self._common_dir: Path | None = None
+        self._common_dir: Path | None = common_dir
 
     @property
     def common_dir(self) -> Path:

@@ -20,6 +20,7 @@ from pathlib import Path
 
 import pathspec
 
+from goalloop.git_runner import git_environment
 from goalloop.goal import Goal
 from goalloop.repo_target import RepoTarget
 
@@ -52,7 +53,7 @@ def goal_warnings(goal: Goal, target: RepoTarget, env: dict[str, str] | None = N
 
 def _files_at(target: RepoTarget) -> list[str]:
     listing = subprocess.run(["git", "ls-tree", "-r", "-z", "--name-only", target.base_commit], cwd=target.root,
-                             capture_output=True, check=False, timeout=60)
+                             env=git_environment(os.environ), capture_output=True, check=False, timeout=60)
     return [f for f in listing.stdout.decode("utf-8", errors="replace").split("\0") if f]
 
 

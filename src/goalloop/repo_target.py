@@ -20,6 +20,8 @@ class RepoTarget:
 
     root: Path
     base_commit: str
+    common_dir: Path | None = None
+    """The repository's git directory (the one its linked worktrees share), when discovery found it."""
 
 
 @dataclass(frozen=True)
@@ -30,6 +32,9 @@ class _Found:
     top: str | None
     """Its work tree's top folder; None for a bare repository (or from inside a git directory)."""
     bare: bool
+    common_dir: str | None = None
+    base_commit: str | None = None
+    """The goal's base, when it names a commit there."""
 
 
 def resolve_repo(goal: Goal) -> RepoTarget:
@@ -63,9 +68,9 @@ def resolve_repo(goal: Goal) -> RepoTarget:
         what = "is a bare repository" if found.bare else "is a git directory, not a checkout"
         raise goal.error(("repo",), f"{found.git_dir} {what}", fix="point repo: at a checkout")
     top = Path(found.top)
-    base = _git(top, "rev-parse", "--verify", "--quiet", f"{goal.base}^{{commit}}")
-    if base.returncode == 0:
-        return RepoTarget(root=top, base_commit=base.stdout.strip())
+    if found.base_commit is not None:
+        return RepoTarget(root=top, base_commit=found.base_commit,
+                          common_dir=Path(found.common_dir).resolve() if found.common_dir else None)
     if _git(top, "rev-parse", "--verify", "--quiet", "HEAD").returncode != 0:
         raise goal.error(("base",), f"{top} has no commits yet", fix="commit the project first "
                          "(git add -A && git commit -m start); goalloop starts from a commit")
@@ -81,12 +86,17 @@ def resolve_repo(goal: Goal) -> RepoTarget:
 
 
 def _discover(goal: Goal, start: Path, key: tuple[str, ...]) -> _Found | None:
-    """The repository holding `start`, or None when there is none; a GoalError when git cannot tell."""
-    shown = _git(start, "rev-parse", "--absolute-git-dir", "--is-bare-repository", "--show-toplevel")
+    """The repository holding `start`, or None when there is none; a GoalError when git cannot tell. One
+    git process says it all, the goal's base included: git prints the folders, then the commit (exit 0),
+    or nothing more when the base names none (exit 1); the top folder and what follows it are missing
+    where there is no work tree (exit 128)."""
+    shown = _git(start, "rev-parse", "--absolute-git-dir", "--is-bare-repository", "--show-toplevel",
+                 "--path-format=absolute", "--git-common-dir", "--verify", "--quiet", f"{goal.base}^{{commit}}")
     lines = shown.stdout.splitlines()
     if len(lines) >= 2:
-        top = lines[2] if shown.returncode == 0 and len(lines) > 2 else None
-        return _Found(git_dir=lines[0], top=top, bare=lines[1] == "true")
+        top, common = (lines[2], lines[3]) if shown.returncode in (0, 1) and len(lines) >= 4 else (None, None)
+        commit = lines[4] if shown.returncode == 0 and len(lines) >= 5 else None
+        return _Found(git_dir=lines[0], top=top, bare=lines[1] == "true", common_dir=common, base_commit=commit)
     if "not a git repository" in shown.stderr:
         return None
     problem = shown.stderr.strip().removeprefix("fatal: ") or f"git rev-parse exited with {shown.returncode}"

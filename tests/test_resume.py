@@ -370,3 +370,33 @@ def test_a_row_written_without_its_event_is_not_doubled_on_resume(tmp_path: Path
     rows = results_rows(run_json.parent)
     assert [r["iteration"] for r in rows] == ["0", "1", "2", "3"], rows
     assert "its event never written" not in results.read_text(encoding="utf-8")
+
+
+def test_the_same_attempt_set_aside_twice_in_one_second_keeps_both_tries(tmp_path: Path, monkeypatch) -> None:
+    """A resume killed at once stops the same attempt again within the second: its second try gets a name of
+    its own (`<time>-2`), for the ref and for the folder, and the first try stays as it was."""
+    from goalloop import resume
+    from goalloop.ledger import Ledger, RunMeta, utc_now
+    from goalloop.workspace import RepoTarget, Workspace
+
+    repo = make_repo(tmp_path / "proj", {"knob.py": "X = 0\n"})
+    base = git(repo, "rev-parse", "HEAD")
+    workspace = Workspace.create(RepoTarget(repo, base), tmp_path / "wt", "r1", tmp_path / "exclude")
+    workspace.reset_to(base)
+    meta = RunMeta(run_id="r1", goal_name="g", goal_path="g.yaml", repo=str(repo), base_commit=base, branch="goalloop/r1",
+                   worktree=str(workspace.worktree), created_at=utc_now(), metric_goal=False, direction="maximize",
+                   target=None)
+    ledger = Ledger.create(tmp_path / "runs" / "r1", meta, "instructions: x\n")
+    monkeypatch.setattr(resume.time, "time", lambda: 1_800_000_000.5)
+    for n in (1, 2):
+        (workspace.worktree / "knob.py").write_text(f"X = {n}\n")
+        sha = workspace.commit_attempt(1, base, f"try {n}").sha
+        (ledger.attempt_dir(1) / "note.txt").write_text(f"try {n}\n")
+        resume.set_aside(workspace, ledger, 1, sha, "killed")
+        workspace.reset_to(base)
+    refs = git(repo, "for-each-ref", "--format=%(refname)", "refs/goalloop/r1/unjudged/").splitlines()
+    assert refs == ["refs/goalloop/r1/unjudged/1-1800000000", "refs/goalloop/r1/unjudged/1-1800000000-2"]
+    assert [git(repo, "show", f"{ref}:knob.py") for ref in refs] == ["X = 1", "X = 2"]
+    folders = sorted((ledger.run_dir / "attempts").glob("0001.unjudged-*"))
+    assert [f.name for f in folders] == ["0001.unjudged-1800000000", "0001.unjudged-1800000000-2"]
+    assert [(f / "note.txt").read_text() for f in folders] == ["try 1\n", "try 2\n"]

@@ -191,16 +191,29 @@ def set_aside(workspace: Workspace, ledger: Ledger, iteration: int, sha: str | N
     the ledger and return what the event says."""
     folder = ledger.run_dir / "attempts" / f"{iteration:04d}"
     proposal = _saved_proposal(folder)
-    ref = workspace.move_aside(iteration, sha) if sha else None
+    stamp = _free_stamp(workspace, folder, iteration, sha is not None)
+    ref = workspace.move_aside(iteration, sha, stamp) if sha else None
     moved = None
     if folder.is_dir():
-        moved = folder.with_name(f"{folder.name}.unjudged-{int(time.time())}")
+        moved = folder.with_name(f"{folder.name}.unjudged-{stamp}")
         folder.rename(moved)
         _SET_ASIDE_FOLDERS.clear()
     fields = {"iteration": iteration, "how": how, "ref": ref, "folder": moved.name if moved else None,
               "description": proposal.description, "cost_usd": proposal.cost_usd, "tokens": proposal.tokens}
     ledger.event(SET_ASIDE_EVENT, **fields)
     return fields
+
+
+def _free_stamp(workspace: Workspace, folder: Path, iteration: int, with_ref: bool) -> str:
+    """The `<time>` a set-aside is named by (seconds), unused by an earlier one: a run stopped twice in the same
+    second (a resume killed at once) sets the same attempt aside again, then as `<time>-2`, `<time>-3`..."""
+    now, n = str(int(time.time())), 1
+    while True:
+        stamp = now if n == 1 else f"{now}-{n}"
+        if not folder.with_name(f"{folder.name}.unjudged-{stamp}").exists() and not (
+                with_ref and workspace.ref_exists(workspace.aside_ref(iteration, stamp))):
+            return stamp
+        n += 1
 
 
 def _proposed_unrecorded(ledger: Ledger, known: set[int]) -> list[int]:

@@ -201,10 +201,13 @@ class Workspace(RunWorktree):
             return self.commit_attempt(iteration, parent, f"goalloop {self.run_id} #{iteration}: set aside").sha
         return None
 
-    def move_aside(self, iteration: int, sha: str) -> str:
-        """Move attempt `iteration`'s ref (at `sha`) to `refs/goalloop/<run-id>/unjudged/<n>-<time>`, in one
+    def aside_ref(self, iteration: int, stamp: str) -> str:
+        return f"{REF_PREFIX}{self.run_id}/unjudged/{iteration}-{stamp}"
+
+    def move_aside(self, iteration: int, sha: str, stamp: str) -> str:
+        """Move attempt `iteration`'s ref (at `sha`) to `refs/goalloop/<run-id>/unjudged/<n>-<stamp>`, in one
         transaction, so the attempt number is free to be proposed again; return the new ref."""
-        aside = f"{REF_PREFIX}{self.run_id}/unjudged/{iteration}-{int(time.time())}"
+        aside = self.aside_ref(iteration, stamp)
         self._run("update-ref", "--stdin", input=f"create {aside} {sha}\ndelete {self.attempt_ref(iteration)} {sha}\n")
         return aside
 

@@ -162,14 +162,24 @@ def test_a_ctrl_c_in_a_parallel_round_returns_once_every_slot_has_ended() -> Non
         signal.signal(signal.SIGINT, previous)
 
 
+PROPOSE_HANGING_ON_TWO = """\
+#!/bin/sh
+echo "X = $GOALLOOP_ITERATION" > knob.py
+if [ "$GOALLOOP_ITERATION" = 2 ] && [ -e "$HANG" ]; then sleep 30; fi
+"""
+
+
 def stopped_run(tmp_path: Path) -> tuple[Path, Path, Path]:
-    """A single-slot run stopped by Ctrl-C after a few attempts: (repo, home, run dir)."""
+    """A single-slot run stopped by Ctrl-C while proposing attempt 2, the proposal it resumes with quick:
+    (repo, home, run dir)."""
     repo = make_repo(tmp_path / "proj", {"knob.py": "X = 0\n", "score.py": "import knob\nprint(f'score: {knob.X}')\n"})
-    steps = [{"description": f"X={v}", "files": {"knob.py": f"X = {v}\n"}} for v in range(1, 5)]
-    steps[1]["sleep"] = "30s"
+    script, hang = tmp_path / "propose.sh", tmp_path / "hang"
+    script.write_text(PROPOSE_HANGING_ON_TWO)
+    script.chmod(0o755)
+    hang.touch()
     goal = write_goal(tmp_path / "goal.yaml", {
         "repo": str(repo), "check": {"run": "python3 score.py", "metric": r"score: (\S+)"}, "target": {"value": 100},
-        "budget": {"iterations": 4}, "proposer": {"kind": "scripted", "steps": steps}})
+        "budget": {"iterations": 4}, "proposer": {"kind": "command", "run": str(script), "env": {"HANG": str(hang)}}})
     home = tmp_path / "home"
     proc = start(["run", str(goal), "--home", str(home)], tmp_path)
     deadline = time.monotonic() + 30
@@ -178,6 +188,7 @@ def stopped_run(tmp_path: Path) -> tuple[Path, Path, Path]:
         time.sleep(0.05)
     proc.send_signal(signal.SIGINT)
     assert proc.wait(timeout=30) == 130
+    hang.unlink()
     (run_json,) = list(home.glob("runs/*/run.json"))
     return repo, home, run_json.parent
 

@@ -258,7 +258,7 @@ KEEP_THEN_HANG = """\
 #!/bin/sh
 n="$GOALLOOP_ITERATION"
 echo "X = $n" > knob.py
-if [ "$n" = 2 ]; then
+if [ "$n" = 2 ] && [ -e "$HANG" ]; then
   echo "half-written work" > notes.txt
   touch "$MARK"
   sleep 60
@@ -272,16 +272,18 @@ def _killed_while_proposing_attempt_2(tmp_path: Path) -> tuple[Path, Path]:
     script = tmp_path / "propose.sh"
     script.write_text(KEEP_THEN_HANG)
     script.chmod(0o755)
-    mark = tmp_path / "proposing"
+    mark, hang = tmp_path / "proposing", tmp_path / "hang"
+    hang.touch()
     goal = write_goal(tmp_path / "g.yaml", {
         "repo": str(repo), "check": {"run": "python3 score.py", "metric": r"^score:\s*(\S+)"},
         "budget": {"iterations": 3},
-        "proposer": {"kind": "command", "run": str(script), "env": {"MARK": str(mark)}}})
+        "proposer": {"kind": "command", "run": str(script), "env": {"MARK": str(mark), "HANG": str(hang)}}})
     home = tmp_path / "home"
     proc = _run_until(goal, home, mark, "attempt 2 never started")
     proc.send_signal(signal.SIGKILL)
     proc.wait()
-    (tmp_path / "proposing").unlink()
+    mark.unlink()
+    hang.unlink()  # the resumed proposal of attempt 2 does not hang
     return repo, home
 
 

@@ -298,3 +298,15 @@ def expected_line(goal_text: str, key: str) -> int:
     for part in ["params", *key.split(".")] if key != "sampler" else ["sampler"]:
         index = next(i for i in range(index + 1, len(lines)) if lines[i].strip().startswith(f"{part}:"))
     return index + 1
+
+
+def test_the_knob_files_are_read_from_the_goals_repository_whatever_git_dir_says(tmp_path: Path, monkeypatch) -> None:
+    """Started from a git hook, GIT_DIR names the hook's repository: the knobs are still read at the goal's
+    base, in the goal's repository."""
+    repo = knob_repo(tmp_path / "proj", PARAMS)
+    other = make_repo(tmp_path / "other", {"knobs.py": "nothing here\n"})
+    goal = load_goal(repo / "goal.yaml")
+    target = RepoTarget(repo, git(repo, "rev-parse", "HEAD"))
+    monkeypatch.setenv("GIT_DIR", str(other / ".git"))
+    proposer = SearchProposer(goal.proposer, goal, target)
+    assert [knob.baseline for knob in proposer.knobs] == [0.5, 0.5, 0.01]

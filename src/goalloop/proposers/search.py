@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import importlib.util
 import math
+import os
 import subprocess
 import threading
 from dataclasses import dataclass
@@ -38,6 +39,7 @@ from typing import TYPE_CHECKING, Any
 import regex
 
 from goalloop.errors import InfrastructureError
+from goalloop.git_runner import git_environment
 from goalloop.goal import Goal, SearchParam, patterns
 from goalloop.goal import SearchProposer as SearchConfig
 from goalloop.path_rules import PathRules
@@ -130,7 +132,10 @@ class SearchProposer:
                 fix="pip install cmaes  (or use sampler: tpe)",
             )
         rules = PathRules.for_goal(goal, target)
-        self.knobs = [_validated_knob(goal, target, rules, name, param) for name, param in config.params.items()]
+        at_base: dict[str, str] = {}
+        """Each knob file's text at base, read once however many knobs it holds."""
+        self.knobs = [_validated_knob(goal, target, rules, name, param, at_base)
+                      for name, param in config.params.items()]
         _refuse_shared_values(goal, self.knobs)
         self._study: optuna.Study | None = None
         self._trial_of: dict[int, int] = {}
@@ -255,9 +260,13 @@ class SearchProposer:
 
 
 # -- validation at construction ---------------------------------------------------------------------------
-def _validated_knob(goal: Goal, target: RepoTarget, rules: PathRules, name: str, param: SearchParam) -> Knob:
+def _validated_knob(goal: Goal, target: RepoTarget, rules: PathRules, name: str, param: SearchParam,
+                    at_base: dict[str, str]) -> Knob:
     where = ("proposer", "params", name)
-    text = _file_at_base(goal, target, name, param.file)
+    file = Path(param.file).as_posix()
+    if file not in at_base:
+        at_base[file] = _file_at_base(goal, target, name, param.file)
+    text = at_base[file]
     why_not = rules.violations([Path(param.file).as_posix()])
     if why_not:
         raise goal.error(
@@ -305,7 +314,7 @@ def _validated_knob(goal: Goal, target: RepoTarget, rules: PathRules, name: str,
 def _file_at_base(goal: Goal, target: RepoTarget, name: str, file: str) -> str:
     shown = subprocess.run(
         ["git", "-C", str(target.root), "show", f"{target.base_commit}:{Path(file).as_posix()}"],
-        capture_output=True,
+        capture_output=True, env=git_environment(os.environ),
     )
     if shown.returncode != 0:
         raise goal.error(

@@ -253,3 +253,30 @@ def test_a_check_started_from_a_git_hook_cannot_reach_the_users_index(tmp_path: 
     result = run_cli("run", str(goal), "--home", str(tmp_path / "home"), cwd=tmp_path, env=hook_env)
     assert result.exit_code in (0, 1), result.output
     assert git(repo, "status", "--porcelain") == "", "the check changed the user's index"
+
+
+
+def test_the_report_and_init_started_from_a_git_hook_read_the_runs_repository(tmp_path: Path, monkeypatch) -> None:
+    """A hook of another repository runs goalloop with GIT_DIR set: the report's net diff is still the run's
+    and `init` still reads the layout of the repository it is given (with the variable, `git diff` looked
+    for the run's commits in the hook's repository and found none, and `ls-files` listed the hook's files)."""
+    from goalloop.ledger import read_run
+    from goalloop.report.data import net_diff
+    from goalloop.starter import read_layout
+
+    repo = make_repo(tmp_path / "proj", {"knob.py": "X = 1\n", "score.py": "import knob\nprint(f'score: {knob.X}')\n",
+                                         "tests/test_knob.py": "def test_x():\n    pass\n", "pyproject.toml": ""})
+    goal = write_goal(tmp_path / "g.yaml", {
+        "repo": str(repo), "check": {"run": "python3 score.py", "metric": r"^score:\s*(\S+)"},
+        "target": {"value": 2}, "budget": {"iterations": 1},
+        "proposer": {"kind": "scripted", "steps": [{"description": "two", "files": {"knob.py": "X = 2\n"}}]}})
+    home = tmp_path / "home"
+    assert run_cli("run", str(goal), "--home", str(home), cwd=tmp_path).exit_code == 0
+    (run_json,) = home.glob("runs/*/run.json")
+    layout = read_layout(repo)
+    decoy = make_repo(tmp_path / "decoy", {"d.txt": "d\n"})
+    monkeypatch.setenv("GIT_DIR", str(decoy / ".git"))
+    diff = net_diff(read_run(run_json.parent))
+    assert diff is not None and "+X = 2" in diff[1]
+    assert read_layout(repo) == layout
+

@@ -130,3 +130,22 @@ def _ends(pid: int, within: float) -> bool:
             return True
         time.sleep(0.1)
     return False
+
+
+def test_a_worker_whose_environment_names_another_repository_still_builds_its_own_checkout(
+        tmp_path: Path, monkeypatch) -> None:
+    """A worker started from a git hook's shell inherits GIT_DIR, GIT_WORK_TREE and GIT_INDEX_FILE: the
+    scratch checkout's git still works on the scratch checkout, and the other repository is left alone."""
+    repo = make_repo(tmp_path / "proj", {"knob.py": "X = 1\n", "score.py": CHECK})
+    base = git(repo, "rev-parse", "HEAD")
+    commit = _attempt(repo, 5)
+    tar, diff = _shipped(repo, base, commit)
+    other = make_repo(tmp_path / "other", {"o.txt": "o\n"})
+    before = git(other, "log", "--all", "--format=%H %D"), git(other, "status", "--porcelain")
+    for name, value in (("GIT_DIR", other / ".git"), ("GIT_WORK_TREE", other), ("GIT_INDEX_FILE", other / ".git/index")):
+        monkeypatch.setenv(name, str(value))
+    result = run_shipped(_job(tmp_path, base, commit, diff=diff), lambda: tar)
+    for name in ("GIT_DIR", "GIT_WORK_TREE", "GIT_INDEX_FILE"):
+        monkeypatch.delenv(name)
+    assert result.metric == 5 and result.problem is None, result.problem
+    assert (git(other, "log", "--all", "--format=%H %D"), git(other, "status", "--porcelain")) == before

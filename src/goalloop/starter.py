@@ -19,6 +19,8 @@ import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 
+from goalloop.git_runner import git_environment
+
 SCHEMA_COMMENT = "# yaml-language-server: $schema=./goal.schema.json\n"
 
 OTHER_AGENTS = """\
@@ -127,7 +129,8 @@ def is_test_file(path: str) -> bool:
 
 def _tracked_files(root: Path) -> list[str]:
     try:
-        listing = subprocess.run(["git", "ls-files", "-z"], cwd=root, capture_output=True, check=True, timeout=60)
+        listing = subprocess.run(["git", "ls-files", "-z"], cwd=root, capture_output=True, check=True, timeout=60,
+                                 env=git_environment(os.environ))
     except (OSError, subprocess.SubprocessError):
         return []
     return [f for f in listing.stdout.decode("utf-8", errors="replace").split("\0") if f]

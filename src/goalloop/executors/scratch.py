@@ -30,6 +30,7 @@ from pathlib import Path
 import goalloop
 from goalloop.check import kill_leftover_group, run_check
 from goalloop.environment import without_secrets
+from goalloop.git_runner import git_environment
 
 RETURNED_LOG_BYTES = 256 * 1024
 """How much of each of stdout and stderr comes back to the head (head and tail); the rest stays on the worker."""
@@ -165,7 +166,7 @@ def _git_output(repo: Path, *args: str) -> bytes:
 
 
 def _run(argv: list[str], stdin: bytes, what: str) -> bytes:
-    env = dict(os.environ, GIT_CONFIG_NOSYSTEM="1", GIT_CONFIG_GLOBAL=os.devnull, GIT_TERMINAL_PROMPT="0")
+    env = dict(git_environment(os.environ), GIT_CONFIG_NOSYSTEM="1", GIT_CONFIG_GLOBAL=os.devnull, GIT_TERMINAL_PROMPT="0")
     try:
         done = subprocess.run(argv, input=stdin, capture_output=True, env=env, check=False)
     except OSError as exc:

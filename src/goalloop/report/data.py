@@ -4,10 +4,12 @@ of the trust rules, and how each number reads. Both formats (markdown.py, html.p
 
 from __future__ import annotations
 
+import os
 import shlex
 import subprocess
 from dataclasses import dataclass
 
+from goalloop.git_runner import git_environment
 from goalloop.ledger import SET_ASIDE_EVENT, AttemptRecord, RunRecord
 from goalloop.tally import NOT_TRACKED, event_finding, set_aside_line, spent_text
 
@@ -177,10 +179,11 @@ def net_diff(record: RunRecord) -> tuple[str, str] | None:
         return None
     base, repo = record.meta.base_commit, record.meta.repo
     try:
+        env = git_environment(os.environ)  # not a git hook's repository
         stat = subprocess.run(["git", "-C", repo, "diff", "--stat", base, best.kept_commit], capture_output=True,
-                              text=True, timeout=60, errors="replace")
+                              text=True, timeout=60, errors="replace", env=env)
         patch = subprocess.run(["git", "-C", repo, "diff", base, best.kept_commit], capture_output=True, text=True,
-                               timeout=60, errors="replace")
+                               timeout=60, errors="replace", env=env)
     except (OSError, subprocess.TimeoutExpired):
         return None
     if stat.returncode or patch.returncode:

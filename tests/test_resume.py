@@ -385,9 +385,9 @@ def test_the_same_attempt_set_aside_twice_in_one_second_keeps_both_tries(tmp_pat
     base = git(repo, "rev-parse", "HEAD")
     workspace = Workspace.create(RepoTarget(repo, base), tmp_path / "wt", "r1", tmp_path / "exclude")
     workspace.reset_to(base)
-    meta = RunMeta(run_id="r1", goal_name="g", goal_path="g.yaml", repo=str(repo), base_commit=base, branch="goalloop/r1",
-                   worktree=str(workspace.worktree), created_at=utc_now(), metric_goal=False, direction="maximize",
-                   target=None)
+    meta = RunMeta(run_id="r1", goal_name="g", goal_path="g.yaml", repo=str(repo), base_commit=base,
+                   branch="goalloop/r1", worktree=str(workspace.worktree), created_at=utc_now(), metric_goal=False,
+                   direction="maximize", target=None)
     ledger = Ledger.create(tmp_path / "runs" / "r1", meta, "instructions: x\n")
     monkeypatch.setattr(resume.time, "time", lambda: 1_800_000_000.5)
     for n in (1, 2):

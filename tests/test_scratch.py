@@ -142,7 +142,8 @@ def test_a_worker_whose_environment_names_another_repository_still_builds_its_ow
     tar, diff = _shipped(repo, base, commit)
     other = make_repo(tmp_path / "other", {"o.txt": "o\n"})
     before = git(other, "log", "--all", "--format=%H %D"), git(other, "status", "--porcelain")
-    for name, value in (("GIT_DIR", other / ".git"), ("GIT_WORK_TREE", other), ("GIT_INDEX_FILE", other / ".git/index")):
+    hook = {"GIT_DIR": other / ".git", "GIT_WORK_TREE": other, "GIT_INDEX_FILE": other / ".git" / "index"}
+    for name, value in hook.items():
         monkeypatch.setenv(name, str(value))
     result = run_shipped(_job(tmp_path, base, commit, diff=diff), lambda: tar)
     for name in ("GIT_DIR", "GIT_WORK_TREE", "GIT_INDEX_FILE"):

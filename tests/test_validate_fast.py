@@ -162,7 +162,8 @@ def test_other_arguments_are_the_typer_apps(typer_cli: ForkedCli, repo: Path) ->
 
 PROBE = ("import atexit, sys\n"
          "probe = sys.argv.pop(1)\n"
-         "heavy = {'typer', 'rich.console', 'rich.markup', 'git', 'optuna', 'numpy', 'goalloop.check', 'goalloop.ledger', 'goalloop.sandbox', 'goalloop.processes'}\n"
+         "heavy = {'typer', 'rich.console', 'rich.markup', 'git', 'optuna', 'numpy',\n"
+         "         'goalloop.check', 'goalloop.ledger', 'goalloop.sandbox', 'goalloop.processes'}\n"
          "atexit.register(lambda: open(probe, 'w').write(str(sorted(heavy & set(sys.modules)))))\n"
          "from goalloop.quick import main\n"
          "main()\n")

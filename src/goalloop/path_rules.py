@@ -70,7 +70,8 @@ def check_script_paths(command: str, target: RepoTarget) -> list[str]:
     candidates = named_paths(command, target.root)
     if not candidates:
         return []
-    listing = RepoGit(target.root, None, common_dir=target.common_dir).run("ls-tree", "-r", "--name-only", target.base_commit, "--", *sorted(candidates))
+    git = RepoGit(target.root, None, common_dir=target.common_dir)
+    listing = git.run("ls-tree", "-r", "--name-only", target.base_commit, "--", *sorted(candidates))
     return sorted(candidates & set(listing.splitlines()))
 
 

@@ -191,7 +191,7 @@ def set_aside(workspace: Workspace, ledger: Ledger, iteration: int, sha: str | N
     the ledger and return what the event says."""
     folder = ledger.run_dir / "attempts" / f"{iteration:04d}"
     proposal = _saved_proposal(folder)
-    stamp = _free_stamp(workspace, folder, iteration, sha is not None)
+    stamp = _free_stamp(workspace, folder, iteration, bool(sha))
     ref = workspace.move_aside(iteration, sha, stamp) if sha else None
     moved = None
     if folder.is_dir():

@@ -166,7 +166,8 @@ def _git_output(repo: Path, *args: str) -> bytes:
 
 
 def _run(argv: list[str], stdin: bytes, what: str) -> bytes:
-    env = dict(git_environment(os.environ), GIT_CONFIG_NOSYSTEM="1", GIT_CONFIG_GLOBAL=os.devnull, GIT_TERMINAL_PROMPT="0")
+    env = dict(git_environment(os.environ), GIT_CONFIG_NOSYSTEM="1", GIT_CONFIG_GLOBAL=os.devnull,
+               GIT_TERMINAL_PROMPT="0")
     try:
         done = subprocess.run(argv, input=stdin, capture_output=True, env=env, check=False)
     except OSError as exc:

@@ -267,7 +267,7 @@ def _validated_knob(goal: Goal, target: RepoTarget, rules: PathRules, name: str,
     if file not in at_base:
         at_base[file] = _file_at_base(goal, target, name, param.file)
     text = at_base[file]
-    why_not = rules.violations([Path(param.file).as_posix()])
+    why_not = rules.violations([file])
     if why_not:
         raise goal.error(
             (*where, "file"),

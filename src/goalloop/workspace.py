@@ -29,6 +29,7 @@ from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from goalloop import ignored_watch
 from goalloop.errors import InfrastructureError
 from goalloop.git_runner import GitFailed, Running
 from goalloop.known_change import KnownChanges, remove_path
@@ -89,6 +90,8 @@ class Workspace(RunWorktree):
     def __init__(self, repo_root: Path, worktree: Path, run_id: str, exclude_file: Path) -> None:
         super().__init__(repo_root, worktree, run_id, exclude_file)
         self._ignored_after_reset: set[str] | None = set()
+        self._ignored_stamp: ignored_watch.IgnoredStamp | None = None
+        """What was under those ignored paths after the reset (ignored_watch.py), to find what the proposer changed."""
         """Files git ignores that were there after the last reset (None: not listed since; see commit_attempt)."""
         self._index_written: bytes | None = None
         """The worktree's index as goalloop last left it (`_index_stamp`); the same bytes mean no proposer set
@@ -123,6 +126,10 @@ class Workspace(RunWorktree):
         # None after a fast undo, which lists none: only a proposer whose files are known has run since.
         stray = sorted(ignored - (ignored if self._ignored_after_reset is None else self._ignored_after_reset))
         remove_stray(self.worktree, stray)
+        if self._ignored_stamp is not None:
+            changed_inside = ignored_watch.rewritten(self.worktree, self._ignored_stamp)
+            remove_stray(self.worktree, changed_inside)
+            stray = sorted(stray + changed_inside)
         # One diff for both: with -z the numstat records end in a NUL each, then a NUL, then the patch.
         numstat, _, patch = self._run("diff-tree", "-r", "--numstat", "--patch", "--binary", "--no-renames", "-z",
                                       parent, tree, strip=False).partition("\0\0")
@@ -221,7 +228,8 @@ class Workspace(RunWorktree):
         """Put the worktree exactly at `sha`: tracked files restored, new files removed."""
         self._fast.write_unwritten()
         if self._fast.parent == sha and self._fast.undo(self.head(), self._index_stamp() == self._index_written):
-            self._clean_at, self._ignored_after_reset, self._index_written = sha, None, self._index_stamp()
+            self._clean_at, self._index_written = sha, self._index_stamp()
+            self._set_ignored_baseline(None)
             return
         self._fast.drop()
         committed, self._committed = self._committed, None
@@ -231,7 +239,7 @@ class Workspace(RunWorktree):
             self._detach(sha)
         self._run("reset", "--quiet", "--hard", sha)
         self._run("clean", "-d", "--force", "--force", "--quiet")
-        self._ignored_after_reset = self.ignored_paths()
+        self._set_ignored_baseline(self.ignored_paths())
         self._index_written = self._index_stamp()
         self._clean_at = sha
 
@@ -286,9 +294,16 @@ class Workspace(RunWorktree):
                 return False
         if target != committed.head:
             self._git.update_refs(f"option no-deref\nupdate HEAD {target}\n")
-        self._ignored_after_reset = {path for path in _paths(ignored) if not _overlaps(path.rstrip("/"), touched)}
+        self._set_ignored_baseline({path for path in _paths(ignored) if not _overlaps(path.rstrip("/"), touched)})
         self._index_written, self._clean_at = self._index_stamp(), target
         return True
+
+    def _set_ignored_baseline(self, paths: set[str] | None) -> None:
+        """What git ignores after a reset, the next proposer's ignored files measured against it: the
+        listing's paths (None after a fast undo: only a proposer whose files are known runs next) and the
+        stamp of what is under them."""
+        self._ignored_after_reset = paths
+        self._ignored_stamp = None if paths is None else ignored_watch.stamp(self.worktree, paths)
 
     def _left_as_committed(self, committed: _Committed) -> bool:
         """Whether HEAD and the index are as `commit_attempt` left them (the check moved neither)."""
@@ -410,6 +425,6 @@ def remove_stray(worktree: Path, stray: list[str]) -> None:
     if left:
         shown = ", ".join(left[:5]) + (f" and {len(left) - 5} more" if len(left) > 5 else "")
         raise InfrastructureError(
-            f"cannot remove {shown} from the worktree {worktree}: the proposer made it, git ignores it (so the "
-            "attempt's commit would not hold it), and the check must not read it",
+            f"cannot remove {shown} from the worktree {worktree}: the proposer made or changed it, git ignores it "
+            "(so the attempt's commit would not hold it), and the check must not read it",
             fix="make it deletable (`chmod -R u+w`, `chattr -i`) and delete it, then `goalloop resume`")

@@ -20,6 +20,8 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
+from goalloop.stat_tree import Stats, add_under, is_folder, stat_of
+
 WATCH_LIMIT = 10_000
 """The most files and folders stamped under the ignored entries; past it, none are."""
 
@@ -28,8 +30,8 @@ WATCH_LIMIT = 10_000
 class IgnoredStamp:
     entries: tuple[str, ...]
     """The ignored listing's entries (a folder ends in "/"), as the worktree was reset."""
-    stats: dict[str, tuple[int, ...]]
-    """Path -> (mode, size, mtime, ctime, inode) of each file and folder at or under them."""
+    stats: Stats
+    """The stat of each file and folder at or under them."""
 
 
 def stamp(worktree: Path, entries: Iterable[str]) -> IgnoredStamp | None:
@@ -52,44 +54,22 @@ def rewritten(worktree: Path, before: IgnoredStamp) -> list[str]:
         if any(path.startswith(f"{parent}/") for parent in found):
             continue
         old, new = before.stats.get(path), after[path]
-        is_folder = (new[0] & 0o170000) == 0o040000
-        if old is None or (not is_folder and old != new) or (old[0] & 0o170000) != (new[0] & 0o170000):
+        if old is None or (not is_folder(new) and old != new) or is_folder(old) != is_folder(new):
             found.append(path)
     return found
 
 
-def _stats(worktree: Path, entries: tuple[str, ...]) -> dict[str, tuple[int, ...]] | None:
-    found: dict[str, tuple[int, ...]] = {}
-    folders: list[str] = []
+def _stats(worktree: Path, entries: tuple[str, ...]) -> Stats | None:
+    found: Stats = {}
+    folders = []
     for entry in entries:
         rel = entry.rstrip("/")
         try:
-            info = os.lstat(worktree / rel)
+            found[rel] = stat_of(os.lstat(worktree / rel))
         except FileNotFoundError:
             continue
         except OSError:
             return None
-        found[rel] = (info.st_mode, info.st_size, info.st_mtime_ns, info.st_ctime_ns, info.st_ino)
-        if (info.st_mode & 0o170000) == 0o040000:
+        if is_folder(found[rel]):
             folders.append(rel)
-    while folders:
-        folder = folders.pop()
-        try:
-            with os.scandir(worktree / folder) as listing:
-                children = list(listing)
-        except OSError:
-            return None
-        for child in children:
-            rel = f"{folder}/{child.name}"
-            try:
-                info = child.stat(follow_symlinks=False)
-            except FileNotFoundError:
-                continue
-            except OSError:
-                return None
-            found[rel] = (info.st_mode, info.st_size, info.st_mtime_ns, info.st_ctime_ns, info.st_ino)
-            if len(found) > WATCH_LIMIT:
-                return None
-            if child.is_dir(follow_symlinks=False):
-                folders.append(rel)
-    return found
+    return found if add_under(worktree, folders, found, WATCH_LIMIT) else None

@@ -30,6 +30,7 @@ from gitdb.exc import ODBError
 from goalloop.git_objects import KnownCommit, ObjectWriter
 from goalloop.git_runner import GitFailed, RepoGit, Running, WorktreeGit
 from goalloop.interrupts import interrupts_held
+from goalloop.stat_tree import Stats, add_under, stat_of
 from goalloop.worktree import COMMIT_IDENTITY
 
 SNAPSHOT_LIMIT = 500
@@ -207,34 +208,14 @@ def remove_path(path: Path) -> None:
         path.unlink(missing_ok=True)
 
 
-def _stat_snapshot(root: Path) -> dict[str, tuple[int, ...]] | None:
-    """(mode, size, mtime, ctime, inode) of every file and folder in the worktree but `.git`; None past
-    SNAPSHOT_LIMIT entries, where `git ls-files` is the cheaper way to find what a check changed. Two equal
-    snapshots mean the check created, deleted and rewrote nothing: a write moves a file's ctime, an entry
-    added or removed moves its folder's, and no program can set a ctime back (only the clock can)."""
-    found: dict[str, tuple[int, ...]] = {}
-    folders = [""]
-    while folders:
-        folder = folders.pop()
-        try:
-            entries = list(os.scandir(root / folder if folder else root))
-        except OSError:
-            return None
-        for entry in entries:
-            rel = f"{folder}/{entry.name}" if folder else entry.name
-            if rel == ".git":
-                continue
-            try:
-                info = entry.stat(follow_symlinks=False)
-            except OSError:
-                return None
-            found[rel] = (info.st_mode, info.st_size, info.st_mtime_ns, info.st_ctime_ns, info.st_ino)
-            if len(found) > SNAPSHOT_LIMIT:
-                return None
-            if entry.is_dir(follow_symlinks=False):
-                folders.append(rel)
-    top = os.stat(root)
-    found[""] = (top.st_mode, 0, top.st_mtime_ns, top.st_ctime_ns, top.st_ino)
+def _stat_snapshot(root: Path) -> Stats | None:
+    """The stat of every file and folder in the worktree but `.git` (stat_tree.py); None past SNAPSHOT_LIMIT
+    entries, where `git ls-files` is the cheaper way to find what a check changed."""
+    found: Stats = {}
+    if not add_under(root, [""], found, SNAPSHOT_LIMIT, skip=frozenset({".git"})):
+        return None
+    top = stat_of(os.stat(root))
+    found[""] = (top[0], 0, *top[2:])  # the folder's own size says nothing the entries do not
     return found
 
 

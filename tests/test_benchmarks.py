@@ -29,3 +29,8 @@ def test_long_run_prints_both_windows_each_thousand_and_tpe_growth() -> None:
     assert re.search(r"^search\s+\d+\.\d+\s+\d+\.\d+\s+\d+\.\d+\s+target <= 1\.05", out, re.M), out
     assert re.search(r"search: median ms/attempt over the last 100 of each thousand .*: \d+\.\d+$", out, re.M), out
     assert re.search(r"trial\s+1,000:\s+\d+\.\d+ ms", out), out
+
+
+def test_ignored_watch_prints_its_cost_against_git_status() -> None:
+    out = bench("benchmarks/ignored_watch.py", "--files", "200", "--repeats", "1")
+    assert re.search(r"^\s+200\s+\d+\.\d+\s+\d+\.\d+\s+\d+\.\d+\s+\d+\.\d+$", out, re.M), out

@@ -25,7 +25,7 @@ def validation_lines(goal_file: Path) -> list[Line]:
     from goalloop.wiring import _prepare, make_proposer
 
     goal, target, rules = _prepare(goal_file)
-    proposer = make_proposer(goal, target)
+    proposer = make_proposer(goal, target, rules)
     budget = goal.budget
     limits = [
         f"{budget.iterations} attempts" if budget.iterations else "",

@@ -51,8 +51,9 @@ def _require_sandbox(goal: Goal) -> None:
                                  fix="create it, or give a path that exists (relative to the goal file)")
 
 
-def make_proposer(goal: Goal, target: RepoTarget) -> Proposer:
-    """The concrete proposer for the goal; validates what it can against the repository at base."""
+def make_proposer(goal: Goal, target: RepoTarget, rules: PathRules | None = None) -> Proposer:
+    """The concrete proposer for the goal; validates what it can against the repository at base (`rules`:
+    the goal's path rules, when the caller has them already)."""
     config = goal.proposer
     if config.kind == "scripted":
         from goalloop.proposers.scripted import ScriptedProposer
@@ -72,7 +73,7 @@ def make_proposer(goal: Goal, target: RepoTarget) -> Proposer:
         return ClaudeProposer(config, goal, dict(os.environ))
     from goalloop.proposers.search import SearchProposer
 
-    return SearchProposer(config, goal, target)
+    return SearchProposer(config, goal, target, rules)
 
 
 def connect_cluster(goal: Goal) -> object | None:

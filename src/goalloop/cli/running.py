@@ -65,7 +65,7 @@ class Presentation:
 def start_run(goal_file: Path, home: Path, show: Presentation, resume_latest: bool) -> None:
     """A new run of the goal (or, with `resume_latest`, the latest unfinished one continued)."""
     goal, target, rules = _prepare(goal_file)
-    proposer = make_proposer(goal, target)
+    proposer = make_proposer(goal, target, rules)
     for warning in unenforced_budgets(goal.budget, proposer):
         err.print(f"[yellow]warning:[/] {escape(warning)}")
     place = Home(home.resolve())
@@ -129,7 +129,7 @@ def _resume(run_dir: Path, place: Home, show: Presentation, cluster: object | No
     save_budget(str(run_dir), goal.budget)  # a run from before budget.json gets one: its status then starts fast
     target = RepoTarget(root=Path(meta.repo), base_commit=meta.base_commit)
     rules = PathRules.for_goal(goal, target)
-    proposer = make_proposer(goal, target)
+    proposer = make_proposer(goal, target, rules)
     faults.require_space([run_dir, Path(meta.worktree), target.root], faults.MIN_FREE_BYTES, meta.run_id)
     cluster = cluster or connect_cluster(goal)
     with place.goal_lock(goal.run_name) as lock:

@@ -116,7 +116,7 @@ class SearchProposer:
     reads_prompt = False
     """It samples the study: no prompt is built or written for it."""
 
-    def __init__(self, config: SearchConfig, goal: Goal, target: RepoTarget) -> None:
+    def __init__(self, config: SearchConfig, goal: Goal, target: RepoTarget, rules: PathRules | None = None) -> None:
         self.config = config
         self.goal = goal
         if not goal.is_metric_goal:
@@ -131,7 +131,7 @@ class SearchProposer:
                 "sampler cmaes needs the `cmaes` package, which is not installed",
                 fix="pip install cmaes  (or use sampler: tpe)",
             )
-        rules = PathRules.for_goal(goal, target)
+        rules = rules or PathRules.for_goal(goal, target)
         at_base: dict[str, str] = {}
         """Each knob file's text at base, read once however many knobs it holds."""
         self.knobs = [_validated_knob(goal, target, rules, name, param, at_base)

@@ -166,13 +166,18 @@ def test_through_the_cli_a_rewritten_ignored_file_does_not_make_a_keep(tmp_path:
 
 def test_past_the_watch_limit_only_new_top_level_ignored_paths_are_found(tmp_path, monkeypatch) -> None:
     readme = (Path(__file__).resolve().parent.parent / "README.md").read_text(encoding="utf-8")
-    assert f"Past {ignored_watch.WATCH_LIMIT:,} files under what git ignores" in readme
+    assert f"more than\n  {ignored_watch.WATCH_LIMIT:,} files under what git ignores" in readme
     monkeypatch.setattr(ignored_watch, "WATCH_LIMIT", 1)
     workspace, base = checked_once(tmp_path)
     tamper(workspace.worktree)
     (workspace.worktree / "new.log").write_text("new\n")
     commit = workspace.commit_attempt(1, base, "attempt 1")
     assert commit.removed_ignored == ["new.log"]
+    monkeypatch.setattr(ignored_watch, "WATCH_LIMIT", 10_000)
+    walked = []
+    monkeypatch.setattr(ignored_watch, "stamp", lambda *args: walked.append(args))
+    workspace.reset_to(base)
+    assert walked == [], "for the rest of the run, what is too big to stamp is not walked again"
 
 
 def test_a_new_folder_inside_an_ignored_one_is_named_once_and_growth_past_the_limit_names_every_entry(

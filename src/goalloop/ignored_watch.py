@@ -10,7 +10,8 @@ one entry (`cache/`). So after every reset the files under the listing's entries
 mtime, ctime, inode), and before the check they are stamped again: every file that is new or whose stamp
 differs is the proposer's, and is removed. A rewrite cannot hide: no program can set a ctime back.
 
-Past WATCH_LIMIT stamped entries (a `node_modules/`) nothing is stamped and the listing alone applies.
+Past WATCH_LIMIT stamped entries (a `node_modules/`), or where a folder cannot be read, nothing is stamped
+and the listing alone applies, for the rest of the run (workspace.py does not walk it again).
 """
 
 from __future__ import annotations

@@ -90,9 +90,11 @@ class Workspace(RunWorktree):
     def __init__(self, repo_root: Path, worktree: Path, run_id: str, exclude_file: Path) -> None:
         super().__init__(repo_root, worktree, run_id, exclude_file)
         self._ignored_after_reset: set[str] | None = set()
+        """Files git ignores that were there after the last reset (None: not listed since; see commit_attempt)."""
         self._ignored_stamp: ignored_watch.IgnoredStamp | None = None
         """What was under those ignored paths after the reset (ignored_watch.py), to find what the proposer changed."""
-        """Files git ignores that were there after the last reset (None: not listed since; see commit_attempt)."""
+        self._watching_ignored = True
+        """False once what git ignores is too big to stamp (past WATCH_LIMIT) or cannot be read: not walked again."""
         self._index_written: bytes | None = None
         """The worktree's index as goalloop last left it (`_index_stamp`); the same bytes mean no proposer set
         flags in it since."""
@@ -303,7 +305,10 @@ class Workspace(RunWorktree):
         listing's paths (None after a fast undo: only a proposer whose files are known runs next) and the
         stamp of what is under them."""
         self._ignored_after_reset = paths
-        self._ignored_stamp = None if paths is None else ignored_watch.stamp(self.worktree, paths)
+        self._ignored_stamp = None
+        if paths is not None and self._watching_ignored:
+            self._ignored_stamp = ignored_watch.stamp(self.worktree, paths)
+            self._watching_ignored = self._ignored_stamp is not None
 
     def _left_as_committed(self, committed: _Committed) -> bool:
         """Whether HEAD and the index are as `commit_attempt` left them (the check moved neither)."""

@@ -181,15 +181,14 @@ def test_run_stops_before_creating_anything(stem: str, place: Path, tmp_path: Pa
     assert git(project, "worktree", "list", "--porcelain") == worktrees_before
 
 
-def test_a_mangled_goal_file_is_never_a_traceback(place: Path) -> None:
-    """Random edits of the corpus (a stray tab, colon, quote, bracket, dash; a deleted or repeated line) give
-    a GoalError naming the file, a line and a fix, or a valid goal; never another exception."""
+def mangled(count: int, seed: int = 20240601) -> list[str]:
+    """Random edits of the corpus: a stray tab, colon, quote, bracket, dash; a deleted or repeated line."""
     texts = [p.read_text(encoding="utf-8") for p in sorted(CORPUS.glob("*.yaml"))]
     texts = [t for t in texts if t.strip()]
     pieces = list("\t:\"'-[]{}*&!%@`|>#\n 0.\\") + [": ", "- ", "  ", "null", "---", "\n  ", "yes"]
-    rng = random.Random(20240601)
-    source = place / "proj" / "mangled.yaml"
-    for _ in range(1500):
+    rng = random.Random(seed)
+    found = []
+    for _ in range(count):
         text = rng.choice(texts)
         for _ in range(rng.randint(1, 3)):
             at = rng.randrange(len(text) + 1)
@@ -202,6 +201,15 @@ def test_a_mangled_goal_file_is_never_a_traceback(place: Path) -> None:
                 lines = text.splitlines(keepends=True)
                 lines.insert(rng.randrange(len(lines) + 1), rng.choice(lines))
                 text = "".join(lines)
+        found.append(text)
+    return found
+
+
+def test_a_mangled_goal_file_is_never_a_traceback(place: Path) -> None:
+    """Random edits of the corpus give a GoalError naming the file, a line and a fix, or a valid goal; never
+    another exception."""
+    source = place / "proj" / "mangled.yaml"
+    for text in mangled(1500):
         try:
             parse_goal(text, source)
         except GoalError as exc:
@@ -209,3 +217,31 @@ def test_a_mangled_goal_file_is_never_a_traceback(place: Path) -> None:
             assert message.startswith(f"{source}:") and "\n  fix: " in message, (text, message)
             for _, line, _ in paragraphs(message):
                 assert 1 <= line <= max(1, text.count("\n") + 1), (text, message)
+
+
+def test_the_values_built_from_the_nodes_composed_once_are_those_a_second_parse_gives() -> None:
+    """goal/load.py composes the YAML once (for the lines and the duplicate keys) and builds the values from
+    those nodes rather than parsing the text again: for the corpus, every goal shipped and 1,500 mangled
+    files, the values (or the error) are exactly what `yaml.load` of the text gives."""
+    import yaml
+
+    from goalloop.goal.load import _UniqueKeyLoader
+
+    def outcome(read):  # noqa: ANN001, ANN202
+        try:
+            return "values", read()
+        except yaml.YAMLError as exc:
+            return "error", str(exc)
+
+    def from_nodes(text: str) -> object:
+        node = yaml.compose(text, Loader=_UniqueKeyLoader)
+        loader = _UniqueKeyLoader("")
+        try:
+            return None if node is None else loader.construct_document(node)
+        finally:
+            loader.dispose()
+
+    root = Path(__file__).resolve().parent.parent
+    files = sorted([*CORPUS.glob("*.yaml"), *(root / "goals").glob("*.yaml")])
+    for text in [p.read_text(encoding="utf-8") for p in files] + mangled(1500, seed=7):
+        assert outcome(lambda: from_nodes(text)) == outcome(lambda: yaml.load(text, Loader=_UniqueKeyLoader)), text

@@ -168,10 +168,13 @@ def parse_goal(text: str, source: Path) -> Goal:
         )
     lines: dict[tuple[Any, ...], int] = {}
     _line_map(root, (), lines, source)
-    try:
-        data = yaml.load(text, Loader=_UniqueKeyLoader)
+    constructor = _UniqueKeyLoader("")
+    try:  # the values, from the nodes already composed: the text is not parsed a second time
+        data = constructor.construct_document(root)
     except yaml.MarkedYAMLError as exc:
         raise _yaml_error(exc, text, source) from None
+    finally:
+        constructor.dispose()
     text_lines = text.splitlines()
     strict = [(_line_of(loc, lines), f"{_key_path(loc)}: {message}" if loc else message, fix)
               for loc, message, fix in strict_mistakes(data, Goal, lambda loc: _text_at(loc, lines, text_lines))]

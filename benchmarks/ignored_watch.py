@@ -6,7 +6,7 @@ reset, as after every check; then the proposer's turn: the stamp taken after the
 before the check are what the watch adds. Both are timed with `git status --porcelain --ignored` on the same
 worktree for scale (git's own scan, in C), interleaved, medians.
 
-    .venv/bin/python benchmarks/ignored_watch.py [--files 1000 5000 10000] [--repeats 7]
+    .venv/bin/python benchmarks/ignored_watch.py [--files 1000 5000 9000] [--repeats 7]
 """
 
 from __future__ import annotations
@@ -35,7 +35,7 @@ def make_repo(root: Path, files: int) -> None:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--files", type=int, nargs="+", default=[1000, 5000, 10000])
+    parser.add_argument("--files", type=int, nargs="+", default=[1000, 5000, 9000])
     parser.add_argument("--repeats", type=int, default=7)
     options = parser.parse_args()
     print(f"{'ignored files':>13} {'watch ms':>9} {'git status ms':>14} {'ratio':>6} {'us a file':>10}")

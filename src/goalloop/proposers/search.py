@@ -131,7 +131,7 @@ class SearchProposer:
                 "sampler cmaes needs the `cmaes` package, which is not installed",
                 fix="pip install cmaes  (or use sampler: tpe)",
             )
-        rules = rules or PathRules.for_goal(goal, target)
+        rules = rules if rules is not None else PathRules.for_goal(goal, target)
         at_base: dict[str, str] = {}
         """Each knob file's text at base, read once however many knobs it holds."""
         self.knobs = [_validated_knob(goal, target, rules, name, param, at_base)

@@ -9,8 +9,9 @@
     budget.json         the budget status shows (tally.save_budget), written at the start and on resume
     standing.json       a summary of events.jsonl kept as the events are written (tally.py), for status
 
-Rows are flushed and fsynced before the branch moves, so after a crash the ledger is never behind git
-about a kept attempt.
+Every line is written at once (a killed run loses none) and fsynced at once or, for attempt rows, a moment
+later in a thread of its own (line_file.py); a row is on disk before the branch moves past it, so after a
+power cut the ledger is never behind git about a kept attempt.
 """
 
 from __future__ import annotations
@@ -21,18 +22,18 @@ import json
 import math
 import os
 import secrets
-import threading
 import time
 from collections.abc import Sequence
 from itertools import islice
 from dataclasses import asdict, dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import IO, Any, Callable, Iterator, Literal
+from typing import IO, Any, Iterator, Literal
 
 from goalloop import tally
 from goalloop.errors import UsageError
 from goalloop.interrupts import interrupts_held
+from goalloop.line_file import LineFile, Sync
 
 Verdict = Literal["baseline", "keep", "discard", "crash", "rejected"]
 UNSYNCED_EVENTS = frozenset({"phase"})
@@ -197,49 +198,10 @@ class RunRecord:
         return str(self.stop.get("state", "stopped"))
 
 
-class _AppendOnly:
-    """A file that grows by whole lines, each written and fsynced at once. A write the disk refuses part-way
-    (full, read-only) is cut back off, so the next line after a resume never lands glued to half of one."""
-
-    def __init__(self, path: Path, after: Callable[[bytes], None] | None = None) -> None:
-        """`after`: called with each text written, in the file's order (under the lock)."""
-        self.fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | getattr(os, "O_CLOEXEC", 0), 0o644)
-        self._lock = threading.Lock()
-        """Slots of a parallel round append from their threads: a cut-back must not take another's line."""
-        self._after = after
-
-    def size(self) -> int:
-        return os.fstat(self.fd).st_size
-
-    def append(self, text: str, sync: bool = True) -> None:
-        data = text.encode("utf-8")
-        with self._lock:
-            before = self.size()
-            try:
-                while data:
-                    data = data[os.write(self.fd, data):]
-                if sync:
-                    os.fsync(self.fd)
-            except OSError:
-                try:
-                    os.ftruncate(self.fd, before)
-                except OSError:
-                    pass
-                raise
-            if self._after is not None:
-                self._after(text.encode("utf-8"))
-
-    def close(self) -> None:
-        if self.fd >= 0:
-            os.close(self.fd)
-            self.fd = -1
-
-
 class _DurableLines:
-    """A structlog logger that appends each rendered event as a line, flushed and fsynced unless `sync` is
-    False (and echoed)."""
+    """A structlog logger that appends each rendered event as a line, synced as `sync` says (and echoed)."""
 
-    def __init__(self, file: _AppendOnly, echo: IO[str] | None, sync: bool = True) -> None:
+    def __init__(self, file: LineFile, echo: IO[str] | None, sync: Sync = Sync.NOW) -> None:
         self._file = file
         self._echo = echo
         self._sync = sync
@@ -268,8 +230,8 @@ class Ledger:
                 pass
         else:
             self._tally = tally.Tally()
-        self._events_file = _AppendOnly(run_dir / "events.jsonl", after=self._fold)
-        self._results_file = _AppendOnly(run_dir / "results.tsv")
+        self._events_file = LineFile(run_dir / "events.jsonl", after=self._fold)
+        self._results_file = LineFile(run_dir / "results.tsv")
         if self._results_file.size() == 0:
             self._write_tsv(RESULTS_COLUMNS)
         self._columns = _header(run_dir / "results.tsv")
@@ -278,7 +240,8 @@ class Ledger:
         processors = [structlog.processors.TimeStamper(fmt="iso", utc=True, key="ts"),
                       structlog.processors.JSONRenderer(default=str)]
         self.log = structlog.wrap_logger(_DurableLines(self._events_file, echo), processors=processors)
-        self._progress_log = structlog.wrap_logger(_DurableLines(self._events_file, echo, sync=False),
+        self._row_log = structlog.wrap_logger(_DurableLines(self._events_file, echo, Sync.SOON), processors=processors)
+        self._progress_log = structlog.wrap_logger(_DurableLines(self._events_file, echo, Sync.WITH_NEXT),
                                                    processors=processors)
 
     @classmethod
@@ -297,15 +260,24 @@ class Ledger:
     def event(self, name: str, **fields: Any) -> None:
         (self._progress_log if name in UNSYNCED_EVENTS else self.log).info(name, **fields)
 
-    def record(self, attempt: AttemptRecord) -> None:
-        """Append the attempt to results.tsv and events.jsonl, durably. Call before moving the branch.
+    def record(self, attempt: AttemptRecord, wait: bool = True) -> None:
+        """Append the attempt to results.tsv and events.jsonl; on disk when this returns, or with `wait`
+        False about a millisecond later, while the caller goes on (line_file.py). Before the branch moves
+        past it, a row must be on disk: record it waiting, or call `sync` first.
 
         An interrupt (Ctrl-C, SIGTERM) that arrives between the two writes waits until both are done, so the
         two files never disagree about an attempt."""
         with interrupts_held(raise_after=True):
             row = attempt.tsv_row() + ["" if attempt.parent is None else str(attempt.parent)]
-            self._write_tsv(row[: len(self._columns)])
-            self.event("attempt", **asdict(attempt))
+            self._write_tsv(row[: len(self._columns)], Sync.SOON)
+            self._row_log.info("attempt", **asdict(attempt))
+        if wait:
+            self.sync()
+
+    def sync(self) -> None:
+        """Return once every row and event written so far is on disk."""
+        self._results_file.sync()
+        self._events_file.sync()
 
     def drop_rows_not_in(self, iterations: set[int]) -> list[int]:
         """Remove the results.tsv rows of attempts events.jsonl does not hold, and return their numbers.
@@ -328,7 +300,7 @@ class Ledger:
             os.fsync(out.fileno())
         os.replace(fresh, path)  # never a moment without the rows that stay
         self._results_file.close()
-        self._results_file = _AppendOnly(path)
+        self._results_file = LineFile(path)
         return dropped
 
     def use_columns(self, columns: list[str]) -> None:
@@ -340,10 +312,10 @@ class Ledger:
         self._write_tsv(columns)
         self._columns = list(columns)
 
-    def _write_tsv(self, row: list[str]) -> None:
+    def _write_tsv(self, row: list[str], sync: Sync = Sync.NOW) -> None:
         line = io.StringIO()
         csv.writer(line, delimiter="\t", lineterminator="\n").writerow(row)
-        self._results_file.append(line.getvalue())
+        self._results_file.append(line.getvalue(), sync)
 
     def _fold(self, data: bytes) -> None:
         """Keep the run's standing (tally.py) as each event is written; save it every SAVE_EVERY seconds."""

@@ -287,6 +287,7 @@ class Loop:
             self._record(record)
         self.last_output = candidates[-1].told
         if winner is not None and winner.commit.sha is not None:
+            self.ledger.sync()  # the branch never moves past a row a power cut could take back
             winner.slot.workspace.keep(winner.commit.sha, kept.kept_commit)
         if not self.tree:
             for slot in self.slots:
@@ -390,7 +391,7 @@ class Loop:
     # -- the record ---------------------------------------------------------------------------------------
     def _record(self, record: AttemptRecord) -> None:
         record.elapsed = self._elapsed()
-        self.ledger.record(record)
+        self.ledger.record(record, wait=False)
         self.history.append(record)
         self.frontier.observe(record)
         self._spent.add(record)

@@ -14,6 +14,7 @@ import shutil
 import signal
 import sys
 import threading
+import time
 from pathlib import Path
 
 import git as gitpython
@@ -122,6 +123,53 @@ def test_a_worktree_checked_once_is_checked_again_when_its_git_file_is_rewritten
     with pytest.raises(WorktreeMissing, match="belongs to another repository"):
         space.reset_to(base)
     assert user_state(repo) == before
+
+
+def _rewrite_keeping_size_and_mtime(path: Path, text: str) -> None:
+    """Rewrite `path` in place with `text` (padded to its size) and put its modification time back."""
+    old = path.stat()
+    padded = text.ljust(old.st_size - 1) + "\n"
+    assert len(padded) == old.st_size
+    with open(path, "r+", encoding="utf-8") as stream:
+        stream.write(padded)
+    os.utime(path, ns=(old.st_atime_ns, old.st_mtime_ns))
+    assert (path.stat().st_ino, path.stat().st_size, path.stat().st_mtime_ns) == (old.st_ino, old.st_size, old.st_mtime_ns)
+
+
+@pytest.mark.parametrize("text_read", [True, False], ids=["just-changed", "changed-long-ago"])
+def test_a_git_file_rewritten_to_the_same_size_and_time_is_noticed(setup, monkeypatch, text_read: bool) -> None:
+    """A `.git` file rewritten in place to the same size, its modification time put back, naming another
+    git directory: noticed by its text while it changed recently, else by its change time, which no
+    program can put back. With neither compared (the attack shown working first), it goes unnoticed."""
+    import goalloop.git_runner as git_runner
+
+    repo, worktree, space, base, sha = setup
+    dotgit = worktree / ".git"
+    original = dotgit.read_text()
+    other = original.strip()[:-1] + "X"  # another worktree's metadata, a name of the same length
+    runner = space._git
+    real_identity = WorktreeGit._identity
+
+    def blind(self, gitdir: Path) -> tuple:
+        return tuple(git_runner._file_id(os.stat(p)) for p in (self.worktree, self.worktree / ".git", gitdir / "gitdir"))
+
+    monkeypatch.setattr(WorktreeGit, "_identity", blind)
+    runner._verified = None
+    checked = runner.gitdir()
+    _rewrite_keeping_size_and_mtime(dotgit, other)
+    assert runner.gitdir() == checked  # unnoticed: git would be told the old directory for a foreign .git
+
+    _rewrite_keeping_size_and_mtime(dotgit, original.strip())
+    monkeypatch.setattr(WorktreeGit, "_identity", real_identity)
+    if not text_read:
+        monkeypatch.setattr(git_runner, "RECENT_CHANGE_NS", -10**12)  # as if every file changed long ago
+    runner._verified = None
+    runner.gitdir()
+    if not text_read:
+        time.sleep(0.05)  # long ago to the kernel's clock, which stamps change times every 1-10 ms
+    _rewrite_keeping_size_and_mtime(dotgit, other)
+    with pytest.raises(WorktreeMissing):
+        runner.gitdir()
 
 
 def test_refs_other_than_the_runs_are_refused_where_git_is_called(setup) -> None:

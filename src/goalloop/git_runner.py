@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import os
 import subprocess
+import time
 from collections.abc import Mapping
 from pathlib import Path
 
@@ -119,6 +120,11 @@ class RepoGit:
             raise UnsafeGitCommand(f"refused `git worktree {args[1]}`: it could touch the user's other worktrees")
 
 
+RECENT_CHANGE_NS = 2_000_000_000
+"""A file changed this recently (nanoseconds) has its text compared too: its change time alone cannot
+tell a rewrite a few milliseconds later (the kernel stamps files from a clock that ticks every 1-10 ms)."""
+
+
 class WorktreeGit:
     """Git in one of the run's linked worktrees, checked to be that worktree before every command."""
 
@@ -134,8 +140,8 @@ class WorktreeGit:
         """The worktree's own git directory, or WorktreeMissing if the folder is not that worktree any more.
 
         Checked in full (paths resolved) the first time and whenever anything it rests on changed: the
-        folder, its `.git` file and the metadata's `gitdir` file are the same files (device and inode)
-        with the same text as when the full check passed, or it is made again."""
+        folder, its `.git` file and the metadata's `gitdir` file are the same files, unchanged since the
+        full check passed (`_identity` says how that is told), or it is made again."""
         if self._verified is not None:
             rests_on, gitdir = self._verified
             try:
@@ -151,15 +157,19 @@ class WorktreeGit:
         return gitdir
 
     def _identity(self, gitdir: Path) -> tuple[object, ...]:
-        """What `gitdir` rests on: the worktree folder, its `.git` file and the metadata's back-pointer."""
+        """What `gitdir` rests on: the worktree folder, its `.git` file and the metadata's back-pointer,
+        each file by its device, inode, size and change time, and by its text while that change time is
+        within `RECENT_CHANGE_NS` of now. Later, a rewrite changes the change time, so the stat tells it
+        and the text need not be read; within the same tick of the kernel's coarse clock it might not."""
         folder = os.stat(self.worktree)
         parts: list[object] = [folder.st_dev, folder.st_ino]
+        recent = time.time_ns() - RECENT_CHANGE_NS
         for path in (self.worktree / ".git", gitdir / "gitdir"):
-            fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
-            try:
-                parts += [_file_id(os.fstat(fd)), os.read(fd, 65536)]
-            finally:
-                os.close(fd)
+            found = os.stat(path)
+            parts += [_file_id(found), found.st_ctime_ns]
+            if found.st_ctime_ns >= recent or found.st_mtime_ns >= recent:
+                with open(path, "rb") as stream:
+                    parts.append(stream.read(65536))
         meta = os.stat(gitdir)
         return (*parts, meta.st_dev, meta.st_ino)
 

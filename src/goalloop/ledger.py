@@ -254,7 +254,13 @@ class Ledger:
 
     def attempt_dir(self, iteration: int) -> Path:
         path = self.run_dir / "attempts" / f"{iteration:04d}"
-        path.mkdir(parents=True, exist_ok=True)
+        try:
+            os.mkdir(path)  # one system call when it exists, as it does for all but the first of an attempt's
+        except FileExistsError:
+            if not path.is_dir():
+                raise
+        except FileNotFoundError:
+            path.mkdir(parents=True, exist_ok=True)
         return path
 
     def event(self, name: str, **fields: Any) -> None:

@@ -129,3 +129,36 @@ def test_a_goal_whose_check_starts_a_server_each_attempt_leaves_none_running(tmp
     left = [pid for path in sorted(pids.iterdir()) for pid in left_pids(path)]
     assert len(left) == 4, "the baseline and each of the three attempts started one"
     assert not [pid for pid in left if alive(pid)]
+
+
+@pytest.mark.skipif(not Path("/proc/sys/kernel/ns_last_pid").exists(), reason="needs Linux /proc")
+def test_the_recent_pids_read_one_by_one_are_the_processes_a_listing_finds(monkeypatch) -> None:
+    """The leftover search reads a short range of recent pids one by one instead of listing /proc: it
+    finds the same processes (three started after `first`, one of them with a thread) as the listing."""
+    from goalloop import processes
+
+    first = int(Path("/proc/sys/kernel/ns_last_pid").read_text()) + 1
+    threaded = f"{PY} -c 'import threading, time; threading.Thread(target=time.sleep, args=(60,)).start(); time.sleep(60)'"
+    started = [subprocess.Popen(["sleep", "60"]), subprocess.Popen(["sleep", "60"]), subprocess.Popen(shlex.split(threaded))]
+    try:
+        deadline = time.monotonic() + 20
+        while len(os.listdir(f"/proc/{started[2].pid}/task")) < 2 and time.monotonic() < deadline:
+            time.sleep(0.02)
+        probed = processes._table(first)
+        monkeypatch.setattr(processes, "PROBE_LIMIT", 0)
+        listed = processes._table(first)
+        assert {p.pid for p in started} <= set(listed)
+        assert set(listed) <= set(probed)
+        extra = set(probed) - set(listed)  # threads: each stands for its process (killing it kills that)
+        assert all(_thread_group(pid) != pid for pid in extra)
+        thread = int(max(os.listdir(f"/proc/{started[2].pid}/task"), key=int))
+        assert thread in extra and _thread_group(thread) == started[2].pid
+    finally:
+        for proc in started:
+            proc.kill()
+            proc.wait()
+
+
+def _thread_group(pid: int) -> int:
+    status = Path(f"/proc/{pid}/status").read_text()
+    return int(next(line.split()[1] for line in status.splitlines() if line.startswith("Tgid:")))

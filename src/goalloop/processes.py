@@ -25,6 +25,7 @@ import secrets
 import signal
 import sys
 import time
+from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -33,6 +34,7 @@ PR_SET_CHILD_SUBREAPER = 36
 PROC = Path("/proc")
 LAST_PID = PROC / "sys" / "kernel" / "ns_last_pid"
 KILL_PASSES = 50
+PROBE_LIMIT = 64
 _subreaper: bool | None = None
 
 
@@ -65,12 +67,9 @@ class _Proc:
 
 def _table(first_pid: int | None = None) -> dict[int, _Proc]:
     """Every process /proc shows (empty where there is no /proc); with `first_pid`, only those whose pid
-    was allocated at or after it, if the last pid allocated shows the counter has not wrapped since."""
-    found = {}
-    try:
-        names = os.listdir(PROC)
-    except OSError:
-        return {}
+    was allocated at or after it, if the last pid allocated shows the counter has not wrapped since. A
+    range of up to PROBE_LIMIT pids is read pid by pid rather than by listing /proc (a thread's id may be
+    among them: it stands for its process, which is a leftover exactly when the thread is)."""
     low, high = 0, sys.maxsize
     if first_pid is not None:
         try:
@@ -79,10 +78,16 @@ def _table(first_pid: int | None = None) -> dict[int, _Proc]:
             last = -1
         if last >= first_pid:
             low, high = first_pid, last
-    for name in names:
-        if not name.isdigit() or not low <= int(name) <= high:
-            continue
-        info = _stat(int(name))
+    if high - low < PROBE_LIMIT:
+        pids: Iterable[int] = range(low, high + 1)
+    else:
+        try:
+            pids = [int(name) for name in os.listdir(PROC) if name.isdigit() and low <= int(name) <= high]
+        except OSError:
+            return {}
+    found = {}
+    for pid in pids:
+        info = _stat(pid)
         if info is not None:
             found[info.pid] = info
     return found

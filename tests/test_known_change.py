@@ -371,3 +371,28 @@ def test_a_file_git_would_convert_on_add_is_committed_through_git(tmp_path: Path
     commit = workspace.commit_attempt(1, base, "attempt 1")
     stored = subprocess.run(["git", "cat-file", "blob", f"{commit.sha}:knob.py"], cwd=repo, capture_output=True).stdout
     assert stored == b"X = 2\n", "git stored it converted, as the fast path would not have"
+
+
+def test_the_objects_of_the_parent_are_read_once_for_a_run_of_discards(tmp_path: Path, monkeypatch) -> None:
+    """Commits made one after the other on the same parent read its commit, trees and blob from the
+    database the first time only, and make the same objects as a writer that reads them every time."""
+    from goalloop import git_objects
+    from goalloop.git_objects import ObjectWriter
+    from goalloop.worktree import COMMIT_IDENTITY
+
+    repo = make_repo(tmp_path / "repo", {"src/knob.py": "X = 1\n", "README.md": "r\n"})
+    parent = git(repo, "rev-parse", "HEAD")
+    writer = ObjectWriter(repo / ".git", COMMIT_IDENTITY)
+    reads: list[bytes] = []
+    real_stream = writer._db.stream
+    monkeypatch.setattr(writer._db, "stream", lambda sha: (reads.append(sha), real_stream(sha))[1])
+    made = [writer.commit_files(parent, {"src/knob.py": f"X = {n}\n".encode()}, "m") for n in range(2, 6)]
+    assert len(reads) == len(set(reads)) == 4  # the commit, the root tree, src/, the blob: once each
+
+    monkeypatch.setattr(git_objects, "READ_CACHE_BYTES", 0)
+    fresh = ObjectWriter(repo / ".git", COMMIT_IDENTITY)
+    again = [fresh.commit_files(parent, {"src/knob.py": f"X = {n}\n".encode()}, "m") for n in range(2, 6)]
+    def trees_and_blobs(commits):  # the commits themselves carry the second they were made
+        return [[o for o in c.objects if o[0] != b"commit"] for c in commits]
+
+    assert trees_and_blobs(made) == trees_and_blobs(again) and [m.old for m in made] == [a.old for a in again]

@@ -31,6 +31,9 @@ SHA1_HEX = 40
 GITDB_TEMP_FILE = re.compile(r"obj[a-z0-9_]{8}")
 """The name of the file gitdb writes an object into before renaming it into place (`tempfile.mkstemp`)."""
 STALE_TEMP_SECONDS = 3600.0
+READ_CACHE_BYTES = 8 << 20
+"""The objects read last are kept up to this many bytes: an attempt after a discard reads the same parent
+commit, trees and blobs as the one before it (objects never change: a name is its bytes' hash)."""
 
 
 @dataclass(frozen=True)
@@ -56,6 +59,9 @@ class ObjectWriter:
         self._db = GitDB(self._root)
         self._made: dict[bytes, tuple[bytes, bytes]] = {}
         """The objects of the commit being made: name -> (kind, bytes), read back from here."""
+        self._read_before: dict[bytes, tuple[bytes, bytes]] = {}
+        """Objects read from the database, oldest first, up to READ_CACHE_BYTES."""
+        self._read_bytes = 0
         self._author = f"{identity['GIT_AUTHOR_NAME']} <{identity['GIT_AUTHOR_EMAIL']}>"
         self._committer = f"{identity['GIT_COMMITTER_NAME']} <{identity['GIT_COMMITTER_EMAIL']}>"
 
@@ -134,14 +140,27 @@ class ObjectWriter:
     def _read(self, sha: bytes, kind: bytes) -> bytes:
         if sha in self._made:
             return self._made[sha][1]
-        try:
-            stream = self._db.stream(sha)
-        except BadObject:  # gitdb keeps the packs it listed: after a `git gc` (a user's, an auto gc) look again
-            self._db = GitDB(self._root)
-            stream = self._db.stream(sha)
-        if stream.type != kind:
-            raise ValueError(f"object {sha.hex()} is a {stream.type.decode()}, not a {kind.decode()}")
-        return stream.read()
+        found = self._read_before.get(sha)
+        if found is None:
+            try:
+                stream = self._db.stream(sha)
+            except BadObject:  # gitdb keeps the packs it listed: after a `git gc` (a user's, an auto gc) look again
+                self._db = GitDB(self._root)
+                stream = self._db.stream(sha)
+            found = (stream.type, stream.read())
+            self._remember(sha, found)
+        if found[0] != kind:
+            raise ValueError(f"object {sha.hex()} is a {found[0].decode()}, not a {kind.decode()}")
+        return found[1]
+
+    def _remember(self, sha: bytes, found: tuple[bytes, bytes]) -> None:
+        if len(found[1]) > READ_CACHE_BYTES // 4:
+            return
+        self._read_before[sha] = found
+        self._read_bytes += len(found[1])
+        while self._read_bytes > READ_CACHE_BYTES:
+            oldest = next(iter(self._read_before))
+            self._read_bytes -= len(self._read_before.pop(oldest)[1])
 
     def _write(self, kind: bytes, data: bytes) -> bytes:
         """The object's name; the object itself waits in `_made` for `store`."""

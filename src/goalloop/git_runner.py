@@ -134,6 +134,8 @@ class WorktreeGit:
         self.env = git_environment({**os.environ, **(env or {}), "GIT_OPTIONAL_LOCKS": "0"})
         self._verified: tuple[tuple[object, ...], Path] | None = None
         """(what the last full check rested on, the gitdir it found)."""
+        self._worktree_path, self._dotgit_path = str(self.worktree), os.path.join(self.worktree, ".git")
+        self._identity_paths: tuple[Path, str, str] | None = None
         self._refs: RefStream | None = None
 
     def gitdir(self) -> Path:
@@ -160,18 +162,17 @@ class WorktreeGit:
         """What `gitdir` rests on: the worktree folder, its `.git` file and the metadata's back-pointer,
         each file by its device, inode, size and change time, and by its text while that change time is
         within `RECENT_CHANGE_NS` of now. Later, a rewrite changes the change time, so the stat tells it
-        and the text need not be read; within the same tick of the kernel's coarse clock it might not."""
-        folder = os.stat(self.worktree)
-        parts: list[object] = [folder.st_dev, folder.st_ino]
+        and the text need not be read; within the same tick of the kernel's coarse clock it might not.
+        (Asked before every git command and read of the metadata: the paths are strings made once.)"""
+        if self._identity_paths is None or self._identity_paths[0] != gitdir:
+            self._identity_paths = (gitdir, str(gitdir), os.path.join(gitdir, "gitdir"))
+        _, meta_path, back_path = self._identity_paths
+        folder, dotgit, back, meta = (os.stat(self._worktree_path), os.stat(self._dotgit_path), os.stat(back_path),
+                                      os.stat(meta_path))
         recent = time.time_ns() - RECENT_CHANGE_NS
-        for path in (self.worktree / ".git", gitdir / "gitdir"):
-            found = os.stat(path)
-            parts += [_file_id(found), found.st_ctime_ns]
-            if found.st_ctime_ns >= recent or found.st_mtime_ns >= recent:
-                with open(path, "rb") as stream:
-                    parts.append(stream.read(65536))
-        meta = os.stat(gitdir)
-        return (*parts, meta.st_dev, meta.st_ino)
+        return (folder.st_dev, folder.st_ino, _file_id(dotgit), dotgit.st_ctime_ns, _file_id(back), back.st_ctime_ns,
+                meta.st_dev, meta.st_ino, _text_if_recent(self._dotgit_path, dotgit, recent),
+                _text_if_recent(back_path, back, recent))
 
     def _check_gitdir(self) -> Path:
         dotgit = self.worktree / ".git"
@@ -307,6 +308,13 @@ class Running:
         with interrupts_held(raise_after=True):
             out, err = self._proc.communicate()
         return _result(self._argv, self._proc.returncode, out, err, strip, self._cwd, self._where)
+
+
+def _text_if_recent(path: str, stat: os.stat_result, recent: int) -> bytes | None:
+    if stat.st_ctime_ns < recent and stat.st_mtime_ns < recent:
+        return None
+    with open(path, "rb") as stream:
+        return stream.read(65536)
 
 
 def _file_id(stat: os.stat_result) -> tuple[int, int, int, int]:

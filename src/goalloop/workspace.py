@@ -152,7 +152,7 @@ class Workspace(RunWorktree):
         cannot be vouched for (not left clean at `parent` by goalloop, HEAD moved, the index touched) or a
         file is not a plain file at `parent`: then commit it with `commit_attempt`."""
         self._fast.write_unwritten()
-        if (self._clean_at != parent or self.head() != parent or not self._git.head_is_detached()
+        if (self._clean_at != parent or self._detached_head() != parent
                 or self._index_stamp() != self._index_written):
             return None
         made = self._fast.commit(self.attempt_ref(iteration), parent, message, files)
@@ -311,8 +311,7 @@ class Workspace(RunWorktree):
 
     def _left_as_committed(self, committed: _Committed) -> bool:
         """Whether HEAD and the index are as `commit_attempt` left them (the check moved neither)."""
-        return (self.head() == committed.head and self._git.head_is_detached()
-                and self._index_stamp() == self._index_written)
+        return self._detached_head() == committed.head and self._index_stamp() == self._index_written
 
     def _index_stamp(self) -> bytes | None:
         """The worktree's index file, to compare with as it was: its bytes up to INDEX_KEPT_WHOLE (a read
@@ -334,10 +333,12 @@ class Workspace(RunWorktree):
     def head(self) -> str:
         """The worktree's HEAD commit: read from its HEAD file when detached (always, but for a proposer
         that checked out a branch), else asked of git."""
+        return self._detached_head() or self._run("rev-parse", "--verify", "HEAD")
+
+    def _detached_head(self) -> str | None:
+        """The commit HEAD holds when it is detached, else None (a branch is checked out)."""
         text = (self._git.gitdir() / "HEAD").read_text(encoding="utf-8", errors="replace").strip()
-        if len(text) in (40, 64) and all(c in "0123456789abcdef" for c in text):
-            return text
-        return self._run("rev-parse", "--verify", "HEAD")
+        return text if len(text) in (40, 64) and all(c in "0123456789abcdef" for c in text) else None
 
     def attempt_refs(self) -> dict[int, str]:
         """Attempt number -> commit, for every attempt ref of this run."""

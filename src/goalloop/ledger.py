@@ -9,8 +9,8 @@
     budget.json         the budget status shows (tally.save_budget), written at the start and on resume
     standing.json       a summary of events.jsonl kept as the events are written (tally.py), for status
 
-Every line is written at once (a killed run loses none) and fsynced at once or, for attempt rows, a moment
-later in a thread of its own (line_file.py); a row is on disk before the branch moves past it, so after a
+Every line is written at once (a killed run loses none) and fsynced at once or, for attempt rows, within
+half a second, in batches (line_file.py); a row is on disk before the branch moves past it, so after a
 power cut the ledger is never behind git about a kept attempt.
 """
 
@@ -268,8 +268,8 @@ class Ledger:
 
     def record(self, attempt: AttemptRecord, wait: bool = True) -> None:
         """Append the attempt to results.tsv and events.jsonl; on disk when this returns, or with `wait`
-        False about a millisecond later, while the caller goes on (line_file.py). Before the branch moves
-        past it, a row must be on disk: record it waiting, or call `sync` first.
+        False within line_file.SOON_SECONDS, with the rows written meanwhile, while the caller goes on.
+        Before the branch moves past it, a row must be on disk: record it waiting, or call `sync` first.
 
         An interrupt (Ctrl-C, SIGTERM) that arrives between the two writes waits until both are done, so the
         two files never disagree about an attempt."""

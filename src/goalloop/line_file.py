@@ -50,6 +50,8 @@ class LineFile:
         self._syncer: threading.Thread | None = None
         self._urgent = False
         """`sync()` is waiting: fsync without waiting for more lines."""
+        self._idle = False
+        """The thread waits for a line to sync (and only then needs waking)."""
         self._closing = False
 
     def size(self) -> int:
@@ -75,7 +77,7 @@ class LineFile:
                 self._written += 1
                 if sync is Sync.NOW:
                     self._on_disk = self._written
-                elif sync is Sync.SOON:
+                elif sync is Sync.SOON and (self._syncer is None or self._idle):
                     self._start_syncer()
                     self._synced.notify_all()
             if self._after is not None:
@@ -123,7 +125,9 @@ class LineFile:
         while True:
             with self._synced:
                 while self._on_disk >= self._written and not self._closing:
+                    self._idle = True
                     self._synced.wait()
+                self._idle = False
                 if self._on_disk >= self._written:
                     return
                 due = time.monotonic() + SOON_SECONDS

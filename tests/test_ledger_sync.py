@@ -72,8 +72,9 @@ def test_an_fsync_that_fails_in_the_background_is_raised_by_the_next_write(tmp_p
     FsyncSpy(monkeypatch, fail=True)
     lines = LineFile(tmp_path / "rows.tsv")
     lines.append("row 1\n", Sync.SOON)
-    with pytest.raises(OSError, match="Input/output"):
+    with pytest.raises(OSError, match="Input/output") as failed:
         lines.sync()
+    assert failed.value.filename == str(tmp_path / "rows.tsv")  # so the run's fault can name the file
     with pytest.raises(OSError, match="Input/output"):
         lines.append("row 2\n", Sync.SOON)
     assert (tmp_path / "rows.tsv").read_text() == "row 1\n"
@@ -173,3 +174,19 @@ def test_attempts_whose_rows_a_power_cut_took_back_are_set_aside_and_proposed_ag
     assert [r["iteration"] for r in results_rows(run_dir)] == [str(n) for n in range(7)]
     aside = git(repo, "for-each-ref", "--format=%(refname)", f"refs/goalloop/{run_dir.name}/unjudged/")
     assert sorted(ref.rsplit("/", 1)[1].split("-")[0] for ref in aside.splitlines()) == ["5", "6"], aside
+
+
+def test_an_input_output_error_of_the_disk_is_a_named_fault_that_says_resume(tmp_path: Path, monkeypatch) -> None:
+    """An fsync the disk fails (EIO) in the sync thread ends the run as a fault of the machine naming the
+    file (exit 3, resumable), not as an internal error."""
+    from goalloop import faults
+
+    FsyncSpy(monkeypatch, fail=True)
+    lines = LineFile(tmp_path / "rows.tsv")
+    lines.append("row 1\n", Sync.SOON)
+    with pytest.raises(OSError) as failed:
+        lines.sync()
+    fault = faults.named(failed.value, "r-1")
+    assert isinstance(fault, faults.MachineFault) and fault.exit_code == 3
+    assert str(tmp_path / "rows.tsv") in fault.message and "goalloop resume r-1" in (fault.fix or "")
+    lines.close()

@@ -35,6 +35,10 @@ class NotWritable(MachineFault):
     """A folder the run writes to became read-only or is not ours to write."""
 
 
+class DiskError(MachineFault):
+    """The disk reported an input/output error (a failing disk, a network filesystem gone away)."""
+
+
 class GitLockHeld(InfrastructureError):
     """Another git process holds a lock file (index.lock, a ref's .lock) in the repository."""
 
@@ -106,6 +110,11 @@ def named(exc: OSError, run_id: str = "") -> MachineFault | None:
         return NotWritable(
             f"{where or 'a folder the run writes to'} is on a read-only filesystem",
             fix=f"remount it read-write (or move --home to a writable disk), {resume}",
+        )
+    if exc.errno == errno.EIO:
+        return DiskError(
+            f"the disk holding {where or 'a folder the run writes to'} reported an input/output error",
+            fix=f"check that disk (`dmesg` says what failed; a network filesystem may have gone away), {resume}",
         )
     if exc.errno in (errno.EACCES, errno.EPERM) and where is not None:
         return NotWritable(

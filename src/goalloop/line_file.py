@@ -137,9 +137,9 @@ class LineFile:
                 target = self._written
             try:
                 os.fsync(self.fd)
-            except OSError as exc:
+            except OSError as exc:  # kept with the file's name, so the run's fault names it (a full disk)
                 with self._synced:
-                    self._failed = exc
+                    self._failed = OSError(exc.errno, exc.strerror, str(self.path))
                     self._synced.notify_all()
                 return
             with self._synced:

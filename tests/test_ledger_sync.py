@@ -14,7 +14,7 @@ import time
 from pathlib import Path
 
 import pytest
-from conftest import git, make_repo, results_rows, run_cli, write_goal
+from conftest import git, make_repo, only_run_dir, results_rows, run_cli, write_goal
 
 from goalloop import line_file
 from goalloop.line_file import LineFile, Sync
@@ -115,17 +115,22 @@ SPY_RUN = textwrap.dedent("""
 """)
 
 
+def knob_goal(tmp_path: Path, score: str, iterations: int, seed: int) -> Path:
+    """A search goal over `X` in knob.py, whose check prints `score: <score>` (a Python expression of X)."""
+    repo = make_repo(tmp_path / "repo", {"knob.py": "X = 0.5\n", "score.py": f"import knob\nX = knob.X\nprint(f'score: {{{score}}}')\n"})
+    return write_goal(tmp_path / "goal.yaml", {
+        "repo": str(repo), "check": {"run": f"{sys.executable} score.py", "metric": r"^score: (\S+)"},
+        "target": {"direction": "maximize"}, "budget": {"iterations": iterations},
+        "proposer": {"kind": "search", "sampler": "random", "seed": seed,
+                     "params": {"x": {"file": "knob.py", "pattern": r"^X = (\S+)$", "low": 0.0, "high": 1.0}}}})
+
+
 @pytest.mark.parametrize("rule", ["on", "rule-off"])
 def test_the_branch_never_moves_past_a_row_that_is_not_on_disk(tmp_path: Path, rule: str) -> None:
     """Every keep of a search run finds results.tsv and events.jsonl fsynced to their last byte; with the
     loop's sync before the branch moves taken out, the rows of a keep would still be waiting for the
     batch (the rule shown to matter)."""
-    repo = make_repo(tmp_path / "repo", {"knob.py": "X = 0.5\n", "score.py": "import knob\nprint(f'score: {knob.X}')\n"})
-    goal = write_goal(tmp_path / "goal.yaml", {
-        "repo": str(repo), "check": {"run": f"{sys.executable} score.py", "metric": r"^score: (\S+)"},
-        "target": {"direction": "maximize"}, "budget": {"iterations": 12},
-        "proposer": {"kind": "search", "sampler": "random", "seed": 3,
-                     "params": {"x": {"file": "knob.py", "pattern": r"^X = (\S+)$", "low": 0.0, "high": 1.0}}}})
+    goal = knob_goal(tmp_path, "X", iterations=12, seed=3)
     home = tmp_path / "home"
     script = tmp_path / "spy_run.py"
     script.write_text(SPY_RUN)
@@ -133,8 +138,7 @@ def test_the_branch_never_moves_past_a_row_that_is_not_on_disk(tmp_path: Path, r
                           capture_output=True, text=True, timeout=120)
     assert done.returncode == 1, done.stdout[-2000:] + done.stderr[-3000:]  # the budget spent
     unsynced = json.loads((home / "keeps.json").read_text())
-    (run_dir,) = [p for p in (home / "runs").iterdir() if (p / "run.json").exists()]
-    rows = (run_dir / "results.tsv").read_text().splitlines()
+    rows = (only_run_dir(home) / "results.tsv").read_text().splitlines()
     keeps = [row for row in rows[1:] if row.split("\t")[3] == "keep"]
     assert keeps, "the run kept nothing: the test shows nothing"
     if rule == "on":
@@ -151,17 +155,12 @@ def test_the_readme_says_how_much_a_power_cut_can_take_back() -> None:
 def test_attempts_whose_rows_a_power_cut_took_back_are_set_aside_and_proposed_again(tmp_path: Path) -> None:
     """A power cut took the last two rows (their commits and refs survived, and nothing after them did):
     resume sets both attempts aside, proposes them again, and the ledger holds every attempt once."""
-    repo = make_repo(tmp_path / "repo", {"knob.py": "X = 0.5\n",
-                                         "score.py": "import knob\nprint(f'score: {0.5 - abs(knob.X - 0.5)}')\n"})
-    goal = write_goal(tmp_path / "goal.yaml", {
-        "repo": str(repo), "check": {"run": f"{sys.executable} score.py", "metric": r"^score: (\S+)"},
-        "target": {"direction": "maximize"}, "budget": {"iterations": 6},
-        "proposer": {"kind": "search", "sampler": "random", "seed": 1,
-                     "params": {"x": {"file": "knob.py", "pattern": r"^X = (\S+)$", "low": 0.0, "high": 1.0}}}})
+    goal = knob_goal(tmp_path, "0.5 - abs(X - 0.5)", iterations=6, seed=1)  # never beats the baseline
+    repo = tmp_path / "repo"
     home = tmp_path / "home"
     first = run_cli("run", str(goal), "--home", str(home), cwd=tmp_path)
     assert first.exit_code == 1, first.output
-    (run_dir,) = [p for p in (home / "runs").iterdir() if (p / "run.json").exists()]
+    run_dir = only_run_dir(home)
     events = (run_dir / "events.jsonl").read_text(encoding="utf-8").splitlines(keepends=True)
     cut = next(n for n, line in enumerate(events) if '"event": "attempt"' in line and '"iteration": 5,' in line)
     (run_dir / "events.jsonl").write_text("".join(events[:cut]), encoding="utf-8")
